@@ -1,0 +1,52 @@
+# Cartage: `make run` starts the whole suite, `make test` runs every test. Both install what they
+# need first (a virtualenv in .venv, the buf CLI in .tools), so a fresh clone needs only Python
+# 3.11 and npm.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+BUF_VERSION := 1.75.0
+BUF    := .tools/node_modules/.bin/buf
+PYTEST_ARGS ?=
+
+.PHONY: install proto lint test run bench bench-orders bench-routing clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
+	touch $(STAMP)
+
+$(BUF):
+	npm install --silent --prefix .tools --no-audit --no-fund @bufbuild/buf@$(BUF_VERSION)
+
+install: $(STAMP) $(BUF)
+
+# Generated code (cartage/) and the descriptor set (build/) are rebuilt from proto/ every time,
+# so they can never drift from the contracts.
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+lint: proto $(BUF)
+	$(BUF) lint build/cartage.binpb --config proto/buf.yaml
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+run: proto
+	$(BIN)/python -m services.stack
+
+bench: bench-orders bench-routing
+
+bench-orders: proto
+	$(BIN)/python -m bench.orders
+
+INSTANCES ?=
+TIME_LIMIT ?= 10
+bench-routing: proto
+	$(BIN)/python -m bench.routing_bench $(if $(INSTANCES),--instances $(INSTANCES) --time-limit $(TIME_LIMIT))
+
+clean:
+	rm -rf $(VENV) .tools build cartage

@@ -1,0 +1,47 @@
+"""Field-mask updates (AIP-134) on protobuf messages, through protobuf's own FieldMask code."""
+
+from __future__ import annotations
+
+from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
+
+from services.kit.errors import InvalidArgument
+
+
+def apply_update_mask(
+    target: Message,
+    patch: Message,
+    mask: field_mask_pb2.FieldMask,
+    *,
+    updatable: frozenset[str],
+    prefix: str = "update_mask",
+) -> list[str]:
+    """Copy the masked fields of `patch` onto `target` (in place) and return the paths.
+
+    A path is allowed when it, or one of its parents, is in `updatable` (so `pickup` allows
+    `pickup.time_windows`). Message and repeated fields are replaced, not merged: what the
+    client sends is what it gets, as AIP-134 asks."""
+    paths = list(mask.paths)
+    if not paths:
+        raise InvalidArgument.single(prefix, "is required: name the fields to change")
+    if not mask.IsValidForDescriptor(target.DESCRIPTOR):
+        unknown = [p for p in paths if not _path_exists(target, p)]
+        raise InvalidArgument.single(prefix, f"unknown field paths: {', '.join(unknown)}")
+    forbidden = [p for p in paths if not _allowed(p, updatable)]
+    if forbidden:
+        raise InvalidArgument.single(
+            prefix,
+            f"cannot change {', '.join(forbidden)}; updatable: {', '.join(sorted(updatable))}",
+        )
+    mask.MergeMessage(patch, target, replace_message_field=True, replace_repeated_field=True)
+    return paths
+
+
+def _allowed(path: str, updatable: frozenset[str]) -> bool:
+    parts = path.split(".")
+    return any(".".join(parts[:i]) in updatable for i in range(1, len(parts) + 1))
+
+
+def _path_exists(message: Message, path: str) -> bool:
+    probe = field_mask_pb2.FieldMask(paths=[path])
+    return probe.IsValidForDescriptor(message.DESCRIPTOR)

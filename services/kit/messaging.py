@@ -1,0 +1,320 @@
+"""NATS JetStream: connecting, declaring streams, the outbox relay and the consumer runner.
+
+Delivery guarantees, end to end:
+
+- Publishing: the relay reads unpublished outbox rows, publishes each with header
+  `Nats-Msg-Id` = the event id, waits for JetStream's acks, and only then stamps the rows. A
+  crash between publish and stamp republishes the same ids, which JetStream drops as duplicates
+  within the stream's duplicate window (`DUPLICATE_WINDOW`, set to cover the relay's longest
+  retry horizon). While NATS is down the rows simply wait; Postgres is the system of record.
+- Consuming: `EventConsumer` pulls from a durable consumer, records the event id in the
+  service's `inbox` table in the same transaction as the handler's effects, commits, and only
+  then acks. A redelivery finds the id and does nothing. A handler that keeps failing is retried
+  with backoff and, after `max_attempts`, copied to the dead-letter stream and terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import nats
+import sqlalchemy as sa
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import NotFoundError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kit.db import KitTables, Transaction, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+DUPLICATE_WINDOW = timedelta(hours=2)
+DEAD_LETTER_STREAM = "DEAD_LETTER"
+DEAD_LETTER_SUBJECT_PREFIX = "deadletter"
+EVENT_TYPE_HEADER = "Cartage-Event-Type"
+REQUEST_ID_HEADER = "Cartage-Request-Id"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+async def connect(url: str, *, name: str, stop: asyncio.Event | None = None) -> NatsClient:
+    """Connect, retrying the first connection too (nats-py gives up on it by default), and
+    reconnect forever afterwards. Returns once connected; raises CancelledError if stopped."""
+    delay = 0.2
+    while True:
+        try:
+            return await nats.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+            )
+        except (OSError, nats.errors.NoServersError, TimeoutError) as error:
+            if stop is not None and stop.is_set():
+                raise asyncio.CancelledError from error
+            log.warning("nats not reachable, retrying", extra={"url": url, "error": str(error)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def ensure_stream(js: JetStreamContext, name: str, subjects: Sequence[str]) -> None:
+    """Create or update a file-backed stream with our duplicate window."""
+    config = js_api.StreamConfig(
+        name=name,
+        subjects=list(subjects),
+        storage=js_api.StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW.total_seconds(),
+    )
+    try:
+        await js.stream_info(name)
+        await js.update_stream(config)
+    except NotFoundError:
+        await js.add_stream(config)
+
+
+class OutboxRelay:
+    """Publishes a service's outbox to JetStream. Several replicas may run: rows are claimed
+    with FOR UPDATE SKIP LOCKED, and duplicates are dropped by JetStream anyway."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        tables: KitTables,
+        nats_url: str,
+        *,
+        name: str,
+        streams: dict[str, Sequence[str]] | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+        crash_after_publish: bool = False,
+    ) -> None:
+        self._engine = engine
+        self._outbox = tables.outbox
+        self._nats_url = nats_url
+        self._name = name
+        self._streams = dict(streams or {})
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        # Test-only fail point: exit the process after JetStream acked a batch and before the rows
+        # are stamped, the exact window in which a naive relay would publish twice.
+        self._crash_after_publish = crash_after_publish
+        self._wake = asyncio.Event()
+        self._nc: NatsClient | None = None
+
+    def wake(self) -> None:
+        """Called after a commit that wrote events."""
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            self._nc = await connect(self._nats_url, name=f"{self._name}-relay", stop=stop)
+        except asyncio.CancelledError:
+            return
+        js = self._nc.jetstream(timeout=5)
+        backoff = 0.1
+        streams_ready = False
+        try:
+            while not stop.is_set():
+                if not streams_ready:
+                    try:
+                        for stream, subjects in self._streams.items():
+                            await ensure_stream(js, stream, subjects)
+                        streams_ready = True
+                    except Exception as error:
+                        log.warning("cannot declare streams yet", extra={"error": repr(error)})
+                        await _sleep_or_stop(stop, backoff)
+                        backoff = min(backoff * 2, 5.0)
+                        continue
+                # Cleared before reading, so a commit that lands during the read wakes us again.
+                self._wake.clear()
+                try:
+                    published = await self.relay_once(js)
+                    backoff = 0.1
+                except Exception as error:  # NATS or Postgres down: rows wait in the outbox
+                    log.warning("outbox relay failed, will retry", extra={"error": repr(error)})
+                    published = 0
+                    await _sleep_or_stop(stop, backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if published < self._batch_size:
+                    # Caught up: wait for a commit's wake-up, or poll (other replicas' writes).
+                    await _wait_any(stop, self._wake, self._poll_interval)
+        finally:
+            await self._nc.close()
+
+    async def relay_once(self, js: JetStreamContext) -> int:
+        outbox = self._outbox
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        outbox.c.seq,
+                        outbox.c.event_id,
+                        outbox.c.subject,
+                        outbox.c.event_type,
+                        outbox.c.payload,
+                        outbox.c.request_id,
+                    )
+                    .where(outbox.c.published_at.is_(None))
+                    .order_by(outbox.c.seq)
+                    .limit(self._batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                await conn.rollback()
+                return 0
+            # One connection sends in order, so the stream keeps the outbox order even though
+            # the acks are awaited together.
+            acks = await asyncio.gather(
+                *(
+                    js.publish(
+                        row.subject,
+                        row.payload,
+                        headers={
+                            MSG_ID_HEADER: row.event_id,
+                            EVENT_TYPE_HEADER: row.event_type,
+                            REQUEST_ID_HEADER: row.request_id,
+                        },
+                    )
+                    for row in rows
+                )
+            )
+            if self._crash_after_publish:
+                os._exit(17)
+            await conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.seq.in_([row.seq for row in rows]))
+                .values(published_at=sa.func.clock_timestamp())
+            )
+            await conn.commit()
+        duplicates = sum(1 for ack in acks if ack.duplicate)
+        if duplicates:
+            log.info("relay republished events JetStream already had", extra={"count": duplicates})
+        return len(rows)
+
+
+Handler = Callable[[Transaction, Msg], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    """A durable pull consumer on one stream."""
+
+    stream: str
+    durable: str
+    filter_subjects: tuple[str, ...]
+    max_attempts: int = 5
+    backoff: tuple[float, ...] = (0.5, 2.0, 10.0, 30.0, 60.0)
+    ack_wait: float = 30.0
+
+
+class EventConsumer:
+    """Runs a handler for each event exactly once in effect (inbox + ack after commit)."""
+
+    def __init__(self, uow: UnitOfWork, nc: NatsClient, spec: ConsumerSpec, handler: Handler):
+        self._uow = uow
+        self._nc = nc
+        self._js = nc.jetstream(timeout=5)
+        self._spec = spec
+        self._handler = handler
+        self._inbox = uow.tables.inbox
+
+    async def run(self, stop: asyncio.Event, *, batch: int = 50) -> None:
+        spec = self._spec
+        await ensure_stream(self._js, DEAD_LETTER_STREAM, [f"{DEAD_LETTER_SUBJECT_PREFIX}.>"])
+        config = js_api.ConsumerConfig(
+            durable_name=spec.durable,
+            ack_policy=js_api.AckPolicy.EXPLICIT,
+            # Redelivery is bounded by our own attempt count (so the dead-letter copy is made
+            # by us, crash-safely), not by JetStream's max_deliver.
+            max_deliver=-1,
+            ack_wait=spec.ack_wait,
+            filter_subjects=list(spec.filter_subjects),
+        )
+        sub = await self._js.pull_subscribe(
+            "", durable=spec.durable, stream=spec.stream, config=config
+        )
+        while not stop.is_set():
+            try:
+                messages = await sub.fetch(batch, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except Exception as error:
+                log.warning("fetch failed", extra={"error": repr(error)})
+                await _sleep_or_stop(stop, 1.0)
+                continue
+            for msg in messages:
+                await self.handle(msg)
+
+    async def handle(self, msg: Msg) -> None:
+        event_id = (msg.headers or {}).get(MSG_ID_HEADER) or f"seq:{msg.metadata.sequence.stream}"
+        try:
+            async with self._uow.transaction() as tx:
+                inserted = await tx.execute(
+                    pg_insert(self._inbox)
+                    .values(consumer=self._spec.durable, event_id=event_id)
+                    .on_conflict_do_nothing()
+                    .returning(self._inbox.c.event_id)
+                )
+                if inserted.first() is not None:
+                    await self._handler(tx, msg)
+            await msg.ack_sync()
+        except Exception as error:
+            await self._failed(msg, event_id, error)
+
+    async def _failed(self, msg: Msg, event_id: str, error: Exception) -> None:
+        attempt = msg.metadata.num_delivered or 1
+        if attempt >= self._spec.max_attempts:
+            log.error(
+                "event handler failed for the last time; dead-lettered",
+                extra={"event_id": event_id, "subject": msg.subject, "attempts": attempt,
+                       "error": repr(error)},
+            )
+            headers = dict(msg.headers or {})
+            headers[MSG_ID_HEADER] = f"{self._spec.durable}:{event_id}"
+            headers["Cartage-Original-Subject"] = msg.subject
+            headers["Cartage-Error"] = repr(error)[:500]
+            await self._js.publish(
+                f"{DEAD_LETTER_SUBJECT_PREFIX}.{self._spec.stream}.{self._spec.durable}",
+                msg.data,
+                headers=headers,
+            )
+            await msg.term()
+            return
+        delay = self._spec.backoff[min(attempt - 1, len(self._spec.backoff) - 1)]
+        log.warning(
+            "event handler failed; will retry",
+            extra={"event_id": event_id, "attempt": attempt, "retry_in_s": delay,
+                   "error": repr(error)},
+        )
+        await msg.nak(delay=delay * (0.8 + 0.4 * random.random()))
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,192 @@
+"""gRPC server bootstrap: interceptors, health, reflection, graceful shutdown.
+
+One interceptor does, for every unary RPC of every service:
+- parses the request itself, so malformed bytes become INVALID_ARGUMENT, not INTERNAL;
+- sets the request id (from `x-request-id`, else a new one) and the caller for the call;
+- maps every exception to a status with `google.rpc` details through `errors.to_rpc_status`,
+  logging unknown exceptions once with their traceback;
+- writes one JSON access line.
+Servicers therefore contain no try/except.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from services.kit.auth import Caller, set_caller
+from services.kit.errors import CartageError, InvalidArgument, RpcStatus, to_rpc_status
+from services.kit.log import request_id_var
+
+log = logging.getLogger("cartage.rpc")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class KitInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streams (health Watch, reflection) pass through untouched
+        method = handler_call_details.method
+        inner = handler.unary_unary
+        parse = handler.request_deserializer
+
+        async def serve(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+            request_id = metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+            request_id_var.set(request_id)
+            caller = Caller.from_metadata(metadata)
+            set_caller(caller)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                try:
+                    request = parse(raw) if parse else raw
+                except DecodeError:
+                    raise InvalidArgument("the request body is not a valid message") from None
+                return await inner(request, context)
+            except CartageError as error:
+                status = to_rpc_status(error)
+                code = status.code
+                await _abort(context, status)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                code = context.code() or grpc.StatusCode.CANCELLED
+                raise
+            except Exception:
+                log.exception("unhandled error", extra={"rpc": method})
+                status = to_rpc_status(Exception())
+                code = status.code
+                await _abort(context, status)
+            finally:
+                log.info(
+                    "rpc",
+                    extra={
+                        "rpc": method,
+                        "code": code.name,
+                        "ms": round((time.perf_counter() - started) * 1000, 2),
+                        "client_id": caller.client_id if caller else "",
+                    },
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            serve, request_deserializer=None, response_serializer=handler.response_serializer
+        )
+
+
+async def _abort(context: grpc.aio.ServicerContext, status: RpcStatus) -> None:
+    # grpc.aio has no abort_with_status: the details travel as trailing metadata.
+    trailers = rpc_status.to_status(status.proto).trailing_metadata
+    await context.abort(status.code, status.message, trailers)
+
+
+HealthCheck = Callable[[], Awaitable[bool]]
+
+
+class Service:
+    """A running gRPC server plus its background tasks; `run()` returns after a graceful stop."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        address: str,
+        register: Callable[[grpc.aio.Server], None],
+        service_names: Sequence[str],
+        health_checks: Sequence[HealthCheck] = (),
+        background: Iterable[Callable[[asyncio.Event], Awaitable[None]]] = (),
+        grace_seconds: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.address = address
+        self.stop_event = asyncio.Event()
+        self.port = 0
+        self._register = register
+        self._service_names = list(service_names)
+        self._health_checks = list(health_checks)
+        self._background = list(background)
+        self._grace = grace_seconds
+        self._server: grpc.aio.Server | None = None
+        self._started = asyncio.Event()
+
+    async def started(self) -> int:
+        await self._started.wait()
+        return self.port
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        server = grpc.aio.server(
+            interceptors=[KitInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # A stale server must not silently share the port with its replacement.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        self._server = server
+        self._register(server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        self.port = server.add_insecure_port(self.address)
+        if self.port == 0:
+            raise OSError(f"could not bind {self.address}")
+        await server.start()
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop_event.set)
+        tasks = [asyncio.create_task(job(self.stop_event)) for job in self._background]
+        tasks.append(asyncio.create_task(self._watch_health(health_servicer)))
+        host = self.address.rsplit(":", 1)[0]
+        logging.getLogger("cartage").info(
+            "serving", extra={"service": self.name, "address": f"{host}:{self.port}"}
+        )
+        self._started.set()
+        await self.stop_event.wait()
+        logging.getLogger("cartage").info("stopping", extra={"grace_s": self._grace})
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(self._grace)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _watch_health(self, servicer: health.aio.HealthServicer) -> None:
+        """Readiness: NOT_SERVING while any dependency check fails (Postgres, NATS)."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        last: int | None = None
+        while not self.stop_event.is_set():
+            ok = True
+            for check in self._health_checks:
+                try:
+                    ok = ok and await asyncio.wait_for(check(), timeout=2.0)
+                except Exception:
+                    ok = False
+            status = serving if ok else not_serving
+            if status != last:
+                for service_name in ["", *self._service_names]:
+                    await servicer.set(service_name, status)
+                last = status
+            try:
+                await asyncio.wait_for(self.stop_event.wait(), timeout=2.0)
+            except TimeoutError:
+                pass

@@ -1,0 +1,112 @@
+"""SQL for orders, in SQLAlchemy Core (the ORM's unit of work costs 4–5x on the write path)."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from cartage.order.v1 import order_pb2
+from services.kit.db import Transaction
+from services.order.adapters.tables import orders
+from services.order.domain.model import Order, State
+
+
+def _values(order: Order) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "client_id": order.client_id,
+        "external_reference": order.external_reference,
+        "state": int(order.state),
+        "mode": order.content.mode,
+        "create_time": order.create_time,
+        "update_time": order.update_time,
+        "version": order.version,
+        "cancel_reason": order.cancel_reason,
+        "body": order.content.SerializeToString(),
+    }
+
+
+def _from_row(row: Any) -> Order:
+    return Order(
+        id=row.id,
+        client_id=row.client_id,
+        external_reference=row.external_reference,
+        state=State(row.state),
+        content=order_pb2.Order.FromString(row.body),
+        create_time=row.create_time,
+        update_time=row.update_time,
+        version=row.version,
+        cancel_reason=row.cancel_reason,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A page of one client's orders. `filters` are (field, operator, typed value) triples over
+    the fields in `FILTER_COLUMNS`, already validated by the API layer."""
+
+    client_id: str
+    filters: tuple[tuple[str, str, Any], ...]
+    descending: bool
+    after: tuple[datetime, str] | None
+    limit: int
+
+
+FILTER_COLUMNS = {
+    "state": orders.c.state,
+    "external_reference": orders.c.external_reference,
+    "create_time": orders.c.create_time,
+    "mode": orders.c.mode,
+}
+_OPERATORS = {
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+
+
+class OrderRepository:
+    def insert(self, tx: Transaction, *new_orders: Order) -> None:
+        tx.defer(sa.insert(orders).values([_values(o) for o in new_orders]))
+
+    def save(self, tx: Transaction, order: Order) -> None:
+        """Write a changed order. The caller holds the row lock (`get(..., for_update=True)`)."""
+        values = _values(order)
+        tx.defer(sa.update(orders).where(orders.c.id == order.id).values(values))
+
+    async def get(
+        self, tx: Transaction, client_id: str, order_id: str, *, for_update: bool = False
+    ) -> Order | None:
+        query = sa.select(orders).where(orders.c.id == order_id, orders.c.client_id == client_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await tx.execute(query)).one_or_none()
+        return None if row is None else _from_row(row)
+
+    async def existing_references(
+        self, tx: Transaction, client_id: str, references: list[str]
+    ) -> set[str]:
+        rows = await tx.execute(
+            sa.select(orders.c.external_reference).where(
+                orders.c.client_id == client_id, orders.c.external_reference.in_(references)
+            )
+        )
+        return {row[0] for row in rows}
+
+    async def list(self, tx: Transaction, query: ListQuery) -> list[Order]:
+        key = sa.tuple_(orders.c.create_time, orders.c.id)
+        conditions = [_OPERATORS[op](FILTER_COLUMNS[field], value)
+                      for field, op, value in query.filters]
+        statement = sa.select(orders).where(orders.c.client_id == query.client_id, *conditions)
+        if query.after is not None:
+            after = sa.tuple_(sa.literal(query.after[0]), sa.literal(query.after[1]))
+            statement = statement.where(key < after if query.descending else key > after)
+        if query.descending:
+            statement = statement.order_by(orders.c.create_time.desc(), orders.c.id.desc())
+        else:
+            statement = statement.order_by(orders.c.create_time, orders.c.id)
+        rows = await tx.execute(statement.limit(query.limit))
+        return [_from_row(row) for row in rows]

@@ -1,0 +1,67 @@
+"""The composition root: builds the order service from its settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from cartage.order.v1 import order_service_pb2, order_service_pb2_grpc
+from services.kit.db import UnitOfWork, create_engine
+from services.kit.messaging import OutboxRelay
+from services.kit.migrations import upgrade_async
+from services.kit.server import Service
+from services.order.adapters import tables
+from services.order.adapters.events import OrderEvents
+from services.order.adapters.repository import OrderRepository
+from services.order.api.servicer import OrderServicer
+from services.order.settings import Settings
+from services.order.use_cases import OrderUseCases
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+STREAM = "ORDER"
+SUBJECTS = ("order.>",)
+SERVICE_NAME = order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
+
+
+async def migrate(settings: Settings) -> None:
+    await upgrade_async(settings.database_url, tables.SCHEMA, MIGRATIONS)
+
+
+async def serve(settings: Settings, *, handle_signals: bool = True,
+                service_hook: object = None) -> None:
+    """Run until SIGTERM/SIGINT (or `service.stop_event`). `service_hook`, when given, is called
+    with the Service before it starts (tests use it to learn the port and stop it)."""
+    if settings.migrate_on_start:
+        await migrate(settings)
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    relay = OutboxRelay(
+        engine, tables.kit, settings.nats_url, name="order", streams={STREAM: SUBJECTS},
+        crash_after_publish=settings.fault_relay_crash_after_publish,
+    )
+    uow = UnitOfWork(engine, tables.kit, on_events=relay.wake)
+    servicer = OrderServicer(OrderUseCases(uow, OrderRepository(), OrderEvents()))
+
+    async def database_ok() -> bool:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+
+    async def nats_ok() -> bool:
+        return relay.connected
+
+    service = Service(
+        name="order",
+        address=settings.grpc_address,
+        register=lambda server: order_service_pb2_grpc.add_OrderServiceServicer_to_server(
+            servicer, server),
+        service_names=[SERVICE_NAME],
+        health_checks=[database_ok, nats_ok],
+        background=[relay.run],
+    )
+    if callable(service_hook):
+        service_hook(service)
+    try:
+        await service.run(handle_signals=handle_signals)
+    finally:
+        await engine.dispose()

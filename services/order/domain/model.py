@@ -1,0 +1,111 @@
+"""The order aggregate: identity, ownership, lifecycle and the rules for changing them.
+
+The order's content (parties, stops, line items, notes) is held as the contract's `Order`
+message, treated as an immutable value: mirroring every field in parallel dataclasses would
+add a second place to change for each new field and a conversion on the hot write path, for
+no rule that needs it. The rules live here; field-level checks of the content live in
+`api/validation.py`, next to the field paths they report.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from cartage.order.v1 import order_pb2
+from services.kit.errors import Aborted, FailedPrecondition
+
+
+class State(enum.IntEnum):
+    """Mirrors `Order.State` numbers, so storage and the contract agree."""
+
+    CREATED = 1
+    RELEASED = 2
+    PLANNED = 3
+    IN_TRANSIT = 4
+    DELIVERED = 5
+    CANCELLED = 6
+
+
+# Every allowed lifecycle move. Anything else is FAILED_PRECONDITION.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.CREATED: frozenset({State.RELEASED, State.CANCELLED}),
+    State.RELEASED: frozenset({State.PLANNED, State.CANCELLED}),
+    State.PLANNED: frozenset({State.RELEASED, State.IN_TRANSIT, State.CANCELLED}),
+    State.IN_TRANSIT: frozenset({State.DELIVERED}),
+    State.DELIVERED: frozenset(),
+    State.CANCELLED: frozenset(),
+}
+EDITABLE_STATES = frozenset({State.CREATED, State.RELEASED})
+
+
+def new_order_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: str
+    client_id: str
+    external_reference: str
+    state: State
+    content: order_pb2.Order
+    create_time: datetime
+    update_time: datetime
+    version: int = 1
+    cancel_reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"orders/{self.id}"
+
+    @property
+    def etag(self) -> str:
+        return f"v{self.version}"
+
+    @classmethod
+    def create(cls, client_id: str, content: order_pb2.Order, now: datetime) -> Order:
+        return cls(
+            id=new_order_id(),
+            client_id=client_id,
+            external_reference=content.external_reference,
+            state=State.CREATED,
+            content=content,
+            create_time=now,
+            update_time=now,
+        )
+
+    def check_etag(self, etag: str) -> None:
+        """AIP-154: a stale etag means someone else changed the order since the caller read it."""
+        if etag and etag != self.etag:
+            raise Aborted(
+                f"the order changed since it was read (etag {etag!r}, now {self.etag!r}); "
+                "read it again and retry",
+                reason="ETAG_MISMATCH",
+            )
+
+    def _move(self, target: State, now: datetime, **changes: object) -> Order:
+        if target not in TRANSITIONS[self.state]:
+            raise FailedPrecondition(
+                f"an order in state {self.state.name} cannot become {target.name}",
+                reason="INVALID_STATE_TRANSITION",
+                metadata={"state": self.state.name, "target": target.name},
+            )
+        return replace(self, state=target, update_time=now, version=self.version + 1, **changes)
+
+    def release(self, now: datetime) -> Order:
+        return self._move(State.RELEASED, now)
+
+    def cancel(self, reason: str, now: datetime) -> Order:
+        return self._move(State.CANCELLED, now, cancel_reason=reason)
+
+    def update_content(self, content: order_pb2.Order, now: datetime) -> Order:
+        if self.state not in EDITABLE_STATES:
+            raise FailedPrecondition(
+                f"an order in state {self.state.name} can no longer be changed",
+                reason="ORDER_NOT_EDITABLE",
+                metadata={"state": self.state.name},
+            )
+        return replace(self, content=content, update_time=now, version=self.version + 1)

@@ -1,0 +1,35 @@
+"""The order service's settings, read once in main()."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.kit.config import Env
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    nats_url: str
+    grpc_address: str = "127.0.0.1:50051"
+    log_level: str = "INFO"
+    db_pool_size: int = 20
+    migrate_on_start: bool = True
+    # Test-only fail point, see OutboxRelay.
+    fault_relay_crash_after_publish: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        env = Env(environ)
+        return cls(
+            database_url=env.str("DATABASE_URL"),
+            nats_url=env.str("NATS_URL"),
+            grpc_address=env.str("ORDER_GRPC_ADDRESS", cls.grpc_address),
+            log_level=env.str("LOG_LEVEL", cls.log_level),
+            db_pool_size=env.int("ORDER_DB_POOL_SIZE", cls.db_pool_size),
+            migrate_on_start=env.bool("MIGRATE_ON_START", cls.migrate_on_start),
+            fault_relay_crash_after_publish=env.bool(
+                "CARTAGE_FAULT_RELAY_CRASH_AFTER_PUBLISH", False
+            ),
+        )

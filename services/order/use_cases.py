@@ -1,0 +1,175 @@
+"""What the order service does, independent of gRPC: each method is one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+
+from cartage.order.v1 import order_pb2
+from services.kit.db import IdempotencyKey, Transaction, UnitOfWork, constraint_name, idempotent
+from services.kit.errors import AlreadyExists, CartageError, NotFound
+from services.order.adapters.events import OrderEvents
+from services.order.adapters.repository import ListQuery, OrderRepository
+from services.order.api.converters import ORDER_CODEC, ORDERS_CODEC
+from services.order.domain.model import Order
+
+UNIQUE_REFERENCE = "uq_orders_client_reference"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _duplicate_reference(reference: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"an order with external_reference {reference!r} already exists",
+        reason="DUPLICATE_EXTERNAL_REFERENCE",
+        metadata={"external_reference": reference},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One item of a batch, already validated by the API layer."""
+
+    index: int
+    content: order_pb2.Order
+
+
+class OrderUseCases:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        repository: OrderRepository,
+        events: OrderEvents,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._uow = uow
+        self._orders = repository
+        self._events = events
+        self._clock = clock
+
+    async def create(
+        self, client_id: str, content: order_pb2.Order, key: IdempotencyKey | None,
+        request_id: str = "",
+    ) -> Order:
+        async def work(tx: Transaction) -> Order:
+            order = Order.create(client_id, content, self._clock())
+            self._orders.insert(tx, order)
+            tx.publish(self._events.created(order))
+            return order
+
+        try:
+            return await idempotent(self._uow, key, ORDER_CODEC, work, request_id=request_id)
+        except IntegrityError as error:
+            if constraint_name(error) == UNIQUE_REFERENCE:
+                raise _duplicate_reference(content.external_reference) from None
+            raise
+
+    async def create_batch(
+        self, client_id: str, items: list[BatchItem], key: IdempotencyKey | None,
+        request_id: str = "",
+    ) -> dict[int, Order | CartageError]:
+        """Creates every item it can; an item whose reference is taken gets ALREADY_EXISTS."""
+
+        async def work(tx: Transaction) -> list[Order]:
+            taken = await self._orders.existing_references(
+                tx, client_id, [item.content.external_reference for item in items]
+            )
+            now = self._clock()
+            created: list[Order] = []
+            for item in items:
+                reference = item.content.external_reference
+                if reference in taken:
+                    continue
+                taken.add(reference)
+                created.append(Order.create(client_id, item.content, now))
+            if created:
+                self._orders.insert(tx, *created)
+                for order in created:
+                    tx.publish(self._events.created(order))
+            return created
+
+        # A concurrent writer may take a reference between our check and our insert; the unique
+        # constraint then fails the whole statement, and a second pass sees the reference.
+        for attempt in (1, 2):
+            try:
+                created = await idempotent(self._uow, key, ORDERS_CODEC, work,
+                                           request_id=request_id)
+                break
+            except IntegrityError as error:
+                if attempt == 2 or constraint_name(error) != UNIQUE_REFERENCE:
+                    raise
+        by_reference = {order.external_reference: order for order in created}
+        results: dict[int, Order | CartageError] = {}
+        for item in items:
+            reference = item.content.external_reference
+            order = by_reference.pop(reference, None)
+            results[item.index] = order if order is not None else _duplicate_reference(reference)
+        return results
+
+    async def get(self, client_id: str, order_id: str) -> Order:
+        async with self._uow.transaction() as tx:
+            return await self._require(tx, client_id, order_id)
+
+    async def list(self, query: ListQuery) -> list[Order]:
+        async with self._uow.transaction() as tx:
+            return await self._orders.list(tx, query)
+
+    async def update(
+        self, client_id: str, order_id: str, etag: str,
+        apply: Callable[[order_pb2.Order], list[str]], request_id: str = "",
+    ) -> Order:
+        """`apply` changes a copy of the content in place and returns the changed paths."""
+        async with self._uow.transaction(request_id) as tx:
+            order = await self._require(tx, client_id, order_id, for_update=True)
+            order.check_etag(etag)
+            content = order_pb2.Order()
+            content.CopyFrom(order.content)
+            paths = apply(content)
+            if content.external_reference != order.external_reference:
+                raise CartageError("external_reference is immutable")  # guarded by the API mask
+            updated = order.update_content(content, self._clock())
+            self._orders.save(tx, updated)
+            tx.publish(self._events.updated(updated, paths))
+            return updated
+
+    async def cancel(
+        self, client_id: str, order_id: str, reason: str, etag: str, key: IdempotencyKey | None,
+        request_id: str = "",
+    ) -> Order:
+        async def work(tx: Transaction) -> Order:
+            order = await self._require(tx, client_id, order_id, for_update=True)
+            order.check_etag(etag)
+            cancelled = order.cancel(reason, self._clock())
+            self._orders.save(tx, cancelled)
+            tx.publish(self._events.cancelled(cancelled, order.state))
+            return cancelled
+
+        return await idempotent(self._uow, key, ORDER_CODEC, work, request_id=request_id)
+
+    async def release(
+        self, client_id: str, order_id: str, etag: str, key: IdempotencyKey | None,
+        request_id: str = "",
+    ) -> Order:
+        async def work(tx: Transaction) -> Order:
+            order = await self._require(tx, client_id, order_id, for_update=True)
+            order.check_etag(etag)
+            released = order.release(self._clock())
+            self._orders.save(tx, released)
+            tx.publish(self._events.released(released))
+            return released
+
+        return await idempotent(self._uow, key, ORDER_CODEC, work, request_id=request_id)
+
+    async def _require(
+        self, tx: Transaction, client_id: str, order_id: str, *, for_update: bool = False
+    ) -> Order:
+        order = await self._orders.get(tx, client_id, order_id, for_update=for_update)
+        if order is None:
+            # Another client's order is indistinguishable from a missing one.
+            raise NotFound(f"order orders/{order_id} not found", reason="ORDER_NOT_FOUND")
+        return order

