@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -49,6 +50,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         postgres.stop()
 
 
+@pytest.fixture
+async def fresh_database(stack: Stack) -> str:
+    """A database of its own on the shared server: its outbox is seen by no other relay."""
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return stack.database_url.rsplit("/", 1)[0] + f"/{name}"
+
+
 def order_settings(stack: Stack, **overrides: object) -> Settings:
     base = Settings(database_url=stack.database_url, nats_url=stack.nats_url,
                     grpc_address="127.0.0.1:0", log_level="WARNING")
@@ -58,13 +73,11 @@ def order_settings(stack: Stack, **overrides: object) -> Settings:
 @pytest.fixture(scope="session")
 async def order_address(stack: Stack) -> AsyncIterator[str]:
     """The order service, in this process, on a free port."""
-    services: list[object] = []
+    built: asyncio.Future[object] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve(order_settings(stack), handle_signals=False, service_hook=services.append)
+        serve(order_settings(stack), handle_signals=False, service_hook=built.set_result)
     )
-    while not services:
-        await asyncio.sleep(0.01)
-    service = services[0]
+    service = await built
     port = await service.started()  # type: ignore[attr-defined]
     yield f"127.0.0.1:{port}"
     service.stop_event.set()  # type: ignore[attr-defined]

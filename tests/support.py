@@ -153,9 +153,9 @@ async def events_of(nats_url: str, client_id: str) -> list[tuple[str, Any, str]]
     return [e for e in await stream_events(nats_url) if e[1].order.client_id == client_id]
 
 
-async def eventually(check: Any, timeout: float = 15.0, interval: float = 0.1) -> Any:
+async def eventually(check: Any, seconds: float = 15.0, interval: float = 0.1) -> Any:
     """Poll an async `check` until it returns a truthy value."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + seconds
     while True:
         result = await check()
         if result or asyncio.get_running_loop().time() > deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from google.protobuf import field_mask_pb2
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from services.kit.errors import InvalidArgument
@@ -21,11 +22,24 @@ def apply_update_mask(
     A path is allowed when it, or one of its parents, is in `updatable` (so `pickup` allows
     `pickup.time_windows`). Message and repeated fields are replaced, not merged: what the
     client sends is what it gets, as AIP-134 asks."""
+    paths = check_update_mask(mask, target.DESCRIPTOR, updatable=updatable, prefix=prefix)
+    mask.MergeMessage(patch, target, replace_message_field=True, replace_repeated_field=True)
+    return paths
+
+
+def check_update_mask(
+    mask: field_mask_pb2.FieldMask,
+    descriptor: Descriptor,
+    *,
+    updatable: frozenset[str],
+    prefix: str = "update_mask",
+) -> list[str]:
+    """The mask's paths, or INVALID_ARGUMENT naming the unknown or read-only ones."""
     paths = list(mask.paths)
     if not paths:
         raise InvalidArgument.single(prefix, "is required: name the fields to change")
-    if not mask.IsValidForDescriptor(target.DESCRIPTOR):
-        unknown = [p for p in paths if not _path_exists(target, p)]
+    if not mask.IsValidForDescriptor(descriptor):
+        unknown = [p for p in paths if not _path_exists(descriptor, p)]
         raise InvalidArgument.single(prefix, f"unknown field paths: {', '.join(unknown)}")
     forbidden = [p for p in paths if not _allowed(p, updatable)]
     if forbidden:
@@ -33,7 +47,6 @@ def apply_update_mask(
             prefix,
             f"cannot change {', '.join(forbidden)}; updatable: {', '.join(sorted(updatable))}",
         )
-    mask.MergeMessage(patch, target, replace_message_field=True, replace_repeated_field=True)
     return paths
 
 
@@ -42,6 +55,5 @@ def _allowed(path: str, updatable: frozenset[str]) -> bool:
     return any(".".join(parts[:i]) in updatable for i in range(1, len(parts) + 1))
 
 
-def _path_exists(message: Message, path: str) -> bool:
-    probe = field_mask_pb2.FieldMask(paths=[path])
-    return probe.IsValidForDescriptor(message.DESCRIPTOR)
+def _path_exists(descriptor: Descriptor, path: str) -> bool:
+    return field_mask_pb2.FieldMask(paths=[path]).IsValidForDescriptor(descriptor)

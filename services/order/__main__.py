@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 
 import uvloop
@@ -20,7 +19,7 @@ def main() -> None:
     settings = Settings.from_env(os.environ)
     configure_logging("order", settings.log_level)
     job = serve(settings) if args.command == "serve" else migrate(settings)
-    asyncio.run(job, loop_factory=uvloop.new_event_loop)
+    uvloop.run(job)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from services.kit.config import Env
 
 
-@dataclass(frozen=True, slots=True)
+# Not slotted: from_env reads the class-level defaults below.
+@dataclass(frozen=True)
 class Settings:
     database_url: str
     nats_url: str

@@ -11,7 +11,7 @@ from cartage.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grp
 from services.kit.auth import Caller, current_caller
 from services.kit.db import IdempotencyKey
 from services.kit.errors import CartageError, InvalidArgument, to_rpc_status
-from services.kit.fieldmask import apply_update_mask
+from services.kit.fieldmask import apply_update_mask, check_update_mask
 from services.kit.filtering import Condition, parse_filter
 from services.kit.log import request_id_var
 from services.kit.pagination import PageToken, clamp_page_size, query_fingerprint
@@ -160,6 +160,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         v = Violations()
         order_id = check_order_name(request.order.name, v, "order.name")
         v.raise_if_any()
+        check_update_mask(request.update_mask, order_pb2.Order.DESCRIPTOR, updatable=UPDATABLE)
 
         def apply(content: order_pb2.Order) -> list[str]:
             paths = apply_update_mask(content, request.order, request.update_mask,

@@ -1,0 +1,143 @@
+"""Nothing acknowledged is lost, and no event is published twice, when processes die."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter
+
+import grpc
+import sqlalchemy as sa
+
+from cartage.order.v1 import order_service_pb2 as pb
+from services.kit.db import create_engine
+from services.stack.components import Nats, free_port
+from tests.support import OrderClient, events_of, eventually, new_client_id, sample_order
+
+
+async def unpublished(database_url: str) -> int:
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(sa.text(
+                "SELECT count(*) FROM orders.outbox WHERE published_at IS NULL"))).scalar_one()
+    finally:
+        await engine.dispose()
+
+
+async def test_relay_killed_between_publish_and_stamp_publishes_no_duplicate(
+        stack, order_process, fresh_database) -> None:
+    crashing = order_process(DATABASE_URL=fresh_database,
+                             CARTAGE_FAULT_RELAY_CRASH_AFTER_PUBLISH="true").start()
+    client_id = new_client_id()
+    batch = pb.BatchCreateOrdersRequest(
+        requests=[pb.CreateOrderRequest(order=sample_order()) for _ in range(3)],
+        request_id="crash-batch")
+    async with grpc.aio.insecure_channel(crashing.address) as channel:
+        try:
+            await OrderClient(channel, client_id).BatchCreateOrders(batch)
+        except grpc.aio.AioRpcError:
+            pass  # the process may die before the response leaves; the client retries below
+    # The relay published, JetStream acked, and the process exited before stamping the rows.
+    assert crashing.wait(30) == 17
+    assert await unpublished(fresh_database) == 3
+    assert len(await events_of(stack.nats_url, client_id)) == 3
+
+    healthy = order_process(DATABASE_URL=fresh_database).start()
+    async with grpc.aio.insecure_channel(healthy.address) as channel:
+        replay = await OrderClient(channel, client_id).BatchCreateOrders(batch)
+    await eventually(lambda: _zero(unpublished(fresh_database)))
+    events = await events_of(stack.nats_url, client_id)
+    names = Counter(event.order.name for _, event, _ in events)
+    assert names == Counter({result.order.name: 1 for result in replay.results})
+
+
+async def _zero(coro) -> bool:
+    return await coro == 0
+
+
+async def test_orders_are_accepted_while_nats_is_down_and_published_when_it_returns(
+        stack, tmp_path, fresh_database) -> None:
+    # A NATS and a database of its own, so no other relay can publish these rows elsewhere.
+    own_nats = Nats(tmp_path / "js", free_port())
+    own_nats.start()
+    from services.order.app import serve
+    from tests.conftest import order_settings
+
+    built: asyncio.Future = asyncio.get_running_loop().create_future()
+    settings = order_settings(stack, nats_url=own_nats.url, database_url=fresh_database)
+    task = asyncio.create_task(serve(settings,
+                                     handle_signals=False, service_hook=built.set_result))
+    service = await built
+    port = await service.started()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            client = OrderClient(ch, new_client_id())
+            await client.create()
+            await eventually(lambda: _count(own_nats.url, client.client_id, 1))
+            own_nats.stop()
+            during = [await client.create() for _ in range(5)]
+            assert all(order.name for order in during)
+            await asyncio.sleep(1.0)
+            own_nats.start()
+            events = await eventually(lambda: _count(own_nats.url, client.client_id, 6),
+                                      seconds=30)
+            assert events is not None
+            names = Counter(event.order.name for _, event, _ in events)
+            assert all(names[order.name] == 1 for order in during) and len(names) == 6
+    finally:
+        service.stop_event.set()
+        await task
+        own_nats.stop()
+
+
+async def _count(nats_url: str, client_id: str, n: int):
+    try:
+        events = await events_of(nats_url, client_id)
+    except Exception:
+        return None
+    return events if len(events) >= n else None
+
+
+async def test_kill_9_under_load_loses_no_acknowledged_order(
+        stack, order_process, fresh_database) -> None:
+    """64 callers create orders; the service is killed with SIGKILL mid-stream. Every order
+    acknowledged before the kill is readable after restart and has exactly one event."""
+    first = order_process(DATABASE_URL=fresh_database).start()
+    client_id = new_client_id()
+    acknowledged: list[str] = []
+    counter = itertools.count()
+    stop = asyncio.Event()
+
+    async def caller(client: OrderClient) -> None:
+        while not stop.is_set():
+            try:
+                order = await client.create(sample_order(f"K9-{next(counter)}"),
+                                            request_id=f"rq-{next(counter)}")
+            except grpc.aio.AioRpcError:
+                return  # the server died under us: this order was never acknowledged
+            acknowledged.append(order.name)
+
+    async with grpc.aio.insecure_channel(first.address) as channel:
+        client = OrderClient(channel, client_id)
+        callers = [asyncio.create_task(caller(client)) for _ in range(64)]
+        await eventually(lambda: _at_least(acknowledged, 300), seconds=60)
+        first.kill()
+        stop.set()
+        await asyncio.gather(*callers)
+    assert len(acknowledged) >= 300
+
+    second = order_process(DATABASE_URL=fresh_database).start()
+    async with grpc.aio.insecure_channel(second.address) as channel:
+        client = OrderClient(channel, client_id)
+        for name in acknowledged:
+            assert (await client.GetOrder(pb.GetOrderRequest(name=name))).name == name
+    await eventually(lambda: _zero(unpublished(fresh_database)), seconds=30)
+    events = await events_of(stack.nats_url, client_id)
+    per_order = Counter(event.order.name for _, event, _ in events)
+    assert all(per_order[name] == 1 for name in acknowledged)
+    assert max(per_order.values()) == 1
+
+
+async def _at_least(items: list, n: int) -> bool:
+    return len(items) >= n
