@@ -33,7 +33,8 @@ from nats.js.errors import NotFoundError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.db import KitTables, Transaction, UnitOfWork
+from services.kit.db import KitTables
+from services.kit.uow import Transaction, UnitOfWork
 
 log = logging.getLogger(__name__)
 

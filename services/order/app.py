@@ -7,10 +7,11 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from cartage.order.v1 import order_service_pb2, order_service_pb2_grpc
-from services.kit.db import UnitOfWork, create_engine
+from services.kit.db import create_engine
 from services.kit.messaging import OutboxRelay
 from services.kit.migrations import upgrade_async
 from services.kit.server import Service
+from services.kit.uow import UnitOfWork
 from services.order.adapters import tables
 from services.order.adapters.events import OrderEvents
 from services.order.adapters.repository import OrderRepository

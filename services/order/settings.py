@@ -15,7 +15,7 @@ class Settings:
     nats_url: str
     grpc_address: str = "127.0.0.1:50051"
     log_level: str = "INFO"
-    db_pool_size: int = 20
+    db_pool_size: int = 30
     migrate_on_start: bool = True
     # Test-only fail point, see OutboxRelay.
     fault_relay_crash_after_publish: bool = False

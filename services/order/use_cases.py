@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 
 from cartage.order.v1 import order_pb2
-from services.kit.db import IdempotencyKey, Transaction, UnitOfWork, constraint_name, idempotent
+from services.kit.db import constraint_name
 from services.kit.errors import AlreadyExists, CartageError, NotFound
+from services.kit.uow import IdempotencyKey, Transaction, UnitOfWork, idempotent
 from services.order.adapters.events import OrderEvents
 from services.order.adapters.repository import ListQuery, OrderRepository
 from services.order.api.converters import ORDER_CODEC, ORDERS_CODEC
@@ -63,7 +64,8 @@ class OrderUseCases:
             return order
 
         try:
-            return await idempotent(self._uow, key, ORDER_CODEC, work, request_id=request_id)
+            return await idempotent(self._uow, key, ORDER_CODEC, work, request_id=request_id,
+                                    reads=False)
         except IntegrityError as error:
             if constraint_name(error) == UNIQUE_REFERENCE:
                 raise _duplicate_reference(content.external_reference) from None

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from nats.js import api as js_api
 
-from services.kit.db import KitTables, Transaction, UnitOfWork, create_engine
+from services.kit.db import KitTables, create_engine
 from services.kit.messaging import (
     DEAD_LETTER_STREAM,
     ConsumerSpec,
@@ -19,6 +19,7 @@ from services.kit.messaging import (
     ensure_stream,
 )
 from services.kit.migrations import upgrade_async
+from services.kit.uow import Transaction, UnitOfWork
 from services.order.adapters import tables as order_tables
 from services.order.app import MIGRATIONS
 from tests.support import eventually

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import datetime
 from typing import Any
 
 from google.protobuf import field_mask_pb2
 
 from cartage.order.v1 import events_pb2, order_pb2
-from services.kit.db import OutgoingEvent
-from services.order.api.converters import order_to_proto
+from services.kit.uow import OutgoingEvent
+from services.order.api.converters import order_to_proto, set_timestamp
 from services.order.domain.model import Order, State
 
 
 def _outgoing(subject: str, event: Any, when: datetime) -> OutgoingEvent:
     """Stamp the event with a fresh id (also its JetStream Nats-Msg-Id) and time."""
-    event.event_id = uuid.uuid4().hex
-    event.event_time.FromDatetime(when)
+    event.event_id = os.urandom(16).hex()
+    set_timestamp(event.event_time, when)
     return OutgoingEvent(
         subject=subject,
         event_type=event.DESCRIPTOR.full_name,

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cartage.order.v1 import order_pb2
-from services.kit.db import Transaction, insert_rows
+from services.kit.uow import Transaction
 from services.order.adapters.tables import orders
 from services.order.domain.model import Order, State
 
@@ -70,7 +70,7 @@ _OPERATORS = {
 
 class OrderRepository:
     def insert(self, tx: Transaction, *new_orders: Order) -> None:
-        tx.defer(insert_rows(orders, [_values(o) for o in new_orders]))
+        tx.insert(orders, [_values(o) for o in new_orders])
 
     def save(self, tx: Transaction, order: Order) -> None:
         """Write a changed order. The caller holds the row lock (`get(..., for_update=True)`)."""

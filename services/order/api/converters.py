@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
 
 from cartage.order.v1 import order_pb2, order_service_pb2
-from services.kit.db import Codec
+from services.kit.uow import Codec
 from services.order.domain.model import Order, State
 
 # Fields of `Order` the server owns; whatever a client sends there is ignored.
@@ -28,17 +31,39 @@ def content_from_proto(message: order_pb2.Order) -> order_pb2.Order:
     return content
 
 
+# The same order is converted for its event, its idempotency record and the response; keep
+# the last few conversions. Keyed by (id, version), which changes with every change of an order.
+# Callers copy the message (or only serialize it), never mutate it.
+_RECENT: OrderedDict[tuple[str, int], order_pb2.Order] = OrderedDict()
+_RECENT_MAX = 4096
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def order_to_proto(order: Order) -> order_pb2.Order:
+    cache_key = (order.id, order.version)
+    message = _RECENT.get(cache_key)
+    if message is not None:
+        return message
     message = order_pb2.Order()
     message.CopyFrom(order.content)
     message.name = order.name
     message.state = order_pb2.Order.State.ValueType(order.state)
-    message.create_time.FromDatetime(order.create_time)
-    message.update_time.FromDatetime(order.update_time)
+    set_timestamp(message.create_time, order.create_time)
+    set_timestamp(message.update_time, order.update_time)
     message.etag = order.etag
     message.client_id = order.client_id
     message.cancel_reason = order.cancel_reason
+    _RECENT[cache_key] = message
+    if len(_RECENT) > _RECENT_MAX:
+        _RECENT.popitem(last=False)
     return message
+
+
+def set_timestamp(target: timestamp_pb2.Timestamp, moment: datetime) -> None:
+    """Timestamp.FromDatetime is pure Python and slow; aware datetimes convert exactly so."""
+    delta = moment - _EPOCH
+    target.seconds = delta.days * 86400 + delta.seconds
+    target.nanos = delta.microseconds * 1000
 
 
 def order_from_proto(message: order_pb2.Order) -> Order:

@@ -9,12 +9,12 @@ import grpc
 
 from cartage.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from services.kit.auth import Caller, current_caller
-from services.kit.db import IdempotencyKey
 from services.kit.errors import CartageError, InvalidArgument, to_rpc_status
 from services.kit.fieldmask import apply_update_mask, check_update_mask
 from services.kit.filtering import Condition, parse_filter
 from services.kit.log import request_id_var
 from services.kit.pagination import PageToken, clamp_page_size, query_fingerprint
+from services.kit.uow import IdempotencyKey
 from services.kit.validation import Violations
 from services.order.adapters.repository import ListQuery
 from services.order.api.converters import content_from_proto, order_to_proto

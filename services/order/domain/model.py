@@ -10,7 +10,7 @@ no rule that needs it. The rules live here; field-level checks of the content li
 from __future__ import annotations
 
 import enum
-import uuid
+import os
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -42,7 +42,8 @@ EDITABLE_STATES = frozenset({State.CREATED, State.RELEASED})
 
 
 def new_order_id() -> str:
-    return uuid.uuid4().hex
+    # 128 random bits as 32 hex characters (a UUID4 without the cost of building the object).
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True, slots=True)
