@@ -112,6 +112,7 @@ class Service:
         health_checks: Sequence[HealthCheck] = (),
         background: Iterable[Callable[[asyncio.Event], Awaitable[None]]] = (),
         grace_seconds: float = 5.0,
+        reuse_port: bool = False,
     ) -> None:
         self.name = name
         self.address = address
@@ -122,6 +123,7 @@ class Service:
         self._health_checks = list(health_checks)
         self._background = list(background)
         self._grace = grace_seconds
+        self._reuse_port = reuse_port
         self._server: grpc.aio.Server | None = None
         self._started = asyncio.Event()
 
@@ -135,8 +137,9 @@ class Service:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                # A stale server must not silently share the port with its replacement.
-                ("grpc.so_reuseport", 0),
+                # A stale server must not silently share the port with its replacement, unless
+                # several workers of one service share it on purpose.
+                ("grpc.so_reuseport", 1 if self._reuse_port else 0),
             ],
         )
         self._server = server

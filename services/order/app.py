@@ -59,6 +59,7 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
         service_names=[SERVICE_NAME],
         health_checks=[database_ok, nats_ok],
         background=[relay.run],
+        reuse_port=settings.workers > 1,
     )
     if callable(service_hook):
         service_hook(service)
@@ -66,3 +67,13 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
         await service.run(handle_signals=handle_signals)
     finally:
         await engine.dispose()
+
+
+def run_worker(settings: Settings) -> None:
+    """Entry point of one worker process (importable, as the spawn start method needs)."""
+    import uvloop
+
+    from services.kit.log import configure_logging
+
+    configure_logging("order", settings.log_level)
+    uvloop.run(serve(settings))

@@ -16,6 +16,8 @@ class Settings:
     grpc_address: str = "127.0.0.1:50051"
     log_level: str = "INFO"
     db_pool_size: int = 30
+    # Worker processes sharing the gRPC port (SO_REUSEPORT); one Python process uses one core.
+    workers: int = 1
     migrate_on_start: bool = True
     # Test-only fail point, see OutboxRelay.
     fault_relay_crash_after_publish: bool = False
@@ -29,6 +31,7 @@ class Settings:
             grpc_address=env.str("ORDER_GRPC_ADDRESS", cls.grpc_address),
             log_level=env.str("LOG_LEVEL", cls.log_level),
             db_pool_size=env.int("ORDER_DB_POOL_SIZE", cls.db_pool_size),
+            workers=env.int("ORDER_WORKERS", cls.workers),
             migrate_on_start=env.bool("MIGRATE_ON_START", cls.migrate_on_start),
             fault_relay_crash_after_publish=env.bool(
                 "CARTAGE_FAULT_RELAY_CRASH_AFTER_PUBLISH", False

@@ -1,0 +1,33 @@
+"""ORDER_WORKERS=2: two processes share the port, each with a relay; no event is lost or
+doubled, and SIGTERM stops both."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import grpc
+
+from cartage.order.v1 import order_service_pb2 as pb
+from tests.integration.test_durability import _zero, unpublished
+from tests.support import OrderClient, events_of, eventually, new_client_id
+
+
+async def test_two_workers_share_the_port_and_publish_each_event_once(
+        stack, order_process, fresh_database) -> None:
+    service = order_process(DATABASE_URL=fresh_database, ORDER_WORKERS="2").start()
+    client_id = new_client_id()
+    names: list[str] = []
+    # Several channels: the kernel spreads connections over the workers.
+    for _ in range(4):
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            client = OrderClient(channel, client_id)
+            created = await asyncio.gather(*(client.create() for _ in range(10)))
+            names += [order.name for order in created]
+            for name in names[-10:]:
+                assert (await client.GetOrder(pb.GetOrderRequest(name=name))).name == name
+    await eventually(lambda: _zero(unpublished(fresh_database)))
+    events = await events_of(stack.nats_url, client_id)
+    assert Counter(e.order.name for _, e, _ in events) == Counter({n: 1 for n in names})
+    service.process.terminate()
+    assert service.wait(30) == 0
