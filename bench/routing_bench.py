@@ -15,6 +15,7 @@ import argparse
 import importlib.metadata
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -37,7 +38,16 @@ from services.routing.solver import (
 from services.routing.solver.matrix import EuclideanProvider
 from services.routing.solver.solomon import load_solomon, load_solution
 
-DATA = Path("/work/shared/data/vrp")
+
+def _data_dir() -> Path:
+    """$CARTAGE_VRP_DATA, else shared/data/vrp beside the repository (as on CI), else /work."""
+    if env := os.environ.get("CARTAGE_VRP_DATA"):
+        return Path(env)
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data" / "vrp"
+    return beside if beside.exists() else Path("/work/shared/data/vrp")
+
+
+DATA = _data_dir()
 DEFAULT_OUT = Path(__file__).parent / "results" / "routing.json"
 QUICK = ("C101", "RC105")
 

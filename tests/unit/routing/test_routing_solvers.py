@@ -3,7 +3,6 @@
 import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,7 @@ from services.routing.solver import (
 from services.routing.solver.base import assemble
 from services.routing.solver.solomon import load_solomon, load_solution
 
-SOLOMON = Path("/work/shared/data/vrp/solomon")
+SOLOMON = routing_bench.DATA / "solomon"
 needs_data = pytest.mark.skipif(not SOLOMON.exists(), reason="shared VRP data not mounted")
 
 
