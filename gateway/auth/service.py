@@ -1,0 +1,48 @@
+"""The composition root of the authorization server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import uvicorn
+
+from gateway import contracts
+from gateway.auth.app import AuthServer, build_app
+from gateway.auth.clients import ClientRegistry
+from gateway.auth.keys import KeyRing
+from gateway.auth.keystore import KeyStore
+from gateway.auth.settings import AuthSettings
+from gateway.auth.tokens import TokenService
+from gateway.strict_json import StrictJson
+from services.kit.db import create_engine
+
+
+def build(settings: AuthSettings, registry: ClientRegistry, keys: KeyRing | None = None
+          ) -> AuthServer:
+    keys = keys or KeyRing(token_ttl=settings.token_ttl,
+                           publish_ahead=settings.jwks_cache_seconds)
+    tokens = TokenService(keys, settings.issuer, settings.audience, settings.token_ttl)
+    strict = StrictJson() if contracts.DESCRIPTOR_SET.exists() else None
+    return AuthServer(registry, tokens, keys, strict)
+
+
+async def serve(settings: AuthSettings, *,
+                on_ready: Callable[[AuthServer, uvicorn.Server], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or `server.should_exit` when run from tests)."""
+    if settings.migrate_on_start:
+        await ClientRegistry.migrate(settings.database_url)
+    engine = create_engine(settings.database_url, pool_size=5, max_overflow=5)
+    try:
+        store = KeyStore(engine)
+        keys = await store.load_or_create(lambda rows: KeyRing.restore(
+            rows, token_ttl=settings.token_ttl, publish_ahead=settings.jwks_cache_seconds))
+        auth = build(settings, ClientRegistry(engine), keys)
+        app = build_app(auth, settings.rotation_seconds, on_rotate=store.save)
+        server = uvicorn.Server(uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+            lifespan="on", loop="none"))
+        if on_ready is not None:
+            on_ready(auth, server)
+        await server.serve()
+    finally:
+        await engine.dispose()

@@ -1,0 +1,42 @@
+"""The authorization server's settings, read once in main()."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.kit.config import Env
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    database_url: str
+    issuer: str
+    audience: str = "cartage-api"
+    host: str = "127.0.0.1"
+    port: int = 8090
+    token_ttl: int = 600
+    # How long Envoy may cache the JWKS; the next key is published at least this long before it
+    # signs. Envoy's jwt_authn is configured with the same value (gateway.envoy_config).
+    jwks_cache_seconds: int = 300
+    # Automatic rotation period; 0 turns it off (rotate by restarting or from code).
+    rotation_seconds: int = 86_400
+    log_level: str = "INFO"
+    migrate_on_start: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> AuthSettings:
+        env = Env(environ)
+        port = env.int("AUTH_HTTP_PORT", cls.port)
+        return cls(
+            database_url=env.str("DATABASE_URL"),
+            issuer=env.str("AUTH_ISSUER", f"http://127.0.0.1:{port}"),
+            audience=env.str("AUTH_AUDIENCE", cls.audience),
+            host=env.str("AUTH_HTTP_HOST", cls.host),
+            port=port,
+            token_ttl=env.int("AUTH_TOKEN_TTL_SECONDS", cls.token_ttl),
+            jwks_cache_seconds=env.int("AUTH_JWKS_CACHE_SECONDS", cls.jwks_cache_seconds),
+            rotation_seconds=env.int("AUTH_ROTATION_SECONDS", cls.rotation_seconds),
+            log_level=env.str("LOG_LEVEL", cls.log_level),
+            migrate_on_start=env.bool("MIGRATE_ON_START", cls.migrate_on_start),
+        )

