@@ -171,51 +171,62 @@ def summary_ms(latencies_s: list[float]) -> dict[str, float]:
 
 
 class CpuMeter:
-    """CPU seconds used by this process, the service process and all Postgres processes."""
+    """CPU seconds used by this process, the order service (with its worker processes),
+    Postgres (postmaster and backends) and NATS, each over its whole process tree, and by the
+    whole machine: `others` is what processes this run did not start used meanwhile (a busy
+    machine makes the numbers meaningless)."""
 
-    def __init__(self, server_pid: int | None, postmaster_pid: int | None) -> None:
+    def __init__(self, server_pid: int | None, postmaster_pid: int | None,
+                 nats_pid: int | None) -> None:
         self.server_pid = server_pid
         self.postmaster_pid = postmaster_pid
+        self.nats_pid = nats_pid
         self._tick = os.sysconf("SC_CLK_TCK")
 
-    def _proc_cpu(self, pid: int, *, reaped_children: bool = False) -> float:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+    def _tree_cpu(self, root: int | None, stats: dict[int, list[str]]) -> float:
+        """utime+stime of `root` and its live descendants, plus cutime+cstime of each (the
+        children they have already reaped)."""
+        if root is None or root not in stats:
             return 0.0
-        ticks = int(fields[11]) + int(fields[12])
-        if reaped_children:  # cutime + cstime: backends that have exited since
-            ticks += int(fields[13]) + int(fields[14])
+        children: dict[int, list[int]] = {}
+        for pid, fields in stats.items():
+            children.setdefault(int(fields[1]), []).append(pid)
+        ticks, todo = 0, [root]
+        while todo:
+            pid = todo.pop()
+            fields = stats[pid]
+            ticks += sum(int(f) for f in fields[11:15])
+            todo.extend(children.get(pid, ()))
         return ticks / self._tick
 
-    def _postgres_cpu(self) -> float:
-        if self.postmaster_pid is None:
-            return 0.0
-        total = self._proc_cpu(self.postmaster_pid, reaped_children=True)
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                tail = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(tail[1]) == self.postmaster_pid:
-                total += (int(tail[11]) + int(tail[12])) / self._tick
-        return total
-
     def sample(self) -> dict[str, float]:
+        stats: dict[int, list[str]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
         times = os.times()
+        with open("/proc/stat") as proc_stat:
+            jiffies = [int(x) for x in proc_stat.readline().split()[1:9]]
+        busy = sum(jiffies) - jiffies[3] - jiffies[4]  # all but idle and iowait
         return {
             "bench_client": times.user + times.system,
-            "order_service": self._proc_cpu(self.server_pid) if self.server_pid else 0.0,
-            "postgres": self._postgres_cpu(),
+            "order_service": self._tree_cpu(self.server_pid, stats),
+            "postgres": self._tree_cpu(self.postmaster_pid, stats),
+            "nats": self._tree_cpu(self.nats_pid, stats),
+            "machine": busy / self._tick,
         }
 
     @staticmethod
     def share(before: dict[str, float], after: dict[str, float], seconds: float
               ) -> dict[str, float]:
         """Cores used on average (1.0 = one full core) by each party over the window."""
-        return {k: round((after[k] - before[k]) / seconds, 2) for k in before}
+        used = {k: (after[k] - before[k]) / seconds for k in before}
+        ours = sum(v for k, v in used.items() if k != "machine")
+        used["others"] = max(0.0, used["machine"] - ours)
+        return {k: round(v, 2) for k, v in used.items()}
 
 
 @dataclass
@@ -249,18 +260,27 @@ async def run_phase(name: str, worker: Worker, callers: int, warmup: float, seco
         return loop.time() < end
 
     tasks = [asyncio.create_task(worker(i, rec, running)) for i in range(callers)]
-    log(f"{name}: warming up {warmup:.0f}s with {callers} callers")
-    await asyncio.sleep(warmup)
-    rec.measuring = True
-    started = time.perf_counter()
-    before = cpu.sample()
-    log(f"{name}: measuring {seconds:.0f}s")
-    await asyncio.sleep(seconds)
-    rec.measuring = False
-    elapsed = time.perf_counter() - started
-    after = cpu.sample()
-    await asyncio.gather(*tasks)
-    return rec, elapsed, CpuMeter.share(before, after, elapsed)
+    try:
+        log(f"{name}: warming up {warmup:.0f}s with {callers} callers")
+        await asyncio.sleep(warmup)
+        rec.measuring = True
+        started = time.perf_counter()
+        before = cpu.sample()
+        log(f"{name}: measuring {seconds:.0f}s")
+        await asyncio.sleep(seconds)
+        rec.measuring = False
+        elapsed = time.perf_counter() - started
+        after = cpu.sample()
+        await asyncio.gather(*tasks)
+    finally:  # interrupted: stop the callers too
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    share = CpuMeter.share(before, after, elapsed)
+    log(f"{name}: cores used " + ", ".join(f"{k} {v}" for k, v in share.items()))
+    if share["others"] > 0.25:
+        log(f"{name}: WARNING other processes used {share['others']} cores meanwhile")
+    return rec, elapsed, share
 
 
 # --- phases -------------------------------------------------------------------------------------
@@ -463,14 +483,35 @@ async def drain_and_lag(conn: asyncpg.Connection, tag: str, wait_s: float = 30.0
 # --- processes ----------------------------------------------------------------------------------
 
 
+# Everything this run started, stopped again by `stop_owned` whatever way the run ends.
+_owned: list[Postgres | Nats | subprocess.Popen[bytes]] = []
+
+
+def stop_owned() -> None:
+    """Stop what this run started (newest first), by the handles it holds; idempotent."""
+    while _owned:
+        item = _owned.pop()
+        try:
+            if isinstance(item, subprocess.Popen):
+                stop_process(item)
+            else:
+                item.stop()
+        except Exception as error:  # keep stopping the rest
+            log(f"cleanup: could not stop {item!r}: {error!r}")
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def service_env(database_url: str, nats_url: str, port: int) -> dict[str, str]:
-    return {**os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url,
-            "ORDER_GRPC_ADDRESS": f"127.0.0.1:{port}", "LOG_LEVEL": "WARNING"}
+def service_env(database_url: str, nats_url: str, port: int, workers: int | None
+                ) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": database_url, "NATS_URL": nats_url,
+           "ORDER_GRPC_ADDRESS": f"127.0.0.1:{port}", "LOG_LEVEL": "WARNING"}
+    if workers is not None:
+        env["ORDER_WORKERS"] = str(workers)
+    return env
 
 
 def start_service(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
@@ -504,11 +545,13 @@ def start_profiler(args: argparse.Namespace, pid: int, name: str) -> subprocess.
         return None
     args.profile.mkdir(parents=True, exist_ok=True)
     out = args.profile / f"{name}.txt"
-    return subprocess.Popen(
-        [spy, "record", "-p", str(pid), "-d", str(int(args.warmup + args.seconds)), "-r", "200",
-         "-f", "raw", "-o", str(out)],
+    spy_process = subprocess.Popen(
+        [spy, "record", "--subprocesses", "-p", str(pid),
+         "-d", str(int(args.warmup + args.seconds)), "-r", "200", "-f", "raw", "-o", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
+    _owned.append(spy_process)
+    return spy_process
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -527,12 +570,20 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     nats_server = Nats(tmp / "js", free_port())
     service: subprocess.Popen[bytes] | None = None
     t0 = time.perf_counter()
+    # SIGTERM/SIGINT cancel the run, so the finally blocks below stop what it started.
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, task.cancel)
     try:
+        _owned.append(postgres)
         postgres.start()
+        _owned.append(nats_server)
         nats_server.start()
         log(f"postgres (durable) and nats up in {time.perf_counter() - t0:.1f}s")
         port = free_port()
-        env = service_env(postgres.url, nats_server.url, port)
+        env = service_env(postgres.url, nats_server.url, port, args.workers)
         migrate = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.order", "migrate", cwd=ROOT, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -541,7 +592,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             raise RuntimeError(f"migrations failed:\n{output.decode(errors='replace')[-2000:]}")
         log("migrations applied")
         assert postgres.process is not None
-        cpu = CpuMeter(None, postgres.process.pid)
+        assert nats_server.process is not None
+        cpu = CpuMeter(None, postgres.process.pid, nats_server.process.pid)
         admin = await asyncpg.connect(postgres.url)
         try:
             await admin.execute("CHECKPOINT")
@@ -551,6 +603,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await admin.execute("CHECKPOINT")
 
             service = start_service(env, port, tmp / "order-service.log")
+            _owned.append(service)
             cpu.server_pid = service.pid
             log(f"order service up (pid {service.pid}) on 127.0.0.1:{port}")
             options = [("grpc.use_local_subchannel_pool", 1),  # one connection per channel
@@ -573,7 +626,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     result = await create_phase(label, tag, stubs, template, args, cpu,
                                                 with_request_id=with_rid)
                     if profiler is not None:
-                        profiler.wait(30)
+                        await asyncio.to_thread(profiler.wait, 30)
                     result["ratio_to_raw"] = round(result["orders_per_s"] / raw_rate, 3) \
                         if raw_rate else None
                     result["outbox_lag"] = await drain_and_lag(admin, tag)
@@ -583,17 +636,15 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 profiler = start_profiler(args, service.pid, "batch")
                 results["batch_create"] = await batch_phase(stubs, template, args, cpu)
                 if profiler is not None:
-                    profiler.wait(30)
+                    await asyncio.to_thread(profiler.wait, 30)
                 results["batch_create"]["outbox_drain"] = await drain_and_lag(admin, "batch")
             finally:
                 for channel in channels:
-                    await channel.close()
+                    await asyncio.wait_for(channel.close(), 5)
         finally:
-            await admin.close()
+            await asyncio.wait_for(admin.close(), 5)
     finally:
-        stop_process(service)
-        nats_server.stop()
-        postgres.stop()
+        stop_owned()
     return results
 
 
@@ -623,6 +674,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--raw-pool", type=int, default=20, help="asyncpg pool size (reference)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--batch-callers", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="ORDER_WORKERS for the service (default: the service's own)")
     parser.add_argument("--skip-no-request-id", action="store_true",
                         help="skip the CreateOrder phase without request_id")
     parser.add_argument("--profile", type=Path, default=None,
@@ -636,11 +689,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     tmp = Path(tempfile.mkdtemp(prefix="cartage-bench-orders-"))
-    # A SIGTERM runs the finally blocks (stopping what we started) like Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         results = uvloop.run(bench(args, tmp))
+    except asyncio.CancelledError:
+        log("interrupted; stopped the processes this run started")
+        return 130
     finally:
+        stop_owned()  # also when the event loop itself failed
         shutil.rmtree(tmp, ignore_errors=True)
     report = {
         "benchmark": "orders",
@@ -657,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
             "raw_pool_size": args.raw_pool, "batch_size": args.batch_size,
             "batch_callers": args.batch_callers, "postgres_durable": True,
             "service": "subprocess `python -m services.order`, LOG_LEVEL=WARNING",
+            "order_workers": args.workers if args.workers is not None
+            else os.environ.get("ORDER_WORKERS", "service default"),
         },
         **results,
         "targets": TARGETS,
@@ -668,10 +725,6 @@ def main(argv: list[str] | None = None) -> int:
     log(f"pass: {report['pass']}")
     log(f"wrote {args.out} ({report['wall_seconds']}s)")
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _cpu_model() -> str:
