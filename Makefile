@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto lint test run bench bench-orders bench-routing clean
+.PHONY: install proto lint test run bench bench-orders bench-gateway bench-routing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,10 +38,15 @@ test: lint
 run: proto
 	$(BIN)/python -m services.stack
 
-bench: bench-orders bench-routing
+bench: bench-orders bench-gateway bench-routing
 
 bench-orders: proto
 	$(BIN)/python -m bench.orders
+
+# The REST phases use wrk, from Debian's package of that name.
+bench-gateway: proto
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.gateway
 
 INSTANCES ?=
 TIME_LIMIT ?= 10
