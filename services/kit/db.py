@@ -13,7 +13,6 @@ The unit of work that writes to them is `services.kit.uow`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +42,10 @@ def to_async_url(url: str) -> str:
     raise ValueError(f"not a PostgreSQL URL: {url.split('@')[-1]!r}")
 
 
-def insert_rows(table: sa.Table, rows: Sequence[dict[str, Any]]) -> sa.Insert:
-    """An INSERT of `rows`. One row uses the keyword form, whose compiled SQL SQLAlchemy caches;
-    a multi-row VALUES list is recompiled on every call, which costs more than the insert."""
-    if len(rows) == 1:
-        return sa.insert(table).values(**rows[0])
-    return sa.insert(table).values(list(rows))
+def insert_row(table: sa.Table, row: dict[str, Any]) -> sa.Insert:
+    """An INSERT of one row in the keyword form, whose compiled SQL SQLAlchemy caches (a
+    multi-row VALUES list is recompiled on every call, which costs more than the insert)."""
+    return sa.insert(table).values(**row)
 
 
 def constraint_name(error: IntegrityError) -> str | None:
@@ -148,4 +145,4 @@ def create_kit_tables(op: Any, schema: str) -> None:
     )
 
 
-__all__ = ["KitTables", "constraint_name", "create_engine", "create_kit_tables", "insert_rows"]
+__all__ = ["KitTables", "constraint_name", "create_engine", "create_kit_tables", "insert_row"]

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.kit.db import KitTables, constraint_name, insert_rows
+from services.kit.db import KitTables, constraint_name, insert_row
 from services.kit.errors import Aborted, FieldViolation, InvalidArgument
 
 T = TypeVar("T")
@@ -196,7 +196,7 @@ class Transaction:
                 # Many rows: executemany lets SQLAlchemy batch them with a cached statement.
                 await self.conn.execute(sa.insert(table), batch)
         if self._deferred:
-            writes = [insert_rows(table, [row]) for table, row in single] + self._deferred
+            writes = [insert_row(table, row) for table, row in single] + self._deferred
             if len(writes) == 1:
                 await self.conn.execute(writes[0])
             else:
