@@ -62,9 +62,18 @@ import httpx
 import uvloop
 from google.protobuf import json_format
 
-from bench.orders import Recorder, _cpu_model, _die_with_parent, bench_order, log, summary_ms
+from bench.orders import (
+    Recorder,
+    _cpu_model,
+    _owned,
+    bench_order,
+    log,
+    stop_owned,
+    stop_process,
+    summary_ms,
+)
 from cartage.order.v1 import order_service_pb2, order_service_pb2_grpc
-from services.stack.components import Nats, Postgres, free_port, wait_for_port
+from services.stack.components import Nats, Postgres, _die_with_parent, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).parent / "results" / "gateway.json"
@@ -80,33 +89,6 @@ VARIANTS = ("no_lua", "no_file_log", "no_audit_log", "no_strict_json", "upstream
 
 
 # --- processes ----------------------------------------------------------------------------------
-
-_owned: list[Postgres | Nats | subprocess.Popen[bytes]] = []
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def stop_owned() -> None:
-    """Stop what this run started (newest first), by the handles it holds; idempotent."""
-    while _owned:
-        item = _owned.pop()
-        try:
-            if isinstance(item, subprocess.Popen):
-                stop_process(item)
-            else:
-                item.stop()
-        except Exception as error:  # keep stopping the rest
-            log(f"cleanup: could not stop {item!r}: {error!r}")
-
 
 def spawn(command: list[str], env: dict[str, str], log_path: Path, port: int, what: str,
           timeout: float = 90) -> subprocess.Popen[bytes]:

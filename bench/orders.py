@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import itertools
 import json
 import os
@@ -53,7 +52,7 @@ from google.type import latlng_pb2, money_pb2, postal_address_pb2
 
 from cartage.order.v1 import events_pb2, order_pb2, order_service_pb2, order_service_pb2_grpc
 from cartage.type.v1 import party_pb2, stop_pb2, time_window_pb2
-from services.stack.components import Nats, Postgres, free_port, wait_for_port
+from services.stack.components import Nats, Postgres, _die_with_parent, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).parent / "results" / "orders.json"
@@ -498,11 +497,6 @@ def stop_owned() -> None:
                 item.stop()
         except Exception as error:  # keep stopping the rest
             log(f"cleanup: could not stop {item!r}: {error!r}")
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def service_env(database_url: str, nats_url: str, port: int, workers: int | None
