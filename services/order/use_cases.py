@@ -132,8 +132,6 @@ class OrderUseCases:
             content = order_pb2.Order()
             content.CopyFrom(order.content)
             paths = apply(content)
-            if content.external_reference != order.external_reference:
-                raise CartageError("external_reference is immutable")  # guarded by the API mask
             updated = order.update_content(content, self._clock())
             self._orders.save(tx, updated)
             tx.publish(self._events.updated(updated, paths))

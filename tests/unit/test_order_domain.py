@@ -39,6 +39,13 @@ def test_no_cancel_after_delivery_and_no_edit_after_planning() -> None:
         planned.update_content(order.content, NOW)
 
 
+def test_external_reference_never_changes() -> None:
+    order = new_order()
+    renamed = content_from_proto(sample_order("R-OTHER"))
+    with pytest.raises(FailedPrecondition):
+        order.update_content(renamed, NOW)
+
+
 def test_every_final_state_has_no_way_out() -> None:
     assert TRANSITIONS[State.DELIVERED] == frozenset()
     assert TRANSITIONS[State.CANCELLED] == frozenset()

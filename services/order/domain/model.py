@@ -103,6 +103,10 @@ class Order:
         return self._move(State.CANCELLED, now, cancel_reason=reason)
 
     def update_content(self, content: order_pb2.Order, now: datetime) -> Order:
+        if content.external_reference != self.external_reference:
+            # The client's reference identifies the order in its own systems: never re-keyed.
+            raise FailedPrecondition("external_reference cannot change",
+                                     reason="EXTERNAL_REFERENCE_IMMUTABLE")
         if self.state not in EDITABLE_STATES:
             raise FailedPrecondition(
                 f"an order in state {self.state.name} can no longer be changed",
