@@ -125,6 +125,9 @@ def run() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    # `make run` killed with SIGTERM exits without passing it on: stop cleanly when our parent
+    # goes, instead of leaving Postgres, NATS, Envoy and the services running orphaned.
+    _die_with_parent()
 
     postgres = nats = None
     database_url = env.get("DATABASE_URL", "")
