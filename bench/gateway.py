@@ -253,18 +253,8 @@ def get_worker(stubs: list[order_service_pb2_grpc.OrderServiceStub], names: list
         for n in itertools.count(i):
             if not running():
                 return
-            measuring = rec.measuring
-            t0 = time.perf_counter()
-            try:
-                await stub.GetOrder(order_service_pb2.GetOrderRequest(
-                    name=names[n % len(names)]), metadata=md, timeout=30)
-            except grpc.aio.AioRpcError as error:
-                if measuring:
-                    rec.error(error.code().name, error.details() or "")
-                continue
-            if measuring:
-                rec.latencies.append(time.perf_counter() - t0)
-                rec.ok += 1
+            await rec.call(stub.GetOrder(order_service_pb2.GetOrderRequest(
+                name=names[n % len(names)]), metadata=md, timeout=30))
 
     return worker
 
@@ -279,20 +269,10 @@ def create_worker(stubs: list[order_service_pb2_grpc.OrderServiceStub], client_i
         for n in itertools.count():
             if not running():
                 return
-            measuring = rec.measuring
             request = order_service_pb2.CreateOrderRequest()
             request.order.CopyFrom(template)
             request.order.external_reference = f"G-{run}-{i}-{n}"
-            t0 = time.perf_counter()
-            try:
-                await stub.CreateOrder(request, metadata=md, timeout=30)
-            except grpc.aio.AioRpcError as error:
-                if measuring:
-                    rec.error(error.code().name, error.details() or "")
-                continue
-            if measuring:
-                rec.latencies.append(time.perf_counter() - t0)
-                rec.ok += 1
+            await rec.call(stub.CreateOrder(request, metadata=md, timeout=30))
 
     return worker
 

@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -53,6 +53,8 @@ from google.type import latlng_pb2, money_pb2, postal_address_pb2
 from cartage.order.v1 import events_pb2, order_pb2, order_service_pb2, order_service_pb2_grpc
 from cartage.type.v1 import party_pb2, stop_pb2, time_window_pb2
 from services.stack.components import Nats, Postgres, _die_with_parent, free_port, wait_for_port
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).parent / "results" / "orders.json"
@@ -244,6 +246,24 @@ class Recorder:
         if len(self.error_samples) < 5:
             self.error_samples.append(f"{kind}: {detail[:200]}")
 
+    async def call(self, rpc: Awaitable[T]) -> T | None:
+        """Await one call and record it if it started inside the window; None when it failed."""
+        measuring = self.measuring
+        started = time.perf_counter()
+        try:
+            result = await rpc
+        except Exception as error:  # counted, never fatal to the load
+            if measuring:
+                if isinstance(error, grpc.aio.AioRpcError):
+                    self.error(error.code().name, error.details() or "")
+                else:
+                    self.error(type(error).__name__, str(error))
+            return None
+        if measuring:
+            self.latencies.append(time.perf_counter() - started)
+            self.ok += 1
+        return result
+
 
 Worker = Callable[[int, Recorder, Callable[[], bool]], Awaitable[None]]
 
@@ -294,21 +314,10 @@ async def raw_phase(database_url: str, args: argparse.Namespace, body: bytes, pa
             for n in itertools.count():
                 if not running():
                     return
-                measuring = rec.measuring
-                now = datetime.now(UTC)
-                t0 = time.perf_counter()
-                try:
-                    await pool.fetchval(
-                        RAW_SQL, uuid.uuid4().hex, client, f"PO-{n}", now, body,
-                        uuid.uuid4().hex, payload, f"raw:{i}:{n}",
-                    )
-                except Exception as error:  # counted, never fatal
-                    if measuring:
-                        rec.error(type(error).__name__, str(error))
-                    continue
-                if measuring:
-                    rec.latencies.append(time.perf_counter() - t0)
-                    rec.ok += 1
+                await rec.call(pool.fetchval(
+                    RAW_SQL, uuid.uuid4().hex, client, f"PO-{n}", datetime.now(UTC), body,
+                    uuid.uuid4().hex, payload, f"raw:{i}:{n}",
+                ))
 
         rec, elapsed, cpu_share = await run_phase(
             "raw asyncpg", worker, args.concurrency, args.warmup, args.seconds, cpu)
@@ -355,16 +364,7 @@ async def create_phase(label: str, tag: str, stubs: list[order_service_pb2_grpc.
             if with_request_id:
                 request.request_id = uuid.uuid4().hex
             trace = f"{tag}:{'m' if measuring else 'w'}:{i}:{n}"
-            t0 = time.perf_counter()
-            try:
-                await stub.CreateOrder(request, metadata=metadata(client, trace), timeout=30)
-            except grpc.aio.AioRpcError as error:
-                if measuring:
-                    rec.error(error.code().name, error.details() or "")
-                continue
-            if measuring:
-                rec.latencies.append(time.perf_counter() - t0)
-                rec.ok += 1
+            await rec.call(stub.CreateOrder(request, metadata=metadata(client, trace), timeout=30))
 
     rec, elapsed, cpu_share = await run_phase(
         label, worker, args.concurrency, args.warmup, args.seconds, cpu)
@@ -406,17 +406,10 @@ async def batch_phase(stubs: list[order_service_pb2_grpc.OrderServiceStub],
                 item.order.CopyFrom(template)
                 item.order.external_reference = f"PO-{next(counter)}"
             trace = f"batch:{'m' if measuring else 'w'}:{i}:{n}"
-            t0 = time.perf_counter()
-            try:
-                response = await stub.BatchCreateOrders(
-                    request, metadata=metadata(client, trace), timeout=60)
-            except grpc.aio.AioRpcError as error:
-                if measuring:
-                    rec.error(error.code().name, error.details() or "")
-                continue
-            if measuring:
-                rec.latencies.append(time.perf_counter() - t0)
-                rec.ok += 1
+            response = await rec.call(stub.BatchCreateOrders(
+                request, metadata=metadata(client, trace), timeout=60))
+            # `measuring` is what rec.call saw: nothing awaits between the two reads.
+            if response is not None and measuring:
                 created = sum(1 for r in response.results if r.HasField("order"))
                 rec.items += created
                 if created != size:
