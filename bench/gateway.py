@@ -377,7 +377,7 @@ def statuses(access_log: Path | None, start: int) -> dict[str, int] | None:
                 record = json.loads(line)
             except ValueError:
                 continue
-            counts[f"{record.get('status')}/{record.get('flags') or '-'}"] += 1
+            counts[f"{record.get('http_status')}/{record.get('flags') or '-'}"] += 1
     return dict(counts)
 
 

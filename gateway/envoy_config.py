@@ -295,21 +295,11 @@ def _audit_log() -> dict[str, Any]:
 
 
 def _access_log(path: str) -> list[dict[str, Any]]:
-    fields = {
-        "time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%3fZ)%",
-        "request_id": "%REQ(X-REQUEST-ID)%",
-        "client_id": "%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:jwt_payload:client_id)%",
-        "token_id": "%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:jwt_payload:jti)%",
-        "source_ip": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%",
-        "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
-        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-        "rpc": "%ROUTE_NAME%",
-        "idempotency_key": "%REQ(IDEMPOTENCY-KEY)%",
-        "status": "%RESPONSE_CODE%",
-        "grpc_status": "%GRPC_STATUS_NUMBER%",
-        "duration_ms": "%DURATION%",
-        "flags": "%RESPONSE_FLAGS%",
-    }
+    """The JSON file log: the audit record's fields (it is the trail's fallback when the gRPC
+    stream drops records) plus Envoy's response flags, for operators."""
+    from gateway.audit import AUDIT_FIELDS
+
+    fields = {**AUDIT_FIELDS, "flags": "%RESPONSE_FLAGS%"}
     return [{"name": "envoy.access_loggers.file", "typed_config": {
         "@type": T + "envoy.extensions.access_loggers.file.v3.FileAccessLog",
         "path": path, "log_format": {"json_format": fields}}}]
