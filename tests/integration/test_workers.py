@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 import grpc
 
@@ -26,8 +27,32 @@ async def test_two_workers_share_the_port_and_publish_each_event_once(
             names += [order.name for order in created]
             for name in names[-10:]:
                 assert (await client.GetOrder(pb.GetOrderRequest(name=name))).name == name
+    workers = _children(service.process.pid)
+    assert len(workers) == 2
     await eventually(lambda: _zero(unpublished(fresh_database)))
     events = await events_of(stack.nats_url, client_id)
     assert Counter(e.order.name for _, e, _ in events) == Counter({n: 1 for n in names})
     service.process.terminate()
     assert service.wait(30) == 0
+    assert not _alive(workers)
+
+
+def _alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of `pid` (the spawn start method also leaves a resource tracker,
+    which is not a worker: it runs `multiprocessing.resource_tracker`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"resource_tracker" not in cmdline:
+            found.append(int(entry.name))
+    return found
