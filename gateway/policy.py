@@ -26,6 +26,27 @@ POLICY: dict[str, Rule] = {
     "cartage.order.v1.OrderService/UpdateOrder": Rule("orders.write", WRITE),
     "cartage.order.v1.OrderService/CancelOrder": Rule("orders.write", WRITE),
     "cartage.order.v1.OrderService/ReleaseOrder": Rule("orders.write", WRITE),
+    # Routing: the fleet, plans, and the decisions a dispatcher (or the autonomy policy) takes.
+    "cartage.routing.v1.RoutingService/CreateVehicle": Rule("fleet.write", WRITE),
+    "cartage.routing.v1.RoutingService/GetVehicle": Rule("fleet.read", READ),
+    "cartage.routing.v1.RoutingService/ListVehicles": Rule("fleet.read", READ),
+    "cartage.routing.v1.RoutingService/UpdateVehicle": Rule("fleet.write", WRITE),
+    "cartage.routing.v1.RoutingService/DeleteVehicle": Rule("fleet.write", WRITE),
+    "cartage.routing.v1.RoutingService/SetVehicleStatus": Rule("fleet.write", WRITE),
+    "cartage.routing.v1.RoutingService/PlanRoutes": Rule("routes.write", WRITE),
+    "cartage.routing.v1.RoutingService/ReplanRoutes": Rule("routes.write", WRITE),
+    "cartage.routing.v1.RoutingService/GetRoutePlan": Rule("routes.read", READ),
+    "cartage.routing.v1.RoutingService/ListRoutePlans": Rule("routes.read", READ),
+    "cartage.routing.v1.RoutingService/WatchRoutePlan": Rule("routes.read", READ),
+    "cartage.routing.v1.RoutingService/ExportRoutePlan": Rule("routes.read", READ),
+    "cartage.routing.v1.RoutingService/ReportTrafficIncident": Rule("routes.write", WRITE),
+    "cartage.routing.v1.RoutingService/ListTrafficIncidents": Rule("routes.read", READ),
+    "cartage.routing.v1.RoutingService/GetDecision": Rule("routes.read", READ),
+    "cartage.routing.v1.RoutingService/ListDecisions": Rule("routes.read", READ),
+    "cartage.routing.v1.RoutingService/ApproveDecision": Rule("decisions.approve", WRITE),
+    "cartage.routing.v1.RoutingService/RejectDecision": Rule("decisions.approve", WRITE),
+    "cartage.routing.v1.RoutingService/GetAutonomyPolicy": Rule("routes.read", READ),
+    "cartage.routing.v1.RoutingService/UpdateAutonomyPolicy": Rule("decisions.approve", WRITE),
 }
 
 

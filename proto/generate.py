@@ -33,7 +33,20 @@ def _include_dirs() -> list[str]:
 
     site = Path(next(iter(google.api.__path__))).parent.parent
     wkt = Path(grpc_tools.__file__).parent / "_proto"
-    return [str(PROTO), str(site), str(wkt)]
+    return [str(PROTO), str(site), str(wkt), str(_longrunning_include(site))]
+
+
+def _longrunning_include(site: Path) -> Path:
+    """googleapis-common-protos ships `google/longrunning/operations.proto` under the file name
+    `operations_proto.proto` (its Python module registers the canonical name). Stage a copy under
+    the canonical path so contracts can import it as every other API does."""
+    staged = ROOT / "build" / "include"
+    target = staged / "google" / "longrunning" / "operations.proto"
+    source = site / "google" / "longrunning" / "operations_proto.proto"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists() or target.read_bytes() != source.read_bytes():
+        target.write_bytes(source.read_bytes())
+    return staged
 
 
 def main() -> int:

@@ -21,7 +21,8 @@ def config(**overrides: Any) -> GatewayConfig:
     base: dict[str, Any] = dict(listen_port=18080, admin_port=19901,
                                 auth_address="127.0.0.1:18090",
                                 issuer="http://127.0.0.1:18090",
-                                upstreams={"order": "127.0.0.1:50051"})
+                                upstreams={"order": "127.0.0.1:50051",
+                                           "routing": "127.0.0.1:50052"})
     return GatewayConfig(**(base | overrides))
 
 
