@@ -124,6 +124,12 @@ class ClientRegistry:
         await self._update(client_id, secret_hash=hashed)
         return secret
 
+    async def set_scopes(self, client_id: str, scopes: list[str]) -> None:
+        """Replace the scopes a client may ask for (tokens already issued keep theirs)."""
+        client = await self.get(client_id)
+        _check(scopes, client.rate_tier if client else "standard", [])
+        await self._update(client_id, scopes=sorted(set(scopes)))
+
     async def set_enabled(self, client_id: str, enabled: bool) -> None:
         await self._update(client_id, enabled=enabled)
 

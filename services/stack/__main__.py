@@ -92,10 +92,13 @@ def _demo_credentials(database_url: str, data: Path) -> dict[str, str]:
             existing = await registry.get(DEMO_CLIENT)
             if existing is None:
                 secret = await registry.create(DEMO_CLIENT, all_scopes())
-            elif saved.exists():
-                return dict(json.loads(saved.read_text()))
-            else:  # the data dir lost the secret: issue a new one
-                secret = await registry.rotate_secret(DEMO_CLIENT)
+            else:
+                if set(existing.scopes) != set(all_scopes()):
+                    # A newer Cartage added RPCs with new scopes: the demo keeps them all.
+                    await registry.set_scopes(DEMO_CLIENT, all_scopes())
+                if saved.exists():
+                    return dict(json.loads(saved.read_text()))
+                secret = await registry.rotate_secret(DEMO_CLIENT)  # the secret file was lost
         finally:
             await engine.dispose()
         creds = {"client_id": DEMO_CLIENT, "client_secret": secret}

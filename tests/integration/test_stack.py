@@ -3,6 +3,7 @@ second run continues with the first run's data."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,6 +11,10 @@ import subprocess
 import sys
 import time
 
+from gateway.auth.clients import ClientRegistry
+from gateway.policy import all_scopes
+from services.kit.db import create_engine
+from services.stack.__main__ import DEMO_CLIENT
 from services.stack.components import free_port, wait_for_port
 from tests.conftest import ROOT
 
@@ -34,6 +39,20 @@ def _demo(data_dir) -> str:
                           capture_output=True, text=True, timeout=60, check=True).stdout
 
 
+async def _registry(database_url: str, scopes: list[str] | None = None) -> tuple[str, ...]:
+    """The demo client's scopes, after replacing them with `scopes` if given."""
+    engine = create_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        registry = ClientRegistry(engine)
+        if scopes is not None:
+            await registry.set_scopes(DEMO_CLIENT, scopes)
+        client = await registry.get(DEMO_CLIENT)
+        assert client is not None
+        return client.scopes
+    finally:
+        await engine.dispose()
+
+
 def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
     ports = tuple(free_port() for _ in range(7))
     first = _start(tmp_path, ports)
@@ -46,6 +65,9 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
         assert endpoints["services"]["order"] == f"127.0.0.1:{ports[2]}"
         assert endpoints["database_url"].startswith("postgresql://postgres@127.0.0.1:")
         assert "has 1 order(s)" in _demo(tmp_path)
+        # As if the demo partner had been created by an older Cartage with fewer RPCs.
+        assert asyncio.run(_registry(endpoints["database_url"], ["orders.read"])) == (
+            "orders.read",)
     finally:
         first.send_signal(signal.SIGINT)
         output = first.communicate(timeout=60)[0].decode()
@@ -55,6 +77,10 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
     second = _start(tmp_path, ports)
     try:
         assert "has 2 order(s)" in _demo(tmp_path)
+        # The second run gave the demo partner every scope of the current policy again
+        # (before it started Envoy).
+        wait_for_port(ports[3], timeout=120, process=second, what="envoy")
+        assert set(asyncio.run(_registry(endpoints["database_url"]))) == set(all_scopes())
     finally:
         second.send_signal(signal.SIGINT)
         second.communicate(timeout=60)
