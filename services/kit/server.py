@@ -1,6 +1,7 @@
 """gRPC server bootstrap: interceptors, health, reflection, graceful shutdown.
 
-One interceptor does, for every unary RPC of every service:
+One interceptor does, for every unary RPC of every service (and every server-streaming RPC
+written as an async generator):
 - parses the request itself, so malformed bytes become INVALID_ARGUMENT, not INTERNAL;
 - sets the request id (from `x-request-id`, else a new one) and the caller for the call;
 - maps every exception to a status with `google.rpc` details through `errors.to_rpc_status`,
@@ -12,11 +13,12 @@ Servicers therefore contain no try/except.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -42,8 +44,10 @@ class KitInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
+        if handler is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            return _server_stream(handler, handler_call_details.method)
         if handler is None or handler.unary_unary is None:
-            return handler  # streams (health Watch, reflection) pass through untouched
+            return handler  # other streams (health Watch, reflection) pass through untouched
         method = handler_call_details.method
         inner = handler.unary_unary
         parse = handler.request_deserializer
@@ -88,6 +92,48 @@ class KitInterceptor(grpc.aio.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(
             serve, request_deserializer=None, response_serializer=handler.response_serializer
         )
+
+
+def _server_stream(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """The same for a server-streaming RPC written as an async generator (e.g. a Watch): an
+    error before or between messages ends the stream with the mapped status."""
+    inner = handler.unary_stream
+    parse = handler.request_deserializer
+
+    async def serve(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        request_id_var.set(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
+        caller = Caller.from_metadata(metadata)
+        set_caller(caller)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            try:
+                request = parse(raw) if parse else raw
+            except DecodeError:
+                raise InvalidArgument("the request body is not a valid message") from None
+            async for response in inner(request, context):
+                yield response
+        except CartageError as error:
+            status = to_rpc_status(error)
+            code = status.code
+            await _abort(context, status)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            code = context.code() or grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            log.exception("unhandled error", extra={"rpc": method})
+            status = to_rpc_status(Exception())
+            code = status.code
+            await _abort(context, status)
+        finally:
+            log.info("rpc", extra={"rpc": method, "code": code.name,
+                                   "ms": round((time.perf_counter() - started) * 1000, 2),
+                                   "client_id": caller.client_id if caller else ""})
+
+    return grpc.unary_stream_rpc_method_handler(
+        serve, request_deserializer=None, response_serializer=handler.response_serializer
+    )
 
 
 async def _abort(context: grpc.aio.ServicerContext, status: RpcStatus) -> None:

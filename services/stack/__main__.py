@@ -147,11 +147,15 @@ def run() -> int:
         nats_url = nats.start()
 
     order_port = int(env.get("ORDER_GRPC_PORT", "50051"))
+    routing_port = _port(env, "ROUTING_GRPC_PORT", 50052)
     child_env = {**env, "DATABASE_URL": database_url, "NATS_URL": nats_url}
     children = [
         Child("order", "services.order", order_port,
               {**child_env, "ORDER_GRPC_ADDRESS": f"127.0.0.1:{order_port}"},
               logs / "order.log"),
+        Child("routing", "services.routing", routing_port,
+              {**child_env, "ROUTING_GRPC_ADDRESS": f"127.0.0.1:{routing_port}"},
+              logs / "routing.log"),
     ]
     auth_port = _port(env, "AUTH_HTTP_PORT", 8090)
     gateway_port = _port(env, "CARTAGE_GATEWAY_PORT", 8080)

@@ -24,7 +24,7 @@ def _start(data_dir, ports) -> subprocess.Popen[bytes]:
            "CARTAGE_PG_PORT": str(ports[0]), "CARTAGE_NATS_PORT": str(ports[1]),
            "ORDER_GRPC_PORT": str(ports[2]), "CARTAGE_GATEWAY_PORT": str(ports[3]),
            "AUTH_HTTP_PORT": str(ports[4]), "AUDIT_GRPC_PORT": str(ports[5]),
-           "ENVOY_ADMIN_PORT": str(ports[6])}
+           "ENVOY_ADMIN_PORT": str(ports[6]), "ROUTING_GRPC_PORT": str(ports[7])}
     env.pop("DATABASE_URL", None)
     env.pop("NATS_URL", None)
     process = subprocess.Popen([sys.executable, "-m", "services.stack"], cwd=ROOT, env=env,
@@ -54,7 +54,7 @@ async def _registry(database_url: str, scopes: list[str] | None = None) -> tuple
 
 
 def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
-    ports = tuple(free_port() for _ in range(7))
+    ports = tuple(free_port() for _ in range(8))
     first = _start(tmp_path, ports)
     try:
         for _ in range(100):
@@ -62,7 +62,8 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
                 break
             time.sleep(0.1)
         endpoints = json.loads((tmp_path / "run.json").read_text())
-        assert endpoints["services"]["order"] == f"127.0.0.1:{ports[2]}"
+        assert endpoints["services"] == {"order": f"127.0.0.1:{ports[2]}",
+                                         "routing": f"127.0.0.1:{ports[7]}"}
         assert endpoints["database_url"].startswith("postgresql://postgres@127.0.0.1:")
         assert "has 1 order(s)" in _demo(tmp_path)
         # As if the demo partner had been created by an older Cartage with fewer RPCs.

@@ -1,0 +1,366 @@
+"""The RoutingService gRPC servicer: convert, call the use case, convert back. No rules here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.api import httpbody_pb2
+from google.longrunning import operations_proto_pb2
+from google.protobuf import empty_pb2
+
+from cartage.routing.v1 import (
+    decision_pb2,
+    route_plan_pb2,
+    routing_service_pb2,
+    routing_service_pb2_grpc,
+    vehicle_pb2,
+)
+from services.kit.auth import Caller, current_caller
+from services.kit.errors import InvalidArgument
+from services.kit.fieldmask import apply_update_mask, check_update_mask
+from services.kit.filtering import Condition, parse_filter
+from services.kit.log import request_id_var
+from services.kit.pagination import PageToken, clamp_page_size, query_fingerprint
+from services.kit.uow import IdempotencyKey
+from services.kit.validation import Violations
+from services.routing.adapters.repository import Page
+from services.routing.api import converters, geojson, validation
+from services.routing.domain.model import DecisionDomain, DecisionState, PlanState, VehicleStatus
+from services.routing.use_cases import RoutingUseCases
+
+pb = routing_service_pb2
+VEHICLE_UPDATABLE = frozenset({
+    "display_name", "capacities", "skills", "start_depot", "end_depot", "shift", "breaks",
+    "costs", "max_route_duration", "max_route_distance_meters",
+})
+#: How often a watch re-reads its plan without a notice (changes made by another process).
+WATCH_REREAD_S = 1.0
+
+
+def idempotency(caller: Caller, method: str, request: Any) -> IdempotencyKey | None:
+    """The AIP-155 request_id, or the Idempotency-Key header the gateway forwards."""
+    key = getattr(request, "request_id", "") or caller.idempotency_key
+    if not key:
+        return None
+    fingerprint = type(request)()
+    fingerprint.CopyFrom(request)
+    if hasattr(fingerprint, "request_id"):
+        fingerprint.request_id = ""
+    return IdempotencyKey.of(caller.client_id, method, key,
+                             fingerprint.SerializeToString(deterministic=True))
+
+
+def enum_filter(condition: Condition, enum: type, prefix: str) -> tuple[str, str, Any]:
+    """`state = ACTIVE` (or `STATE_ACTIVE`) as a typed (field, operator, number) triple."""
+    name = condition.value.upper().removeprefix(prefix)
+    if name not in enum.__members__:
+        choices = ", ".join(enum.__members__)
+        raise InvalidArgument.single(
+            "filter", f"unknown {condition.field} {condition.value!r}; use one of {choices}")
+    return condition.field, condition.operator, int(enum[name])
+
+
+def page_of(caller: Caller, request: Any, filters: tuple[tuple[str, str, Any], ...],
+            *, keyset: int = 2) -> tuple[Page, str, int]:
+    """The page a list request asks for, its fingerprint and its size."""
+    limit = clamp_page_size(request.page_size)
+    fingerprint = query_fingerprint(caller.client_id, getattr(request, "filter", ""))
+    after = None
+    if request.page_token:
+        after = PageToken.decode(request.page_token, query=fingerprint).after
+        if len(after) != keyset or (keyset == 2 and not _iso(after[0])):
+            raise InvalidArgument.single("page_token", "is not a token this API issued")
+    # One extra row tells whether another page exists.
+    return Page(caller.client_id, filters, after, limit + 1), fingerprint, limit
+
+
+def next_token(rows: list[Any], limit: int, fingerprint: str,
+               key: Callable[[Any], tuple[Any, ...]]) -> str:
+    if len(rows) <= limit:
+        return ""
+    return PageToken(key(rows[limit - 1]), fingerprint).encode()
+
+
+def newest_key(row: Any) -> tuple[str, str]:
+    return (row.create_time.isoformat(), row.id)
+
+
+def _iso(value: Any) -> bool:
+    try:
+        datetime.fromisoformat(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
+    def __init__(self, routing: RoutingUseCases, *, max_shipments: int,
+                 max_time_limit: float) -> None:
+        self._routing = routing
+        self._max_shipments = max_shipments
+        self._max_time_limit = max_time_limit
+
+    async def _operation(self, caller: Caller, operation_id: str
+                         ) -> operations_proto_pb2.Operation:
+        return converters.operation_to_proto(
+            *await self._routing.get_operation(caller.client_id, operation_id))
+
+    # vehicles ------------------------------------------------------------------------------
+
+    async def CreateVehicle(self, request: pb.CreateVehicleRequest,
+                            context: grpc.aio.ServicerContext) -> vehicle_pb2.Vehicle:
+        caller = current_caller()
+        v = Violations()
+        validation.check_vehicle_id(request.vehicle_id, v)
+        if request.HasField("vehicle"):
+            validation.check_vehicle(request.vehicle, v)
+        else:
+            v.add("vehicle", "is required", "REQUIRED")
+        v.raise_if_any()
+        vehicle = await self._routing.create_vehicle(
+            caller.client_id, request.vehicle_id, converters.vehicle_content(request.vehicle),
+            idempotency(caller, "CreateVehicle", request), request_id_var.get())
+        return converters.vehicle_to_proto(vehicle)
+
+    async def GetVehicle(self, request: pb.GetVehicleRequest,
+                         context: grpc.aio.ServicerContext) -> vehicle_pb2.Vehicle:
+        caller = current_caller()
+        v = Violations()
+        vehicle_id = validation.check_vehicle_name(request.name, v)
+        v.raise_if_any()
+        return converters.vehicle_to_proto(
+            await self._routing.get_vehicle(caller.client_id, vehicle_id))
+
+    async def ListVehicles(self, request: pb.ListVehiclesRequest,
+                           context: grpc.aio.ServicerContext) -> pb.ListVehiclesResponse:
+        caller = current_caller()
+        filters = tuple(enum_filter(c, VehicleStatus, "STATUS_") for c in parse_filter(
+            request.filter, {"status": frozenset({"=", "!="})}))
+        page, fingerprint, limit = page_of(caller, request, filters, keyset=1)
+        rows = await self._routing.list_vehicles(page)
+        return pb.ListVehiclesResponse(
+            vehicles=[converters.vehicle_to_proto(r) for r in rows[:limit]],
+            next_page_token=next_token(rows, limit, fingerprint, lambda r: (r.id,)))
+
+    async def UpdateVehicle(self, request: pb.UpdateVehicleRequest,
+                            context: grpc.aio.ServicerContext) -> vehicle_pb2.Vehicle:
+        caller = current_caller()
+        v = Violations()
+        vehicle_id = validation.check_vehicle_name(request.vehicle.name, v, "vehicle.name")
+        v.raise_if_any()
+        mask = request.update_mask
+        if list(mask.paths) == ["*"]:
+            mask.paths[:] = sorted(VEHICLE_UPDATABLE)
+        check_update_mask(mask, vehicle_pb2.Vehicle.DESCRIPTOR, updatable=VEHICLE_UPDATABLE)
+
+        def apply(content: vehicle_pb2.Vehicle) -> None:
+            apply_update_mask(content, request.vehicle, mask, updatable=VEHICLE_UPDATABLE)
+            after = Violations()
+            validation.check_vehicle(content, after)
+            after.raise_if_any()
+
+        vehicle = await self._routing.update_vehicle(
+            caller.client_id, vehicle_id, request.vehicle.etag, apply, request_id_var.get())
+        return converters.vehicle_to_proto(vehicle)
+
+    async def DeleteVehicle(self, request: pb.DeleteVehicleRequest,
+                            context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
+        caller = current_caller()
+        v = Violations()
+        vehicle_id = validation.check_vehicle_name(request.name, v)
+        v.raise_if_any()
+        await self._routing.delete_vehicle(caller.client_id, vehicle_id)
+        return empty_pb2.Empty()
+
+    async def SetVehicleStatus(self, request: pb.SetVehicleStatusRequest,
+                               context: grpc.aio.ServicerContext) -> vehicle_pb2.Vehicle:
+        caller = current_caller()
+        v = Violations()
+        vehicle_id = validation.check_vehicle_name(request.name, v)
+        v.enum(request.status, vehicle_pb2.Vehicle.Status.DESCRIPTOR, "status",
+               allow_unspecified=False)
+        v.text(request.reason, "reason", max_len=500)
+        v.raise_if_any()
+        vehicle = await self._routing.set_vehicle_status(
+            caller.client_id, vehicle_id, VehicleStatus(request.status), request.reason,
+            request_id_var.get())
+        return converters.vehicle_to_proto(vehicle)
+
+    # planning ------------------------------------------------------------------------------
+
+    async def PlanRoutes(self, request: pb.PlanRoutesRequest,
+                         context: grpc.aio.ServicerContext) -> operations_proto_pb2.Operation:
+        caller = current_caller()
+        v = Violations()
+        validation.check_plan_request(request, v, max_shipments=self._max_shipments,
+                                      max_time_limit=self._max_time_limit)
+        v.raise_if_any()
+        operation_id = await self._routing.plan_routes(
+            caller.client_id, request, idempotency(caller, "PlanRoutes", request),
+            request_id_var.get())
+        return await self._operation(caller, operation_id)
+
+    async def ReplanRoutes(self, request: pb.ReplanRoutesRequest,
+                           context: grpc.aio.ServicerContext) -> operations_proto_pb2.Operation:
+        caller = current_caller()
+        v = Violations()
+        if request.HasField("time_limit"):
+            validation.check_time_limit(request.time_limit, self._max_time_limit, v)
+        v.text(request.reason, "reason", max_len=500)
+        v.raise_if_any()
+        limit = (request.time_limit.ToTimedelta().total_seconds()
+                 if request.HasField("time_limit") else None)
+        operation_id = await self._routing.replan_routes(
+            caller.client_id, limit, request.reason,
+            idempotency(caller, "ReplanRoutes", request), request_id_var.get())
+        return await self._operation(caller, operation_id)
+
+    async def GetRoutePlan(self, request: pb.GetRoutePlanRequest,
+                           context: grpc.aio.ServicerContext) -> route_plan_pb2.RoutePlan:
+        caller = current_caller()
+        v = Violations()
+        plan_id = validation.check_name(request.name, "routePlans", v)
+        v.raise_if_any()
+        return converters.plan_to_proto(await self._routing.get_plan(caller.client_id, plan_id))
+
+    async def ListRoutePlans(self, request: pb.ListRoutePlansRequest,
+                             context: grpc.aio.ServicerContext) -> pb.ListRoutePlansResponse:
+        caller = current_caller()
+        filters = tuple(enum_filter(c, PlanState, "STATE_") for c in parse_filter(
+            request.filter, {"state": frozenset({"=", "!="})}))
+        page, fingerprint, limit = page_of(caller, request, filters)
+        rows = await self._routing.list_plans(page)
+        return pb.ListRoutePlansResponse(
+            route_plans=[converters.plan_to_proto(r) for r in rows[:limit]],
+            next_page_token=next_token(rows, limit, fingerprint, newest_key))
+
+    async def WatchRoutePlan(self, request: pb.WatchRoutePlanRequest,
+                             context: grpc.aio.ServicerContext
+                             ) -> AsyncIterator[route_plan_pb2.RoutePlan]:
+        """The current version at once, then each new version; the stream ends after a
+        version in a final state (SUPERSEDED, REJECTED, CANCELLED, FAILED)."""
+        caller = current_caller()
+        v = Violations()
+        plan_id = validation.check_name(request.name, "routePlans", v)
+        v.raise_if_any()
+        sent = 0
+        while True:
+            plan = await self._routing.get_plan(caller.client_id, plan_id)
+            if plan.version != sent:
+                sent = plan.version
+                yield converters.plan_to_proto(plan)
+            if plan.final:
+                return
+            await self._routing.changes.wait(plan_id, WATCH_REREAD_S)
+
+    async def ExportRoutePlan(self, request: pb.ExportRoutePlanRequest,
+                              context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
+        caller = current_caller()
+        v = Violations()
+        plan_id = validation.check_name(request.name, "routePlans", v)
+        v.raise_if_any()
+        plan = await self._routing.get_plan(caller.client_id, plan_id)
+        body = geojson.encode(converters.plan_to_proto(plan),
+                              {vehicle.name: vehicle for vehicle in plan.fleet},
+                              {s.id: s for s in plan.request.shipments})
+        return httpbody_pb2.HttpBody(content_type=geojson.MEDIA_TYPE, data=body)
+
+    # traffic -------------------------------------------------------------------------------
+
+    async def ReportTrafficIncident(self, request: pb.ReportTrafficIncidentRequest,
+                                    context: grpc.aio.ServicerContext
+                                    ) -> decision_pb2.TrafficIncident:
+        caller = current_caller()
+        v = Violations()
+        if request.HasField("traffic_incident"):
+            validation.check_incident(request.traffic_incident, v)
+        else:
+            v.add("traffic_incident", "is required", "REQUIRED")
+        v.raise_if_any()
+        content = decision_pb2.TrafficIncident()
+        content.CopyFrom(request.traffic_incident)
+        content.ClearField("name")
+        content.ClearField("create_time")
+        incident = await self._routing.report_incident(
+            caller.client_id, content, idempotency(caller, "ReportTrafficIncident", request),
+            request_id_var.get())
+        return converters.incident_to_proto(incident)
+
+    async def ListTrafficIncidents(self, request: pb.ListTrafficIncidentsRequest,
+                                   context: grpc.aio.ServicerContext
+                                   ) -> pb.ListTrafficIncidentsResponse:
+        caller = current_caller()
+        page, fingerprint, limit = page_of(caller, request, ())
+        rows = await self._routing.list_incidents(page)
+        return pb.ListTrafficIncidentsResponse(
+            traffic_incidents=[converters.incident_to_proto(r) for r in rows[:limit]],
+            next_page_token=next_token(rows, limit, fingerprint, newest_key))
+
+    # decisions and autonomy ----------------------------------------------------------------
+
+    async def GetDecision(self, request: pb.GetDecisionRequest,
+                          context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
+        caller = current_caller()
+        v = Violations()
+        decision_id = validation.check_name(request.name, "decisions", v)
+        v.raise_if_any()
+        return converters.decision_to_proto(
+            await self._routing.get_decision(caller.client_id, decision_id))
+
+    async def ListDecisions(self, request: pb.ListDecisionsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ListDecisionsResponse:
+        caller = current_caller()
+        conditions = parse_filter(request.filter, {"state": frozenset({"=", "!="}),
+                                                   "domain": frozenset({"=", "!="})})
+        filters = tuple(
+            enum_filter(c, DecisionState, "STATE_") if c.field == "state"
+            else enum_filter(c, DecisionDomain, "DECISION_DOMAIN_") for c in conditions)
+        page, fingerprint, limit = page_of(caller, request, filters)
+        rows = await self._routing.list_decisions(page)
+        return pb.ListDecisionsResponse(
+            decisions=[converters.decision_to_proto(r) for r in rows[:limit]],
+            next_page_token=next_token(rows, limit, fingerprint, newest_key))
+
+    async def ApproveDecision(self, request: pb.ApproveDecisionRequest,
+                              context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
+        caller = current_caller()
+        v = Violations()
+        decision_id = validation.check_name(request.name, "decisions", v)
+        v.raise_if_any()
+        return converters.decision_to_proto(
+            await self._routing.approve_decision(caller.client_id, decision_id))
+
+    async def RejectDecision(self, request: pb.RejectDecisionRequest,
+                             context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
+        caller = current_caller()
+        v = Violations()
+        decision_id = validation.check_name(request.name, "decisions", v)
+        v.text(request.reason, "reason", max_len=500)
+        v.raise_if_any()
+        return converters.decision_to_proto(
+            await self._routing.reject_decision(caller.client_id, decision_id, request.reason))
+
+    async def GetAutonomyPolicy(self, request: pb.GetAutonomyPolicyRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> decision_pb2.AutonomyPolicy:
+        caller = current_caller()
+        if request.name != "autonomyPolicy":
+            raise InvalidArgument.single("name", "must be autonomyPolicy")
+        return converters.policy_to_proto(await self._routing.get_policy(caller.client_id))
+
+    async def UpdateAutonomyPolicy(self, request: pb.UpdateAutonomyPolicyRequest,
+                                   context: grpc.aio.ServicerContext
+                                   ) -> decision_pb2.AutonomyPolicy:
+        caller = current_caller()
+        v = Violations()
+        if list(request.update_mask.paths) not in ([], ["domains"]):
+            v.add("update_mask", "only `domains` can be updated", "INVALID")
+        validation.check_policy(request.autonomy_policy, v)
+        v.raise_if_any()
+        policy = await self._routing.update_policy(
+            caller.client_id, list(request.autonomy_policy.domains),
+            request.autonomy_policy.etag)
+        return converters.policy_to_proto(policy)

@@ -1,0 +1,152 @@
+"""The composition root: builds the routing service from its settings.
+
+One process serves RoutingService and google.longrunning.Operations on one port, relays its
+outbox to the ROUTING stream, consumes the order service's events and its own vehicle status
+changes, and runs the planner, which starts a solver process per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import sqlalchemy as sa
+from google.longrunning import operations_pb2_grpc
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from cartage.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
+from services.kit.db import create_engine
+from services.kit.messaging import (
+    ConsumerSpec,
+    EventConsumer,
+    OutboxRelay,
+    connect,
+    ensure_stream,
+)
+from services.kit.migrations import upgrade_async
+from services.kit.server import Service
+from services.kit.uow import Transaction, UnitOfWork
+from services.routing.adapters import events, tables
+from services.routing.adapters.repository import RoutingRepository
+from services.routing.api.operations import OperationsServicer
+from services.routing.api.servicer import RoutingServicer
+from services.routing.planning import Planner
+from services.routing.settings import Settings
+from services.routing.use_cases import PlanChanges, RoutingUseCases
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+SERVICE_NAME = routing_service_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
+OPERATIONS_NAME = "google.longrunning.Operations"
+ORDER_CONSUMER = ConsumerSpec(stream=events.ORDER_STREAM, durable="routing-orders",
+                              filter_subjects=tuple(events.ORDER_EVENTS))
+VEHICLE_CONSUMER = ConsumerSpec(stream=events.STREAM, durable="routing-vehicles",
+                                filter_subjects=(events.VEHICLE_STATUS_CHANGED,))
+
+
+async def migrate(settings: Settings) -> None:
+    await upgrade_async(settings.database_url, tables.SCHEMA, MIGRATIONS)
+
+
+async def _stream_exists(js: JetStreamContext, name: str, stop: asyncio.Event) -> bool:
+    """Wait until another service declared `name` (the order service owns ORDER)."""
+    said = False
+    while not stop.is_set():
+        try:
+            await js.stream_info(name)
+            return True
+        except NotFoundError:
+            if not said:
+                log.info("waiting for another service to declare a stream",
+                         extra={"stream": name})
+                said = True
+        except Exception as error:
+            log.warning("cannot read stream info yet", extra={"error": repr(error)})
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=2.0)
+        except TimeoutError:
+            pass
+    return False
+
+
+def consumers(uow: UnitOfWork, nats_url: str, routing: RoutingUseCases):
+    """The background job that feeds order and vehicle events to the use cases."""
+
+    async def on_order(tx: Transaction, msg: Msg) -> None:
+        decoded = events.decode_order_event(msg)
+        if decoded is not None:
+            await routing.on_order_event(tx, *decoded)
+
+    async def on_vehicle(tx: Transaction, msg: Msg) -> None:
+        await routing.on_vehicle_status(tx, events.decode_vehicle_event(msg))
+
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            nc = await connect(nats_url, name="routing-consumer", stop=stop)
+        except asyncio.CancelledError:
+            return
+        try:
+            js = nc.jetstream(timeout=5)
+            await ensure_stream(js, events.STREAM, events.SUBJECTS)
+            if not await _stream_exists(js, events.ORDER_STREAM, stop):
+                return
+            await asyncio.gather(
+                EventConsumer(uow, nc, ORDER_CONSUMER, on_order).run(stop),
+                EventConsumer(uow, nc, VEHICLE_CONSUMER, on_vehicle).run(stop))
+        finally:
+            await nc.close()
+
+    return run
+
+
+async def serve(settings: Settings, *, handle_signals: bool = True,
+                service_hook: object = None) -> None:
+    """Run until SIGTERM/SIGINT (or `service.stop_event`). `service_hook`, when given, is called
+    with the Service before it starts (tests use it to learn the port and stop it)."""
+    if settings.migrate_on_start:
+        await migrate(settings)
+    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    relay = OutboxRelay(engine, tables.kit, settings.nats_url, name="routing",
+                        streams={events.STREAM: events.SUBJECTS})
+    uow = UnitOfWork(engine, tables.kit, on_events=relay.wake)
+    routing = RoutingUseCases(
+        uow, RoutingRepository(), events.RoutingEvents(), PlanChanges(),
+        max_shipments=settings.max_shipments, default_time_limit=settings.default_time_limit,
+        osrm_url=settings.osrm_url)
+    planner = Planner(routing, processes=settings.solver_processes)
+    routing.connect_planner(planner.wake, planner.cancel)
+    servicer = RoutingServicer(routing, max_shipments=settings.max_shipments,
+                               max_time_limit=settings.max_time_limit)
+    operations = OperationsServicer(routing)
+
+    def register(server) -> None:
+        routing_service_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
+        operations_pb2_grpc.add_OperationsServicer_to_server(operations, server)
+
+    async def database_ok() -> bool:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+
+    async def nats_ok() -> bool:
+        return relay.connected
+
+    service = Service(
+        name="routing",
+        address=settings.grpc_address,
+        register=register,
+        service_names=[SERVICE_NAME, OPERATIONS_NAME],
+        health_checks=[database_ok, nats_ok],
+        background=[relay.run, planner.run, consumers(uow, settings.nats_url, routing)],
+    )
+    if callable(service_hook):
+        service_hook(service)
+    try:
+        await service.run(handle_signals=handle_signals)
+    finally:
+        await engine.dispose()
+
