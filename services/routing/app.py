@@ -35,7 +35,7 @@ from services.routing.api.operations import OperationsServicer
 from services.routing.api.servicer import RoutingServicer
 from services.routing.planning import Planner
 from services.routing.settings import Settings
-from services.routing.use_cases import PlanChanges, RoutingUseCases
+from services.routing.use_cases import FleetUseCases, PlanChanges, PlanningJobs, PlanUseCases
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +73,16 @@ async def _stream_exists(js: JetStreamContext, name: str, stop: asyncio.Event) -
     return False
 
 
-def consumers(uow: UnitOfWork, nats_url: str, routing: RoutingUseCases):
-    """The background job that feeds order and vehicle events to the use cases."""
+def consumers(uow: UnitOfWork, nats_url: str, jobs: PlanningJobs):
+    """The background job that feeds order and vehicle events to the planning jobs."""
 
     async def on_order(tx: Transaction, msg: Msg) -> None:
         decoded = events.decode_order_event(msg)
         if decoded is not None:
-            await routing.on_order_event(tx, *decoded)
+            await jobs.on_order_event(tx, *decoded)
 
     async def on_vehicle(tx: Transaction, msg: Msg) -> None:
-        await routing.on_vehicle_status(tx, events.decode_vehicle_event(msg))
+        await jobs.on_vehicle_status(tx, events.decode_vehicle_event(msg))
 
     async def run(stop: asyncio.Event) -> None:
         try:
@@ -113,15 +113,19 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
     relay = OutboxRelay(engine, tables.kit, settings.nats_url, name="routing",
                         streams={events.STREAM: events.SUBJECTS})
     uow = UnitOfWork(engine, tables.kit, on_events=relay.wake)
-    routing = RoutingUseCases(
-        uow, RoutingRepository(), events.RoutingEvents(), PlanChanges(),
-        max_shipments=settings.max_shipments, default_time_limit=settings.default_time_limit,
-        osrm_url=settings.osrm_url)
-    planner = Planner(routing, processes=settings.solver_processes)
-    routing.connect_planner(planner.wake, planner.cancel)
-    servicer = RoutingServicer(routing, max_shipments=settings.max_shipments,
+    repository, outgoing, changes = RoutingRepository(), events.RoutingEvents(), PlanChanges()
+    fleet = FleetUseCases(uow, repository, outgoing)
+    plans = PlanUseCases(
+        uow, repository, outgoing, changes,
+        max_shipments=settings.max_shipments, default_time_limit=settings.default_time_limit)
+    jobs = PlanningJobs(uow, repository, outgoing, changes,
+                        default_time_limit=settings.default_time_limit,
+                        osrm_url=settings.osrm_url)
+    planner = Planner(jobs, processes=settings.solver_processes)
+    plans.connect_planner(planner.wake, planner.cancel)
+    servicer = RoutingServicer(fleet, plans, max_shipments=settings.max_shipments,
                                max_time_limit=settings.max_time_limit)
-    operations = OperationsServicer(routing)
+    operations = OperationsServicer(plans)
 
     def register(server) -> None:
         routing_service_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
@@ -141,7 +145,7 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
         register=register,
         service_names=[SERVICE_NAME, OPERATIONS_NAME],
         health_checks=[database_ok, nats_ok],
-        background=[relay.run, planner.run, consumers(uow, settings.nats_url, routing)],
+        background=[relay.run, planner.run, consumers(uow, settings.nats_url, jobs)],
     )
     if callable(service_hook):
         service_hook(service)

@@ -11,9 +11,9 @@ Flow: the planner scans for SOLVING plans (at start-up, which resumes everything
 service left SOLVING, on a wake-up after a request, and every `poll_interval` for jobs stored
 by event handlers) and queues them per client; a client's jobs run one at a time, in order, so
 a replan sees the result of the one before. `ROUTING_SOLVER_PROCESSES` bounds how many run at
-once. For each job the use cases build its inputs (`start_job`), the worker builds the problem,
-solves (or replans) it with the deadline and reports progress, and the use cases record the
-result and its decision (`finish`).
+once. For each job the planning jobs' use cases (`use_cases.jobs.PlanningJobs`) build its
+inputs (`start_job`), the worker builds the problem, solves (or replans) it with the deadline
+and reports progress, and the use cases record the result and its decision (`finish`).
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def worker_main(job: SolveJob, conn: Connection, cancel: Any) -> None:
 
 
 class Jobs(Protocol):
-    """What the planner needs from the use cases."""
+    """What the planner needs from the use cases (`use_cases.jobs.PlanningJobs`)."""
 
     async def solving_plans(self) -> list[tuple[str, str]]: ...
     async def start_job(self, plan_id: str) -> SolveJob | None: ...

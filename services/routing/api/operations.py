@@ -20,7 +20,7 @@ from services.kit.validation import Violations
 from services.routing.api import converters, validation
 from services.routing.api.servicer import WATCH_REREAD_S, newest_key, next_token, page_of
 from services.routing.domain.model import PlanState
-from services.routing.use_cases import RoutingUseCases
+from services.routing.use_cases import PlanUseCases
 
 ops = operations_proto_pb2
 #: WaitOperation without a timeout waits at most this long (then returns the operation as is).
@@ -28,8 +28,8 @@ MAX_WAIT_S = 60.0
 
 
 class OperationsServicer(operations_pb2_grpc.OperationsServicer):
-    def __init__(self, routing: RoutingUseCases) -> None:
-        self._routing = routing
+    def __init__(self, plans: PlanUseCases) -> None:
+        self._plans = plans
 
     async def GetOperation(self, request: ops.GetOperationRequest,
                            context: grpc.aio.ServicerContext) -> ops.Operation:
@@ -38,7 +38,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         operation_id = validation.check_name(request.name, "operations", v)
         v.raise_if_any()
         return converters.operation_to_proto(
-            *await self._routing.get_operation(caller.client_id, operation_id))
+            *await self._plans.get_operation(caller.client_id, operation_id))
 
     async def ListOperations(self, request: ops.ListOperationsRequest,
                              context: grpc.aio.ServicerContext) -> ops.ListOperationsResponse:
@@ -52,7 +52,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
                 raise InvalidArgument.single("filter", "done must be true or false")
             done = condition.value.lower() == "true"
         page, fingerprint, limit = page_of(caller, request, ())
-        rows = await self._routing.list_operations(page, done)
+        rows = await self._plans.list_operations(page, done)
         return ops.ListOperationsResponse(
             operations=[converters.operation_to_proto(row.id, plan) for row, plan in rows[:limit]],
             next_page_token=next_token([row for row, _ in rows], limit, fingerprint, newest_key))
@@ -63,7 +63,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         v = Violations()
         operation_id = validation.check_name(request.name, "operations", v)
         v.raise_if_any()
-        await self._routing.cancel_operation(caller.client_id, operation_id)
+        await self._plans.cancel_operation(caller.client_id, operation_id)
         return empty_pb2.Empty()
 
     async def DeleteOperation(self, request: ops.DeleteOperationRequest,
@@ -72,7 +72,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         v = Violations()
         operation_id = validation.check_name(request.name, "operations", v)
         v.raise_if_any()
-        await self._routing.delete_operation(caller.client_id, operation_id)
+        await self._plans.delete_operation(caller.client_id, operation_id)
         return empty_pb2.Empty()
 
     async def WaitOperation(self, request: ops.WaitOperationRequest,
@@ -91,10 +91,10 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            operation_id, plan = await self._routing.get_operation(caller.client_id,
+            operation_id, plan = await self._plans.get_operation(caller.client_id,
                                                                    operation_id)
             left = deadline - loop.time()
             if plan.state != PlanState.SOLVING or left <= 0:
                 return converters.operation_to_proto(operation_id, plan)
-            await self._routing.changes.wait(plan.id, min(left, WATCH_REREAD_S))
+            await self._plans.changes.wait(plan.id, min(left, WATCH_REREAD_S))
 

@@ -29,7 +29,7 @@ from services.kit.validation import Violations
 from services.routing.adapters.repository import Page
 from services.routing.api import converters, geojson, validation
 from services.routing.domain.model import DecisionDomain, DecisionState, PlanState, VehicleStatus
-from services.routing.use_cases import RoutingUseCases
+from services.routing.use_cases import FleetUseCases, PlanUseCases
 
 pb = routing_service_pb2
 VEHICLE_UPDATABLE = frozenset({
@@ -97,16 +97,17 @@ def _iso(value: Any) -> bool:
 
 
 class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
-    def __init__(self, routing: RoutingUseCases, *, max_shipments: int,
+    def __init__(self, fleet: FleetUseCases, plans: PlanUseCases, *, max_shipments: int,
                  max_time_limit: float) -> None:
-        self._routing = routing
+        self._fleet = fleet
+        self._plans = plans
         self._max_shipments = max_shipments
         self._max_time_limit = max_time_limit
 
     async def _operation(self, caller: Caller, operation_id: str
                          ) -> operations_proto_pb2.Operation:
         return converters.operation_to_proto(
-            *await self._routing.get_operation(caller.client_id, operation_id))
+            *await self._plans.get_operation(caller.client_id, operation_id))
 
     # vehicles ------------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         else:
             v.add("vehicle", "is required", "REQUIRED")
         v.raise_if_any()
-        vehicle = await self._routing.create_vehicle(
+        vehicle = await self._fleet.create_vehicle(
             caller.client_id, request.vehicle_id, converters.vehicle_content(request.vehicle),
             idempotency(caller, "CreateVehicle", request), request_id_var.get())
         return converters.vehicle_to_proto(vehicle)
@@ -132,7 +133,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         vehicle_id = validation.check_vehicle_name(request.name, v)
         v.raise_if_any()
         return converters.vehicle_to_proto(
-            await self._routing.get_vehicle(caller.client_id, vehicle_id))
+            await self._fleet.get_vehicle(caller.client_id, vehicle_id))
 
     async def ListVehicles(self, request: pb.ListVehiclesRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListVehiclesResponse:
@@ -140,7 +141,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         filters = tuple(enum_filter(c, VehicleStatus, "STATUS_") for c in parse_filter(
             request.filter, {"status": frozenset({"=", "!="})}))
         page, fingerprint, limit = page_of(caller, request, filters, keyset=1)
-        rows = await self._routing.list_vehicles(page)
+        rows = await self._fleet.list_vehicles(page)
         return pb.ListVehiclesResponse(
             vehicles=[converters.vehicle_to_proto(r) for r in rows[:limit]],
             next_page_token=next_token(rows, limit, fingerprint, lambda r: (r.id,)))
@@ -162,7 +163,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             validation.check_vehicle(content, after)
             after.raise_if_any()
 
-        vehicle = await self._routing.update_vehicle(
+        vehicle = await self._fleet.update_vehicle(
             caller.client_id, vehicle_id, request.vehicle.etag, apply, request_id_var.get())
         return converters.vehicle_to_proto(vehicle)
 
@@ -172,7 +173,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v = Violations()
         vehicle_id = validation.check_vehicle_name(request.name, v)
         v.raise_if_any()
-        await self._routing.delete_vehicle(caller.client_id, vehicle_id)
+        await self._fleet.delete_vehicle(caller.client_id, vehicle_id)
         return empty_pb2.Empty()
 
     async def SetVehicleStatus(self, request: pb.SetVehicleStatusRequest,
@@ -184,7 +185,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                allow_unspecified=False)
         v.text(request.reason, "reason", max_len=500)
         v.raise_if_any()
-        vehicle = await self._routing.set_vehicle_status(
+        vehicle = await self._fleet.set_vehicle_status(
             caller.client_id, vehicle_id, VehicleStatus(request.status), request.reason,
             request_id_var.get())
         return converters.vehicle_to_proto(vehicle)
@@ -198,7 +199,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         validation.check_plan_request(request, v, max_shipments=self._max_shipments,
                                       max_time_limit=self._max_time_limit)
         v.raise_if_any()
-        operation_id = await self._routing.plan_routes(
+        operation_id = await self._plans.plan_routes(
             caller.client_id, request, idempotency(caller, "PlanRoutes", request),
             request_id_var.get())
         return await self._operation(caller, operation_id)
@@ -213,7 +214,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v.raise_if_any()
         limit = (request.time_limit.ToTimedelta().total_seconds()
                  if request.HasField("time_limit") else None)
-        operation_id = await self._routing.replan_routes(
+        operation_id = await self._plans.replan_routes(
             caller.client_id, limit, request.reason,
             idempotency(caller, "ReplanRoutes", request), request_id_var.get())
         return await self._operation(caller, operation_id)
@@ -224,7 +225,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v = Violations()
         plan_id = validation.check_name(request.name, "routePlans", v)
         v.raise_if_any()
-        return converters.plan_to_proto(await self._routing.get_plan(caller.client_id, plan_id))
+        return converters.plan_to_proto(await self._plans.get_plan(caller.client_id, plan_id))
 
     async def ListRoutePlans(self, request: pb.ListRoutePlansRequest,
                              context: grpc.aio.ServicerContext) -> pb.ListRoutePlansResponse:
@@ -232,7 +233,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         filters = tuple(enum_filter(c, PlanState, "STATE_") for c in parse_filter(
             request.filter, {"state": frozenset({"=", "!="})}))
         page, fingerprint, limit = page_of(caller, request, filters)
-        rows = await self._routing.list_plans(page)
+        rows = await self._plans.list_plans(page)
         return pb.ListRoutePlansResponse(
             route_plans=[converters.plan_to_proto(r) for r in rows[:limit]],
             next_page_token=next_token(rows, limit, fingerprint, newest_key))
@@ -248,13 +249,13 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v.raise_if_any()
         sent = 0
         while True:
-            plan = await self._routing.get_plan(caller.client_id, plan_id)
+            plan = await self._plans.get_plan(caller.client_id, plan_id)
             if plan.version != sent:
                 sent = plan.version
                 yield converters.plan_to_proto(plan)
             if plan.final:
                 return
-            await self._routing.changes.wait(plan_id, WATCH_REREAD_S)
+            await self._plans.changes.wait(plan_id, WATCH_REREAD_S)
 
     async def ExportRoutePlan(self, request: pb.ExportRoutePlanRequest,
                               context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
@@ -262,7 +263,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v = Violations()
         plan_id = validation.check_name(request.name, "routePlans", v)
         v.raise_if_any()
-        plan = await self._routing.get_plan(caller.client_id, plan_id)
+        plan = await self._plans.get_plan(caller.client_id, plan_id)
         body = geojson.encode(converters.plan_to_proto(plan),
                               {vehicle.name: vehicle for vehicle in plan.fleet},
                               {s.id: s for s in plan.request.shipments})
@@ -284,7 +285,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         content.CopyFrom(request.traffic_incident)
         content.ClearField("name")
         content.ClearField("create_time")
-        incident = await self._routing.report_incident(
+        incident = await self._plans.report_incident(
             caller.client_id, content, idempotency(caller, "ReportTrafficIncident", request),
             request_id_var.get())
         return converters.incident_to_proto(incident)
@@ -294,7 +295,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                                    ) -> pb.ListTrafficIncidentsResponse:
         caller = current_caller()
         page, fingerprint, limit = page_of(caller, request, ())
-        rows = await self._routing.list_incidents(page)
+        rows = await self._plans.list_incidents(page)
         return pb.ListTrafficIncidentsResponse(
             traffic_incidents=[converters.incident_to_proto(r) for r in rows[:limit]],
             next_page_token=next_token(rows, limit, fingerprint, newest_key))
@@ -308,7 +309,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         decision_id = validation.check_name(request.name, "decisions", v)
         v.raise_if_any()
         return converters.decision_to_proto(
-            await self._routing.get_decision(caller.client_id, decision_id))
+            await self._plans.get_decision(caller.client_id, decision_id))
 
     async def ListDecisions(self, request: pb.ListDecisionsRequest,
                             context: grpc.aio.ServicerContext) -> pb.ListDecisionsResponse:
@@ -319,7 +320,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             enum_filter(c, DecisionState, "STATE_") if c.field == "state"
             else enum_filter(c, DecisionDomain, "DECISION_DOMAIN_") for c in conditions)
         page, fingerprint, limit = page_of(caller, request, filters)
-        rows = await self._routing.list_decisions(page)
+        rows = await self._plans.list_decisions(page)
         return pb.ListDecisionsResponse(
             decisions=[converters.decision_to_proto(r) for r in rows[:limit]],
             next_page_token=next_token(rows, limit, fingerprint, newest_key))
@@ -331,7 +332,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         decision_id = validation.check_name(request.name, "decisions", v)
         v.raise_if_any()
         return converters.decision_to_proto(
-            await self._routing.approve_decision(caller.client_id, decision_id))
+            await self._plans.approve_decision(caller.client_id, decision_id))
 
     async def RejectDecision(self, request: pb.RejectDecisionRequest,
                              context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
@@ -341,7 +342,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v.text(request.reason, "reason", max_len=500)
         v.raise_if_any()
         return converters.decision_to_proto(
-            await self._routing.reject_decision(caller.client_id, decision_id, request.reason))
+            await self._plans.reject_decision(caller.client_id, decision_id, request.reason))
 
     async def GetAutonomyPolicy(self, request: pb.GetAutonomyPolicyRequest,
                                 context: grpc.aio.ServicerContext
@@ -349,7 +350,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         caller = current_caller()
         if request.name != "autonomyPolicy":
             raise InvalidArgument.single("name", "must be autonomyPolicy")
-        return converters.policy_to_proto(await self._routing.get_policy(caller.client_id))
+        return converters.policy_to_proto(await self._plans.get_policy(caller.client_id))
 
     async def UpdateAutonomyPolicy(self, request: pb.UpdateAutonomyPolicyRequest,
                                    context: grpc.aio.ServicerContext
@@ -360,7 +361,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             v.add("update_mask", "only `domains` can be updated", "INVALID")
         validation.check_policy(request.autonomy_policy, v)
         v.raise_if_any()
-        policy = await self._routing.update_policy(
+        policy = await self._plans.update_policy(
             caller.client_id, list(request.autonomy_policy.domains),
             request.autonomy_policy.etag)
         return converters.policy_to_proto(policy)

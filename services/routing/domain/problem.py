@@ -84,7 +84,12 @@ def order_shipment(order: order_pb2.Order, measured: Iterable[int]) -> Shipment:
     """An order as a shipment: its pickup and delivery stops, its skills and priority, and its
     demand from the line items in the dimensions the fleet `measured` (declared by at least one
     vehicle of the plan): weight and volume are the lines' totals (the contract's `weight_kg`
-    and `volume_m3` are per line, not per unit), units the sum of quantities."""
+    and `volume_m3` are per line, not per unit), units the sum of quantities.
+
+    The priority keeps the enum's number (LOW 1, NORMAL 2, HIGH 3, URGENT 4; unset is NORMAL),
+    which is the scale of an inline shipment's priority (0 lowest to 4 urgent): an order and an
+    inline shipment of the same number weigh the same when the fleet cannot serve everything
+    (see `solver.model.Stop`)."""
     totals = {
         vehicle_pb2.DIMENSION_WEIGHT_KG: sum(line.weight_kg for line in order.line_items),
         vehicle_pb2.DIMENSION_VOLUME_M3: sum(line.volume_m3 for line in order.line_items),
@@ -171,6 +176,7 @@ def _stops(places: _Places, shipment: Shipment, dims: Sequence[int], epoch: int
            ) -> list[Stop]:
     wanted = shipment_demands(shipment)
     demand = tuple(math.ceil(wanted.get(d, 0.0) * SCALE[d] - 1e-9) for d in dims)
+    # The priority sets the drop penalty of both stops; a pair's stops share it (one shipment).
     common = {"demand": demand, "skills": frozenset(shipment.required_skills),
               "required": not shipment.optional, "priority": shipment.priority}
     has_pickup = shipment.HasField("pickup")

@@ -35,7 +35,7 @@ diagnosed reason: nothing is silently lost. The remainder is always refereed by 
 feasibility checker; the full-day plan is not, because history (a broken vehicle that stops
 mid-route, goods handed over) need not satisfy today's problem.
 
-Assumption (see ``solver.replan``): stops that move to another vehicle after it has left its
+Assumption (see ``solver.freeze``): stops that move to another vehicle after it has left its
 depot - a broken vehicle's goods, a new plain delivery - are available to it (hand-over or
 reload is outside this model).
 """
@@ -50,6 +50,14 @@ from dataclasses import dataclass
 from services.routing.domain.autonomy import Domain, plan_cost
 from services.routing.domain.ids import shipment_of
 from services.routing.solver.base import Progress, ProgressFn, assemble
+from services.routing.solver.freeze import Frozen, freeze_at, retime
+from services.routing.solver.heuristics import (
+    Budget,
+    reallocate,
+    relocate_if_pays,
+    resequence,
+    shed,
+)
 from services.routing.solver.interface import referee, solve
 from services.routing.solver.model import (
     COST_SCALE,
@@ -59,17 +67,7 @@ from services.routing.solver.model import (
     UnassignedReason,
     Vehicle,
 )
-from services.routing.solver.replan import (
-    Budget,
-    Frozen,
-    RouteSim,
-    freeze_at,
-    reallocate,
-    relocate_if_pays,
-    resequence,
-    retime,
-    shed,
-)
+from services.routing.solver.route_sim import RouteSim
 
 #: MANUAL_REPLAN: a stop changes vehicle only when that saves more than this (currency units,
 #: the vehicles' cost model) per moved stop. One unit is about a kilometre at typical rates:

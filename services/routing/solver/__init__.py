@@ -13,6 +13,7 @@ from services.routing.solver.feasibility import (
     diagnose_unassigned,
     evaluate,
 )
+from services.routing.solver.freeze import freeze_at
 from services.routing.solver.interface import PortfolioSolver, referee, solve
 from services.routing.solver.model import (
     Break,
@@ -31,7 +32,7 @@ from services.routing.solver.model import (
 )
 from services.routing.solver.ortools_solver import ORToolsSolver
 from services.routing.solver.pyvrp_solver import PyVRPSolver
-from services.routing.solver.replan import ReplanResult, freeze_at, replan_after_breakdown
+from services.routing.solver.replan import ReplanResult, replan_after_breakdown
 
 __all__ = [
     "Break",

@@ -68,8 +68,11 @@ class Evaluation:
         return not self.violations
 
 
-def _check_route(problem: Problem, v: Vehicle, r: Route, by_id: dict[str, Stop], out: list) -> int:
-    """Append the route's violations to ``out``; returns its recomputed distance."""
+def check_route(problem: Problem, v: Vehicle, r: Route, by_id: dict[str, Stop], out: list) -> int:
+    """Append the violations of vehicle ``v``'s route ``r`` to ``out``; returns its
+    recomputed distance. ``by_id`` maps every stop id of the route to its stop. The exact check
+    of one route, without the plan-wide rules (coverage, duplicates, pairs across vehicles):
+    ``evaluate`` runs it on every route, the replan heuristics on a candidate route."""
     m = problem.matrix
 
     def bad(kind: ViolationKind, stop: str | None, detail: str) -> None:
@@ -186,7 +189,7 @@ def evaluate(problem: Problem, solution: Solution) -> Evaluation:
             placed.setdefault(sid, v.id)
         if not ok or not r.visits:
             continue
-        dist = _check_route(problem, v, r, by_id, out)
+        dist = check_route(problem, v, r, by_id, out)
         end = r.end_time if v.end is not None else r.visits[-1].departure
         dur = end - r.start_time
         total_dist += dist

@@ -8,7 +8,9 @@
    but gives up at ``pyvrp_give_up`` of it if it still has no feasible plan (e.g. the fleet is
    too small for all required stops, which PyVRP cannot drop).
 2. Otherwise, or if PyVRP's plan is rejected, OR-Tools runs with the remaining time (at least
-   ``min_fallback_s``): it models every constraint and can drop stops with penalties.
+   ``min_fallback_s``): it models every constraint and can drop stops with penalties, which
+   grow with the stops' priority (``Stop.drop_penalty``), so a fleet too small for every
+   required stop leaves out the lowest priorities.
 3. Every result goes through our feasibility checker (``feasibility.evaluate``). A result with
    violations is never returned as feasible: the other backend is tried, and if nothing passes
    the best attempt is returned with ``feasible=False`` and its violations listed.

@@ -24,12 +24,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover - import only for type checkers
     from services.routing.solver.matrix import TravelMatrix
 
-#: Penalty (in internal cost units, see ``Vehicle``) for leaving a *required* stop unserved. It is
-#: far above any realistic route cost so a solver only drops a required stop when it cannot be
-#: served at all, yet small enough that sums over 10^4 stops stay inside int64.
-REQUIRED_DROP_PENALTY = 10**11
+#: Penalty (in internal cost units, see ``Vehicle``) for leaving a *required* stop of priority 0
+#: unserved; a required stop of priority p costs (p + 1) times this. 10^10 internal units are
+#: 10^7 currency units, far above what serving one more stop can cost (a detour and a vehicle's
+#: fixed cost), so a solver only leaves a required stop out when the fleet cannot serve it; and
+#: when it cannot serve them all, the lowest priorities go first. Solvers multiply penalties by
+#: their cost factor (at most 1,000, ``base.cost_scale_factor``): 10^4 stops of the highest
+#: priority (20) then sum to 2.1 x 10^18, inside int64 (9.2 x 10^18) with room for route costs.
+REQUIRED_DROP_PENALTY = 10**10
 
-#: Penalty of an optional stop of priority 0; each priority level doubles it.
+#: Penalty of an optional stop of priority 0; each priority level doubles it. Up to priority 13
+#: it stays below the penalty of any required stop (the service's priorities go up to 4).
 OPTIONAL_DROP_BASE = 10**6
 
 
@@ -80,9 +85,15 @@ class Stop:
     """One place a vehicle must (or may) visit.
 
     ``windows`` lists the acceptable service-start windows; service may start in ANY of them
-    (an empty tuple means "any time within the shift"). ``priority`` only matters for optional
-    stops (``required=False``): higher priority means a higher drop penalty, so when not all
-    optional stops fit the lowest-priority ones are dropped first.
+    (an empty tuple means "any time within the shift"). ``priority`` (0 lowest .. 20) sets the
+    drop penalty, which grows with it. A required stop is left out only when the fleet cannot
+    serve every required stop, and then the lowest priorities go first: of two required stops
+    competing for the same room, the lower priority is left out whatever the route costs. Its
+    penalty grows linearly ((p + 1) x ``REQUIRED_DROP_PENALTY``), so a solver may leave out one
+    required stop to serve several of lower priority whose penalties add up to more (one of
+    priority 4 weighs as much as five of priority 0). An optional stop (``required=False``) is
+    also left out when serving it costs more than its penalty, which doubles per level, so
+    when not all optional stops fit the lowest-priority ones are dropped first.
     """
 
     id: str
@@ -109,10 +120,15 @@ class Stop:
 
     @property
     def drop_penalty(self) -> int:
-        """Internal cost of leaving this stop unserved (priority -> penalty mapping)."""
+        """Internal cost of leaving this stop unserved (priority -> penalty mapping). The two
+        stops of a pickup-and-delivery pair are one shipment, left out together: each carries
+        half, so that a pair weighs as much as a plain stop of the same priority (both bases
+        are even, so the halves are exact)."""
         if self.required:
-            return REQUIRED_DROP_PENALTY
-        return OPTIONAL_DROP_BASE * (2**self.priority)
+            penalty = REQUIRED_DROP_PENALTY * (1 + self.priority)
+        else:
+            penalty = OPTIONAL_DROP_BASE * (2**self.priority)
+        return penalty // 2 if self.pair is not None else penalty
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ portfolio uses it where PyVRP cannot model the problem, or as a fallback.
 Search: PARALLEL_CHEAPEST_INSERTION + guided local search. PATH_CHEAPEST_ARC was measured to find
 NO solution within 30 s on R101/R105/RC101/RC105 (it builds routes arc by arc and dead-ends on
 tight windows); insertion builds feasible partial routes and always ends with a solution because
-every stop has a drop penalty (required stops: a prohibitive one).
+every stop has a drop penalty (required stops: a prohibitive one, growing with the priority, so
+that a fleet too small for every required stop leaves out the lowest priorities).
 """
 
 from __future__ import annotations
@@ -218,8 +219,10 @@ class _Model:
         for node, s in enumerate(self.stops):
             idx = manager.NodeToIndex(node)
             if s.id not in pinned:
-                # Every stop may be dropped at a price; a required stop's price is prohibitive,
-                # so the search always has a solution and the reason is diagnosed afterwards.
+                # Every stop may be dropped at a price; a required stop's price is prohibitive
+                # (and higher for a higher priority), so the search always has a solution and
+                # the reason is diagnosed afterwards. A pair's two disjunctions are both active
+                # or both not, and each carries half of the shipment's penalty.
                 routing.AddDisjunction([idx], s.drop_penalty * self.k)
             if s.skills:
                 banned = [vi for vi, v in enumerate(vehicles) if not v.can_serve(s)]

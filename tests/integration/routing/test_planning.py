@@ -90,6 +90,21 @@ async def test_unassigned_shipments_come_with_the_reason(routing: RoutingClient)
     assert plan.totals.shipments_unassigned == 2
 
 
+
+async def test_a_full_fleet_leaves_out_the_lower_priority_shipment(routing: RoutingClient
+                                                                   ) -> None:
+    """One truck of 1,000 kg and two required shipments of 600 kg: the one of higher priority
+    goes although it is the farther (costlier) one; the other is unassigned, fleet exhausted."""
+    await routing.vehicle("a")
+    plan = await routing.planned(shipments=[
+        shipment("near-low", 52.53, 13.41, weight=600, priority=1),
+        shipment("far-high", 52.60, 13.50, weight=600, priority=3),
+    ])
+    assert list(by_vehicle(plan).values()) == [["far-high"]]
+    assert [(u.shipment, u.reason) for u in plan.unassigned] == [
+        ("near-low", Reason.REASON_FLEET_EXHAUSTED)]
+
+
 async def test_progress_is_streamed_until_the_plan_is_proposed(routing: RoutingClient) -> None:
     await routing.vehicle("a", weight=5000)
     await routing.vehicle("b", weight=5000)

@@ -92,6 +92,29 @@ def test_an_order_becomes_a_pickup_delivery_shipment() -> None:
     assert urgent.priority == 4 and not urgent.demands
 
 
+
+def test_orders_and_inline_shipments_share_one_priority_scale() -> None:
+    """Order priorities (unset = NORMAL) and inline priorities 0..4 land on the same stop
+    priority, so an URGENT order and an inline shipment of priority 4 weigh the same (a pair's
+    stops share one shipment's penalty), and an inline shipment without a priority (0, the
+    lowest) weighs less than a LOW order."""
+    def weight(shipment_: routing_service_pb2.Shipment) -> tuple[set[int], int]:
+        stops = build([vehicle("a")], [shipment_]).problem.stops
+        return {s.priority for s in stops}, sum(s.drop_penalty for s in stops)
+
+    def order(name: str, priority: int) -> routing_service_pb2.Shipment:
+        return problem.order_shipment(order_pb2.Order(
+            name=f"orders/{name}", pickup=place(52.5, 13.3), delivery=place(52.6, 13.4),
+            priority=priority), measured={})
+
+    ranks = {"LOW": 1, "NORMAL": 2, "HIGH": 3, "URGENT": 4}
+    for label, rank in ranks.items():
+        from_order = weight(order(label, order_pb2.Priority.Value(f"PRIORITY_{label}")))
+        assert from_order == weight(shipment("x", priority=rank))
+        assert from_order[0] == {rank}
+    assert weight(order("unset", order_pb2.PRIORITY_UNSPECIFIED))[0] == {ranks["NORMAL"]}
+    assert weight(shipment("x"))[1] < weight(order("low", order_pb2.PRIORITY_LOW))[1]
+
 def test_the_problem_follows_the_stop_id_convention_and_scales() -> None:
     fleet = [vehicle("a", capacity={WEIGHT: 1000.4, VOLUME: 2.0}, skills=["hazmat"],
                      max_route_duration=duration_pb2.Duration(seconds=36000),

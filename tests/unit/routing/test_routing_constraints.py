@@ -126,6 +126,41 @@ def test_low_priority_stop_is_the_one_dropped(mk, solver):
         ("low", UnassignedReason.DROPPED_FOR_COST)]
 
 
+
+# PyVRP, tried first by the portfolio, warns that it finds no feasible plan: that is expected.
+@pytest.mark.filterwarnings("ignore::pyvrp.exceptions.PenaltyBoundWarning")
+@pytest.mark.parametrize("solver", [None, ORToolsSolver()], ids=["portfolio", "ortools"])
+@pytest.mark.parametrize("first", ["low", "high"])
+def test_full_fleet_leaves_out_the_lower_priority_required_stop(mk, solver, first):
+    """One vehicle has room for one of two required stops that differ only in priority: the
+    higher priority is served, whichever stop comes first, and the other is FLEET_EXHAUSTED.
+    The portfolio gets there through OR-Tools: PyVRP cannot leave a required stop out."""
+    stops = {"low": Stop("low", 1, (6,), priority=1), "high": Stop("high", 1, (6,), priority=3)}
+    order = [first, *(name for name in stops if name != first)]
+    p = mk([(0, 0), (10, 0)], [stops[name] for name in order], [Vehicle("v1", 0, 0, (10,))])
+    sol = run(p, solver)
+    assert routes(sol) == {"v1": ["high"]}
+    assert [(u.stop_id, u.reason) for u in sol.unassigned] == [
+        ("low", UnassignedReason.FLEET_EXHAUSTED)]
+    if solver is None:
+        assert sol.solver == "portfolio/ortools"
+
+
+
+def test_a_pair_weighs_as_one_shipment_when_the_fleet_is_full(mk):
+    """A pickup-and-delivery pair is one shipment, not two: the vehicle has time for either
+    the plain stop of priority 2 or the pair of priority 1, and the pair is left out."""
+    p = mk([(0, 0), (40, 0), (-40, 0), (-42, 0)],
+           [Stop("plain", 1, (1,), priority=2),
+            Stop("pick", 2, (1,), priority=1, kind=StopKind.PICKUP, pair="drop"),
+            Stop("drop", 3, (1,), priority=1, kind=StopKind.DELIVERY, pair="pick")],
+           [Vehicle("v1", 0, 0, (10,), shift=tw(0, 100))])
+    sol = run(p)
+    assert routes(sol) == {"v1": ["plain"]}
+    assert {u.stop_id: u.reason for u in sol.unassigned} == {
+        "pick": UnassignedReason.FLEET_EXHAUSTED, "drop": UnassignedReason.FLEET_EXHAUSTED}
+
+
 def test_unassigned_reasons(mk):
     p = mk([(0, 0), (10, 0), (50, 0), (20, 0), (30, 0)],
            [Stop("heavy", 1, (99,)), Stop("late", 2, (1,), windows=(tw(0, 5),)),

@@ -43,6 +43,24 @@ def test_priority_maps_to_increasing_drop_penalty_and_required_dominates():
     assert low.drop_penalty < high.drop_penalty < req.drop_penalty
 
 
+def test_required_penalty_grows_with_priority_and_sums_stay_inside_int64():
+    required = [Stop("r", 1, priority=p).drop_penalty for p in range(21)]
+    assert all(a < b for a, b in zip(required, required[1:], strict=False))
+    optional = [Stop("o", 1, required=False, priority=p).drop_penalty for p in range(14)]
+    assert max(optional) < required[0]
+    # Solvers scale penalties by a cost factor of at most 1,000: 10^4 stops of the highest
+    # priority leave three quarters of int64 for the route costs.
+    assert 10**4 * required[-1] * 1000 < 2**63 // 4
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_a_pair_carries_the_penalty_of_one_shipment(required):
+    plain = Stop("s", 1, required=required, priority=2)
+    pick = Stop("p", 1, required=required, priority=2, kind=StopKind.PICKUP, pair="d")
+    drop = Stop("d", 2, required=required, priority=2, kind=StopKind.DELIVERY, pair="p")
+    assert pick.drop_penalty + drop.drop_penalty == plain.drop_penalty
+
+
 def test_multi_dimensional_problem_builds(mk):
     build = mk
     p = build([(0, 0), (3, 4)], [Stop("a", 1, (5, 2, 1))],

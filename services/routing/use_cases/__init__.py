@@ -1,0 +1,30 @@
+"""What the routing service does, independent of gRPC: each use case is one transaction.
+
+Plans go SOLVING → (the planner solves them in a worker process, see planning.py) → PROPOSED
+with a Decision, which the caller's autonomy policy applies at once (ACTIVE, the old active plan
+SUPERSEDED, `route.planned` / `route.updated`) or leaves PENDING (`decision.pending`). A newer
+decision supersedes a pending one, so a client has at most one pending decision. Every change
+of a client's active plan or decisions runs under a per-client lock (`lock_fleet`).
+
+Live replanning: order events, vehicle status changes, traffic incidents and ReplanRoutes store
+a replan job (a SOLVING plan with its `Change`) in the transaction of what caused it. The job's
+problem is built when it starts, from the plan that is active then, so queued replans of one
+client (the planner runs them one at a time) each see the result of the one before.
+
+Where things are:
+
+- `fleet.FleetUseCases` - vehicles (RoutingService's vehicle RPCs);
+- `plans.PlanUseCases` - PlanRoutes, ReplanRoutes, plans, operations, decisions, the autonomy
+  policy and traffic incidents (RoutingService's other RPCs and google.longrunning.Operations);
+- `jobs.PlanningJobs` - the event handlers and the planner's side (start a job, record its
+  progress and its result, propose and maybe apply its decision);
+- `shared` - the clock, `PlanChanges` and `UseCaseBase`: the dependencies the plan and job sides
+  share and the steps both take (store a replan job, apply a decision).
+"""
+
+from services.routing.use_cases.fleet import FleetUseCases
+from services.routing.use_cases.jobs import PlanningJobs
+from services.routing.use_cases.plans import PlanUseCases
+from services.routing.use_cases.shared import PlanChanges, utc_now
+
+__all__ = ["FleetUseCases", "PlanChanges", "PlanUseCases", "PlanningJobs", "utc_now"]

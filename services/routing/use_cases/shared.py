@@ -1,0 +1,107 @@
+"""What both sides of the use cases share: the clock, the in-process notice that a plan changed,
+and `UseCaseBase`, which holds the common dependencies and the two steps both sides take:
+storing a replan job and applying a decision (its plan becomes the active one)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+
+from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
+from services.kit.uow import Transaction, UnitOfWork
+from services.routing.adapters.events import RoutingEvents
+from services.routing.adapters.repository import RoutingRepository
+from services.routing.api import converters
+from services.routing.domain.model import Change, Decision, PlanState, RoutePlan, new_id
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class PlanChanges:
+    """In-process notice that a plan changed, for WatchRoutePlan and WaitOperation. Waiters
+    re-read the plan after a notice or a timeout, so changes written by another process are
+    seen too, only later."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, tuple[asyncio.Event, int]] = {}
+
+    def changed(self, plan_ids: Iterable[str]) -> None:
+        for plan_id in plan_ids:
+            entry = self._events.pop(plan_id, None)
+            if entry is not None:
+                entry[0].set()
+
+    async def wait(self, plan_id: str, seconds: float) -> None:
+        event, waiters = self._events.get(plan_id, (asyncio.Event(), 0))
+        self._events[plan_id] = (event, waiters + 1)
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except TimeoutError:
+            pass
+        finally:
+            current = self._events.get(plan_id)
+            if current is not None and current[0] is event:
+                if current[1] <= 1:
+                    del self._events[plan_id]
+                else:
+                    self._events[plan_id] = (event, current[1] - 1)
+
+
+class UseCaseBase:
+    """The dependencies both sides hold, and the steps both take: storing a replan job (a
+    request or an event can cause one) and applying a decision (approved by a caller, or by the
+    autonomy policy when a job finishes)."""
+
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        repository: RoutingRepository,
+        events: RoutingEvents,
+        changes: PlanChanges,
+        *,
+        default_time_limit: float,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._uow = uow
+        self._repo = repository
+        self._events = events
+        self.changes = changes
+        self._default_time_limit = default_time_limit
+        self._clock = clock
+
+    def _replan_job(self, tx: Transaction, active: RoutePlan, change: Change,
+                    trigger: decision_pb2.DecisionInputs, time_limit: float | None = None
+                    ) -> RoutePlan:
+        """Store a replan of `active`; its problem is built when the job starts."""
+        now = self._clock()
+        request = routing_service_pb2.PlanRoutesRequest(objective=active.request.objective)
+        request.time_limit.FromTimedelta(
+            timedelta(seconds=time_limit or self._default_time_limit))
+        plan = RoutePlan(
+            id=new_id(), client_id=active.client_id, state=PlanState.SOLVING,
+            domain=change.domain, request=request, fleet=(), epoch=active.epoch,
+            content=route_plan_pb2.RoutePlan(), trigger=trigger, create_time=now,
+            update_time=now, change=change, previous_plan_id=active.id)
+        self._repo.insert_plan(tx, plan)
+        return plan
+
+    async def _apply(self, tx: Transaction, decision: Decision, plan: RoutePlan,
+                     active: RoutePlan | None, decided_by: str) -> tuple[Decision, RoutePlan]:
+        """The decision's plan becomes the active plan; the old one is superseded first (the
+        schema allows one active plan per client). The caller stores the applied decision."""
+        now = self._clock()
+        decision = decision.apply(decided_by, now)
+        if active is not None:
+            await self._repo.save_plan(tx, active.move(PlanState.SUPERSEDED, now))
+        plan = plan.move(PlanState.ACTIVE, now)
+        await self._repo.save_plan(tx, plan)
+        message = converters.plan_to_proto(plan)
+        if active is None:
+            tx.publish(self._events.route_planned(plan.client_id, message, now))
+        else:
+            tx.publish(self._events.route_updated(
+                plan.client_id, message, converters.decision_to_proto(decision), now))
+        return decision, plan
