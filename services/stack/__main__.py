@@ -5,7 +5,7 @@ with bearer tokens on CARTAGE_GATEWAY_PORT, default 8080). On first run a demo p
 scope is registered; its credentials go to .cartage/run.json (and .cartage/demo-client.json).
 
     python -m services.stack          start everything; Ctrl-C stops it cleanly
-    python -m services.stack demo     create and read back an order as the demo partner
+    python -m services.stack demo     as the demo partner: create an order, read it back, plan it
 
 Postgres and NATS come from their wheels unless DATABASE_URL / NATS_URL point elsewhere. Data
 lives in CARTAGE_DATA_DIR (default .cartage/), so a second run continues where the first
@@ -179,6 +179,7 @@ def run() -> int:
         _say(f"starting the audit collector on 127.0.0.1:{audit_port} ...")
         audit.start()
         credentials = _demo_credentials(database_url, data)
+        _write_samples(data)
         envoy = _envoy(data, logs, gateway_port, admin_port, auth_port, issuer,
                        {c.name: f"127.0.0.1:{c.port}" for c in children}, audit_port)
         gateway.append(envoy)
@@ -230,16 +231,21 @@ def _envoy(data: Path, logs: Path, port: int, admin_port: int, auth_port: int, i
     config = GatewayConfig(port, admin_port, f"127.0.0.1:{auth_port}", issuer, upstreams,
                            access_log_path=str(logs / "envoy-access.log"),
                            audit_address=f"127.0.0.1:{audit_port}")
-    from google.protobuf import json_format
-
-    from services.stack.sample import demo_order
-
-    (data / "demo-order.json").write_text(json_format.MessageToJson(demo_order()) + "\n")
     path = data / "envoy.json"
     path.write_text(json.dumps(build(config), indent=1) + "\n")
     return Child("envoy", "envoy", port, dict(os.environ), logs / "envoy.log",
                  command=[envoy_binary(), "-c", str(path), "--use-dynamic-base-id",
                           "--log-level", "warning"])
+
+
+def _write_samples(data: Path) -> None:
+    """Request bodies for the README's curl session (dates move with the calendar)."""
+    from google.protobuf import json_format
+
+    from services.stack.sample import demo_order, demo_vehicle
+
+    (data / "demo-order.json").write_text(json_format.MessageToJson(demo_order()) + "\n")
+    (data / "demo-vehicle.json").write_text(json_format.MessageToJson(demo_vehicle()) + "\n")
 
 
 def _banner(endpoints: dict[str, object], data: Path) -> None:
@@ -265,7 +271,8 @@ def _banner(endpoints: dict[str, object], data: Path) -> None:
 
 
 async def demo() -> int:
-    """Create an order as the demo partner and read it back, over gRPC."""
+    """As the demo partner, over gRPC: create an order and read it back, then release it and
+    plan it on the demo truck."""
     import grpc
 
     from cartage.order.v1 import order_service_pb2 as pb
@@ -286,7 +293,63 @@ async def demo() -> int:
              f"{len(fetched.line_items)} line item(s), etag {fetched.etag}")
         listed = await stub.ListOrders(pb.ListOrdersRequest(page_size=5), metadata=metadata)
         _say(f"the demo partner has {len(listed.orders)} order(s) on the first page")
+        await stub.ReleaseOrder(pb.ReleaseOrderRequest(name=created.name), metadata=metadata)
+        _say(f"released {created.name} to dispatch")
+    async with grpc.aio.insecure_channel(endpoints["services"]["routing"]) as channel:
+        await _demo_plan(channel, metadata, created.name)
     return 0
+
+
+async def _demo_plan(channel: object, metadata: tuple[tuple[str, str], ...], order: str) -> None:
+    """Plan `order` on the demo truck and print the route."""
+    import grpc
+    from google.longrunning import operations_pb2_grpc, operations_proto_pb2
+    from google.protobuf import duration_pb2
+
+    from cartage.routing.v1 import route_plan_pb2, routing_service_pb2, routing_service_pb2_grpc
+    from services.stack.sample import demo_vehicle
+
+    routing = routing_service_pb2_grpc.RoutingServiceStub(channel)
+    operations = operations_pb2_grpc.OperationsStub(channel)
+    try:
+        await routing.CreateVehicle(routing_service_pb2.CreateVehicleRequest(
+            vehicle=demo_vehicle(), vehicle_id="demo-truck"), metadata=metadata)
+        _say("added vehicles/demo-truck to the demo fleet")
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+            raise
+    # The order service publishes order.released; the routing service may not have read it yet
+    # (until then the order is unknown to it, or not yet released).
+    for attempt in range(50):
+        try:
+            operation = await routing.PlanRoutes(routing_service_pb2.PlanRoutesRequest(
+                orders=[order], vehicles=["vehicles/demo-truck"],
+                time_limit=duration_pb2.Duration(seconds=2)), metadata=metadata)
+            break
+        except grpc.aio.AioRpcError as error:
+            if attempt == 49 or error.code() not in (grpc.StatusCode.INVALID_ARGUMENT,
+                                                     grpc.StatusCode.FAILED_PRECONDITION):
+                raise
+            await asyncio.sleep(0.2)
+    _say(f"planning in {operation.name} ...")
+    operation = await operations.WaitOperation(operations_proto_pb2.WaitOperationRequest(
+        name=operation.name, timeout=duration_pb2.Duration(seconds=30)), metadata=metadata)
+    if operation.HasField("error"):
+        _say(f"planning failed: {operation.error.message}")
+        return
+    plan = route_plan_pb2.RoutePlan()
+    operation.response.Unpack(plan)
+    state = route_plan_pb2.RoutePlan.State.Name(plan.state).removeprefix("STATE_")
+    _say(f"{plan.name}: {state}, {plan.totals.distance_meters / 1000:.0f} km, "
+         f"{len(plan.unassigned)} unassigned")
+    for route in plan.routes:
+        stops = ", ".join(
+            f"{route_plan_pb2.RouteStop.Kind.Name(s.kind).removeprefix('KIND_').lower()} "
+            f"{s.arrival_time.ToJsonString()[11:16]} UTC" for s in route.stops)
+        _say(f"  {route.vehicle}: {stops}")
+    if plan.state == route_plan_pb2.RoutePlan.STATE_PROPOSED:
+        _say(f"{plan.decision} waits for approval (autonomy level L1, the default): "
+             f"ApproveDecision makes the plan active")
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""A realistic demo order, for `python -m services.stack demo` and the README."""
+"""A realistic demo order and a truck to carry it, for the README and `services.stack demo`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.type import latlng_pb2, money_pb2, postal_address_pb2
 
 from cartage.order.v1 import order_pb2
+from cartage.routing.v1 import vehicle_pb2
 from cartage.type.v1 import party_pb2, stop_pb2, time_window_pb2
 
 
@@ -47,4 +48,25 @@ def demo_order() -> order_pb2.Order:
             declared_value=money_pb2.Money(currency_code="EUR", units=18000))],
         priority=order_pb2.PRIORITY_HIGH,
         required_skills=["tail_lift"],
+    )
+
+
+def demo_vehicle() -> vehicle_pb2.Vehicle:
+    """A 12 t truck with a tail lift at the Hamburg depot, on duty tomorrow 05:00-21:00 UTC: it
+    can carry the demo order (pick up in Hamburg, deliver in Berlin)."""
+    tomorrow = (int(time.time()) // 86400 + 1) * 86400
+    depot = vehicle_pb2.Depot(location=latlng_pb2.LatLng(latitude=53.5511, longitude=9.9937),
+                              label="Hamburg depot")
+    return vehicle_pb2.Vehicle(
+        display_name="HH-CT 1201",
+        capacities=[vehicle_pb2.Quantity(dimension=vehicle_pb2.DIMENSION_WEIGHT_KG, amount=12000),
+                    vehicle_pb2.Quantity(dimension=vehicle_pb2.DIMENSION_VOLUME_M3, amount=45),
+                    vehicle_pb2.Quantity(dimension=vehicle_pb2.DIMENSION_UNITS, amount=33)],
+        skills=["tail_lift"],
+        start_depot=depot,
+        end_depot=depot,
+        shift=_window(tomorrow + 5 * 3600, 16),
+        breaks=[vehicle_pb2.Break(window=_window(tomorrow + 11 * 3600, 2),
+                                  duration=duration_pb2.Duration(seconds=45 * 60))],
+        costs=vehicle_pb2.Costs(fixed=120, per_km=0.9, per_hour=35),
     )

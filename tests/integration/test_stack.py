@@ -29,14 +29,17 @@ def _start(data_dir, ports) -> subprocess.Popen[bytes]:
     env.pop("NATS_URL", None)
     process = subprocess.Popen([sys.executable, "-m", "services.stack"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    wait_for_port(ports[2], timeout=120, process=process, what="make run")
+    # Envoy starts last, once the services, the authorization server and the demo client are.
+    wait_for_port(ports[3], timeout=120, process=process, what="make run")
     return process
 
 
 def _demo(data_dir) -> str:
     env = {**os.environ, "CARTAGE_DATA_DIR": str(data_dir)}
-    return subprocess.run([sys.executable, "-m", "services.stack", "demo"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60, check=True).stdout
+    done = subprocess.run([sys.executable, "-m", "services.stack", "demo"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 async def _registry(database_url: str, scopes: list[str] | None = None) -> tuple[str, ...]:
@@ -65,7 +68,11 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
         assert endpoints["services"] == {"order": f"127.0.0.1:{ports[2]}",
                                          "routing": f"127.0.0.1:{ports[7]}"}
         assert endpoints["database_url"].startswith("postgresql://postgres@127.0.0.1:")
-        assert "has 1 order(s)" in _demo(tmp_path)
+        first_demo = _demo(tmp_path)
+        assert "has 1 order(s)" in first_demo
+        # ... and the routing service planned it on the demo truck: pickup, then delivery.
+        assert "PROPOSED" in first_demo and "0 unassigned" in first_demo, first_demo
+        assert "vehicles/demo-truck: pickup" in first_demo and ", delivery" in first_demo
         # As if the demo partner had been created by an older Cartage with fewer RPCs.
         assert asyncio.run(_registry(endpoints["database_url"], ["orders.read"])) == (
             "orders.read",)
@@ -78,9 +85,7 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
     second = _start(tmp_path, ports)
     try:
         assert "has 2 order(s)" in _demo(tmp_path)
-        # The second run gave the demo partner every scope of the current policy again
-        # (before it started Envoy).
-        wait_for_port(ports[3], timeout=120, process=second, what="envoy")
+        # The second run gave the demo partner every scope of the current policy again.
         assert set(asyncio.run(_registry(endpoints["database_url"]))) == set(all_scopes())
     finally:
         second.send_signal(signal.SIGINT)
