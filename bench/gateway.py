@@ -19,11 +19,12 @@ connections:
 
 Optionally (--variants a,b,c+d) the REST phases again against Envoy on post-processed copies
 of the generated config, first on the config as generated, then per variant: without the Lua
-filter (no_lua), the file access log (no_file_log), the gRPC audit log (no_audit_log), the strict
-JSON ext_authz (no_strict_json), all four (minimal); with at most 8 streams per upstream HTTP/2
-connection so that Envoy opens several and SO_REUSEPORT spreads them over the order service's
-workers (upstream_conns); with jwt_authn's verified-token cache (jwt_cache); `+` combines. The
-gateway's own files are never touched: variants exist only as temp files of this run.
+filter that checks client access (no_lua), the file access log (no_file_log), the gRPC audit log
+(no_audit_log), the strict-JSON Lua filter (no_strict_json), all four (minimal); with at most 8
+streams per upstream HTTP/2 connection so that Envoy opens several and SO_REUSEPORT spreads them
+over the order service's workers (upstream_conns); with jwt_authn's verified-token cache
+(jwt_cache); `+` combines. The gateway's own files are never touched: variants exist only as
+temp files of this run.
 
 CPU is read from /proc/<pid>/stat per process tree (the order service also per worker process,
 which shows how its connections were spread), wrk's from its rusage; `others` is what processes
@@ -381,18 +382,61 @@ def statuses(access_log: Path | None, start: int) -> dict[str, int] | None:
     return dict(counts)
 
 
+# Envoy admin stats kept per REST phase: how long requests spent in Envoy vs upstream, what
+# the filters counted (the strict-JSON and access Lua filters, jwt_authn, rbac, rate limits),
+# and how many upstream connections carried the load.
+ENVOY_STATS = (r"^(http\.edge\.(downstream_rq_time|downstream_rq_[0-9]xx|downstream_rq_total"
+               r"|jwt_authn\.|rbac\.|lua\.|strict_json|client_)|"
+               r"cluster\.svc_order\.(upstream_rq_time|upstream_cx_total|upstream_rq_total"
+               r"|upstream_cx_active))")
+
+
+async def envoy_stats(admin_port: int | None) -> dict[str, Any]:
+    """Counters and gauges by name; histograms as p50/p99 (ms) of Envoy's last flush interval
+    (5 s, so inside a phase measured for longer)."""
+    if admin_port is None:
+        return {}
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            response = await http.get(f"http://127.0.0.1:{admin_port}/stats",
+                                      params={"format": "json", "filter": ENVOY_STATS})
+        stats = response.json()["stats"]
+    except (httpx.HTTPError, ValueError, KeyError) as error:
+        return {"error": repr(error)}
+    out: dict[str, Any] = {}
+    for entry in stats:
+        if "name" in entry:
+            out[entry["name"]] = entry["value"]
+        elif "histograms" in entry:
+            quantiles = entry["histograms"]["supported_quantiles"]
+            for h in entry["histograms"]["computed_quantiles"]:
+                values = dict(zip(quantiles, h["values"], strict=True))
+                out[h["name"]] = {f"p{q:g}": values[q].get("interval") for q in (50, 99)}
+    return out
+
+
+def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Counters as increments over the phase; histograms and gauges as read at its end."""
+    return {k: (v - before[k] if isinstance(v, int) and isinstance(before.get(k), int)
+                and not k.endswith(("_active",)) else v)
+            for k, v in after.items()}
+
+
 async def rest_phase(label: str, url: str, script: Path, args: argparse.Namespace,
                      warmup: float, seconds: float, cpu: Cpu,
-                     access_log: Path | None = None) -> dict[str, Any]:
+                     access_log: Path | None = None, admin_port: int | None = None
+                     ) -> dict[str, Any]:
     if warmup > 0:
         await wrk(url, script, args.connections, args.wrk_threads, warmup)
     load = load1()
     log(f"{label}: measuring {seconds:.0f}s (wrk -c{args.connections} -t{args.wrk_threads})")
     offset = log_size(access_log)
+    stats_before = await envoy_stats(admin_port)
     before, t0 = cpu.sample(), time.perf_counter()
     out = await wrk(url, script, args.connections, args.wrk_threads, seconds)
     elapsed = time.perf_counter() - t0
     after = cpu.sample()
+    stats_after = await envoy_stats(admin_port)
     await asyncio.sleep(0.2)  # let Envoy flush its file log
     by_status = statuses(access_log, offset)
     duration = out["duration_us"] / 1e6
@@ -412,6 +456,8 @@ async def rest_phase(label: str, url: str, script: Path, args: argparse.Namespac
         "load1_at_start": round(load, 2),
         **Cpu.delta(before, after, elapsed),
     }
+    if stats_after:
+        result["envoy_stats"] = stats_delta(stats_before, stats_after)
     report(label, result)
     return result
 
@@ -452,7 +498,8 @@ def variant(config: dict[str, Any], name: str) -> dict[str, Any]:
     if name in ("no_lua", "minimal"):
         drop_filters.add("envoy.filters.http.lua")
     if name in ("no_strict_json", "minimal"):
-        drop_filters.add("envoy.filters.http.ext_authz")
+        drop_filters.update(("cartage.strict_json", "cartage.strict_json.buffer"))
+        drop_filters.add("envoy.filters.http.ext_authz")  # how it was done before
     if name in ("no_file_log", "minimal"):
         drop_logs.add("envoy.access_loggers.file")
     if name in ("no_audit_log", "minimal"):
@@ -596,7 +643,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         scripts.mkdir()
 
         async def rest_pair(port: int, tok: str, tag: str, label: str, warmup: float,
-                            seconds: float, phases: tuple[str, ...]) -> dict[str, Any]:
+                            seconds: float, phases: tuple[str, ...],
+                            admin: int | None = None) -> dict[str, Any]:
             out: dict[str, Any] = {}
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
                                          headers={"authorization": f"Bearer {tok}"}) as http:
@@ -606,7 +654,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     check = await smoke(http, "GET", f"/v1/{names[0]}")
                     out["get_order"] = await rest_phase(
                         f"GetOrder REST via Envoy{label}", f"http://127.0.0.1:{port}", get_lua,
-                        args, warmup, seconds, cpu, access_log)
+                        args, warmup, seconds, cpu, access_log, admin)
                     out["get_order"]["smoke"] = check
                 if "create" in phases:
                     create_lua = scripts / f"create-{tag}.lua"
@@ -616,7 +664,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     check = await smoke(http, "POST", "/v1/orders", body)
                     out["create_order"] = await rest_phase(
                         f"CreateOrder REST via Envoy{label}", f"http://127.0.0.1:{port}",
-                        create_lua, args, warmup, seconds, cpu, access_log)
+                        create_lua, args, warmup, seconds, cpu, access_log, admin)
                     out["create_order"]["smoke"] = check
             return out
 
@@ -624,12 +672,12 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         get_grpc = await grpc_phase("GetOrder direct gRPC", get_worker(stubs, names, client_id),
                                     args.connections, args.warmup, args.seconds, cpu)
         rest_get = await rest_pair(gw_port, token, "main", "", args.warmup, args.seconds,
-                                   ("get",))
+                                   ("get",), admin_port)
         create_grpc = await grpc_phase("CreateOrder direct gRPC",
                                        create_worker(stubs, client_id, run),
                                        args.connections, args.warmup, args.seconds, cpu)
         rest_create = await rest_pair(gw_port, token, "main", "", args.warmup, args.seconds,
-                                      ("create",))
+                                      ("create",), admin_port)
         for key, g, r in (("get_order", get_grpc, rest_get["get_order"]),
                           ("create_order", create_grpc, rest_create["create_order"])):
             results[key] = {"grpc_direct": g, "rest_via_envoy": r, **compare(g, r)}
@@ -642,13 +690,13 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             phases = tuple(args.variant_phases.split(","))
             for name in ["generated", *args.variants]:
                 config = generated if name == "generated" else variant(generated, name)
-                port = free_port()
-                process = start_envoy(with_ports(config, port, free_port()), tmp, name, port,
+                port, admin = free_port(), free_port()
+                process = start_envoy(with_ports(config, port, admin), tmp, name, port,
                                       args.envoy_concurrency)
                 cpu.roots["envoy"] = process.pid
                 try:
                     measured = await rest_pair(port, await fetch_token(), name, f" [{name}]", 1.0,
-                                               args.variant_seconds, phases)
+                                               args.variant_seconds, phases, admin)
                 finally:
                     stop_process(process)
                 variants[name] = measured

@@ -1,11 +1,14 @@
-"""What the contracts say about the REST surface: every RPC with a `google.api.http` rule.
+"""What the contracts say about the edge's surface: the RPCs of every `cartage.*` service, plus
+the few standard services a Cartage service also serves (EXTRA_SERVICES), with their
+`google.api.http` rules.
 
 Read from the descriptor set `proto/generate.py` writes (build/cartage.binpb), so the Envoy
-config and the OpenAPI document can never drift from the protos.
+config, the strict-JSON check and the OpenAPI document can never drift from the protos.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +18,16 @@ from google.protobuf import descriptor_pb2
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTOR_SET = ROOT / "build" / "cartage.binpb"
 HTTP_VERBS = ("get", "put", "post", "delete", "patch")
+
+# Services outside `cartage.*` that a Cartage service serves too, and which domain (upstream)
+# serves them: the domain of a `cartage.<domain>.v1` service comes from its package, these have
+# no such package. A service named here but absent from the descriptor set is simply not there
+# (no route, no OpenAPI entry). One domain per service: the gRPC path of its methods is the
+# same whoever serves it.
+EXTRA_SERVICES: dict[str, str] = {
+    # The routing service's long-running operations (PlanRoutes, ReplanRoutes).
+    "google.longrunning.Operations": "routing",
+}
 
 
 @dataclass(frozen=True)
@@ -31,8 +44,9 @@ class Rpc:
     method: str
     input_type: str
     output_type: str
-    bindings: tuple[HttpBinding, ...]
+    bindings: tuple[HttpBinding, ...]  # empty: native gRPC only
     comment: str
+    domain: str  # the upstream that serves it: `order` for `cartage.order.v1`
 
     @property
     def service_name(self) -> str:
@@ -42,11 +56,6 @@ class Rpc:
     def path(self) -> str:
         """The gRPC path; also the policy key without the leading slash."""
         return f"/{self.service_name}/{self.method}"
-
-    @property
-    def domain(self) -> str:
-        """`order` for `cartage.order.v1`: the upstream service that serves it."""
-        return self.package.split(".")[1]
 
 
 def load(path: Path = DESCRIPTOR_SET) -> descriptor_pb2.FileDescriptorSet:
@@ -70,20 +79,44 @@ def _comments(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...],
             for loc in file.source_code_info.location if loc.leading_comments}
 
 
-def rest_rpcs(descriptors: descriptor_pb2.FileDescriptorSet) -> list[Rpc]:
-    """Every RPC of a `cartage.*` service that has an HTTP rule."""
-    rpcs: list[Rpc] = []
+def _domain(package: str, service: str,
+            extra: Mapping[str, str]) -> str | None:
+    """The domain that serves a service: `order` for `cartage.order.v1.*`, the EXTRA_SERVICES
+    entry for a standard service, None for anything else (not exposed)."""
+    full = f"{package}.{service}"
+    if full in extra:
+        return extra[full]
+    parts = package.split(".")
+    if parts[0] == "cartage" and len(parts) > 2:
+        return parts[1]
+    return None
+
+
+def rpcs(descriptors: descriptor_pb2.FileDescriptorSet,
+         extra: Mapping[str, str] = EXTRA_SERVICES) -> list[Rpc]:
+    """Every RPC the edge exposes: all methods of `cartage.*` services and of `extra` services,
+    with their HTTP rules (none: reachable over native gRPC only)."""
+    found: list[Rpc] = []
     for file in descriptors.file:
-        if not file.package.startswith("cartage."):
-            continue
-        comments = _comments(file)
+        comments: dict[tuple[int, ...], str] | None = None
         for s_index, service in enumerate(file.service):
+            domain = _domain(file.package, service.name, extra)
+            if domain is None:
+                continue
+            if comments is None:
+                comments = _comments(file)
             for m_index, method in enumerate(service.method):
-                if not method.options.HasExtension(annotations_pb2.http):
-                    continue
-                rule = method.options.Extensions[annotations_pb2.http]
-                rpcs.append(Rpc(
+                rules: tuple[HttpBinding, ...] = ()
+                if method.options.HasExtension(annotations_pb2.http):
+                    rules = tuple(_bindings(method.options.Extensions[annotations_pb2.http]))
+                found.append(Rpc(
                     file.package, service.name, method.name, method.input_type.lstrip("."),
-                    method.output_type.lstrip("."), tuple(_bindings(rule)),
-                    comments.get((6, s_index, 2, m_index), "")))
-    return rpcs
+                    method.output_type.lstrip("."), rules,
+                    comments.get((6, s_index, 2, m_index), ""), domain))
+    return found
+
+
+def rest_rpcs(descriptors: descriptor_pb2.FileDescriptorSet,
+              extra: Mapping[str, str] = EXTRA_SERVICES) -> list[Rpc]:
+    """The RPCs with an HTTP rule (the REST surface)."""
+    return [rpc for rpc in rpcs(descriptors, extra) if rpc.bindings]

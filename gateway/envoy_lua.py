@@ -78,3 +78,333 @@ function envoy_on_request(handle)
   end
 end
 """
+
+# The strict-JSON check of REST bodies (gateway.strict_json generates __TABLES__ from the
+# descriptor set). Envoy's transcoder silently drops JSON fields the bound message does not have;
+# this filter, placed before it, finds the binding the transcoder will pick (a port of its path
+# matcher: query stripped, a registered custom verb split off, segments matched literal first,
+# then `*`, then `**`), scans the body once and refuses unknown fields with 400.
+#
+# The scanner accepts strict RFC 8259 JSON only and refuses anything else with 400 ("not valid
+# JSON"): the transcoder's parser is more lenient (single quotes, unquoted keys), and a
+# tokenisation the two disagreed on could hide a key from this check. On strict JSON both see
+# the same keys. Keys are compared after JSON unescaping, against both the JSON name and the
+# proto name of each field (the transcoder accepts both). A message's value is checked when it
+# is an object (or an array of them: the transcoder takes one object for a repeated field too);
+# a string or number (a Timestamp, a Duration, a wrapper ...) is a value. Scalars, Struct, Value,
+# ListValue and Any are checked for syntax only, as are maps of scalars; a map of messages has
+# free keys and checked values.
+#
+# Scanning does not yield, so the scanner's state lives in upvalues shared by the requests of a
+# worker.
+LUA_STRICT_JSON = r"""
+__TABLES__
+local byte, find, sub, concat = string.byte, string.find, string.sub, table.concat
+local MAX_DEPTH = 100
+local MAX_REPORTED = 20
+local BAD, DEEP, FULL = {}, {}, {}
+local S, N = "", 0      -- the body being scanned and its length
+local P, K = {}, {}     -- the path to the current value: keys (or array indexes); K: map key?
+local unknown = {}      -- paths of the unknown fields found so far
+local prefix = ""       -- the request field the body fills ("" for the whole request)
+
+local function ws(i)
+  local c = byte(S, i)
+  if c == nil or c > 32 then return i end  -- compact JSON: no call into the pattern matcher
+  return find(S, "[^ \t\n\r]", i) or N + 1
+end
+
+local ESC = {[34] = '"', [92] = "\\", [47] = "/", [98] = "\b", [102] = "\f", [110] = "\n",
+             [114] = "\r", [116] = "\t"}
+
+-- The index of the closing quote of the string opening at i, and whether it has escapes.
+local function string_end(i)
+  local j, escaped = i + 1, false
+  while true do
+    local k = find(S, '["\\%z\1-\31]', j)
+    if k == nil then error(BAD) end
+    local c = byte(S, k)
+    if c == 34 then return k, escaped end
+    if c ~= 92 then error(BAD) end  -- a raw control character
+    escaped = true
+    c = byte(S, k + 1)
+    if c == 117 then
+      if find(S, "^%x%x%x%x", k + 2) == nil then error(BAD) end
+      j = k + 6
+    elseif ESC[c] then
+      j = k + 2
+    else
+      error(BAD)
+    end
+  end
+end
+
+local function utf8(cp)
+  if cp < 0x80 then return string.char(cp) end
+  if cp < 0x800 then
+    return string.char(0xC0 + math.floor(cp / 0x40), 0x80 + cp % 0x40)
+  end
+  if cp < 0x10000 then
+    return string.char(0xE0 + math.floor(cp / 0x1000), 0x80 + math.floor(cp / 0x40) % 0x40,
+                       0x80 + cp % 0x40)
+  end
+  return string.char(0xF0 + math.floor(cp / 0x40000), 0x80 + math.floor(cp / 0x1000) % 0x40,
+                     0x80 + math.floor(cp / 0x40) % 0x40, 0x80 + cp % 0x40)
+end
+
+-- A key's text with its escapes resolved (only called for keys that have some).
+local function unescape(raw)
+  local out, i = {}, 1
+  while true do
+    local k = find(raw, "\\", i, true)
+    if k == nil then out[#out + 1] = sub(raw, i) break end
+    out[#out + 1] = sub(raw, i, k - 1)
+    local c = byte(raw, k + 1)
+    if c == 117 then
+      local cp = tonumber(sub(raw, k + 2, k + 5), 16)
+      i = k + 6
+      if cp >= 0xD800 and cp <= 0xDBFF and sub(raw, i, i + 1) == "\\u" then
+        local low = tonumber(sub(raw, i + 2, i + 5), 16)
+        if low >= 0xDC00 and low <= 0xDFFF then
+          cp = 0x10000 + (cp - 0xD800) * 0x400 + (low - 0xDC00)
+          i = i + 6
+        end
+      end
+      out[#out + 1] = utf8(cp)
+    else
+      out[#out + 1] = ESC[c]
+      i = k + 2
+    end
+  end
+  return concat(out)
+end
+
+-- A number, loosely (`1.` or `1e` pass): the transcoder checks values; what matters here is
+-- where the token ends, and a number can hide no key.
+local function number_end(i)
+  local _, e = find(S, "^-?%d+%.?%d*[eE]?[-+]?%d*", i)
+  if e == nil then error(BAD) end
+  return e + 1
+end
+
+local function report(depth)
+  local out = {prefix}
+  for d = 1, depth do
+    local p = P[d]
+    if type(p) == "number" or K[d] then
+      out[#out + 1] = "[" .. p .. "]"
+    elseif #out == 1 and prefix == "" then
+      out[#out + 1] = p
+    else
+      out[#out + 1] = "." .. p
+    end
+  end
+  unknown[#unknown + 1] = concat(out)
+  if #unknown >= MAX_REPORTED then error(FULL) end
+end
+
+-- value(i, code, depth): scans the value starting at i, returns the index after it.
+-- code: nil or 0 = syntax only; n > 0 = message M[n] (an object, or an array of them);
+-- n < 0 = a map whose values are messages M[-n].
+local value
+
+local function members(i, fields, map, depth)
+  -- S[i] == "{"; fields: the message's names (nil: any key, syntax only)
+  i = ws(i + 1)
+  if byte(S, i) == 125 then return i + 1 end
+  local d = depth + 1
+  while true do
+    if byte(S, i) ~= 34 then error(BAD) end
+    local e, escaped = string_end(i)
+    local code
+    if fields then
+      local key = sub(S, i + 1, e - 1)
+      if escaped then key = unescape(key) end
+      P[d], K[d] = key, false
+      code = fields[key]
+      if code == nil then report(d) end
+    elseif map then
+      P[d], K[d] = sub(S, i + 1, e - 1), true
+      code = map
+    end
+    i = ws(e + 1)
+    if byte(S, i) ~= 58 then error(BAD) end
+    i = ws(value(ws(i + 1), code, d))
+    local c = byte(S, i)
+    if c == 125 then return i + 1 end
+    if c ~= 44 then error(BAD) end
+    i = ws(i + 1)
+  end
+end
+
+value = function(i, code, depth)
+  if depth >= MAX_DEPTH then error(DEEP) end
+  local c = byte(S, i)
+  if c == 123 then
+    if code == nil or code == 0 then return members(i, nil, nil, depth) end
+    if code > 0 then return members(i, M[code], nil, depth) end
+    return members(i, nil, -code, depth)
+  elseif c == 91 then
+    i = ws(i + 1)
+    if byte(S, i) == 93 then return i + 1 end
+    local d, index = depth + 1, 0
+    while true do
+      P[d], K[d] = index, false
+      i = ws(value(i, code, d))
+      c = byte(S, i)
+      if c == 93 then return i + 1 end
+      if c ~= 44 then error(BAD) end
+      i = ws(i + 1)
+      index = index + 1
+    end
+  elseif c == 34 then
+    return (string_end(i)) + 1
+  elseif c == 116 then
+    if sub(S, i, i + 3) ~= "true" then error(BAD) end
+    return i + 4
+  elseif c == 102 then
+    if sub(S, i, i + 4) ~= "false" then error(BAD) end
+    return i + 5
+  elseif c == 110 then
+    if sub(S, i, i + 3) ~= "null" then error(BAD) end
+    return i + 4
+  end
+  return number_end(i)
+end
+
+-- The binding the transcoder resolves (method, path) to, as its path matcher does.
+local function lookup(node, parts, i, n, key)
+  if i > n then
+    local found = node.r and node.r[key]
+    if found == nil and node.c and node.c["**"] and node.c["**"].r then
+      found = node.c["**"].r[key]
+    end
+    return found
+  end
+  local children = node.c
+  if children then
+    local child = children[parts[i]]
+    if child then
+      local found = lookup(child, parts, i + 1, n, key)
+      if found ~= nil then return found end
+    end
+  end
+  if node.w then return lookup(node, parts, i + 1, n, key) end
+  if children then
+    for _, wild in ipairs({"*", "**"}) do
+      local child = children[wild]
+      if child then
+        local found = lookup(child, parts, i + 1, n, key)
+        if found ~= nil then return found end
+      end
+    end
+  end
+  return nil
+end
+
+local function binding(method, path)
+  path = sub(path, 1, (find(path, "?", 1, true) or 0) - 1)
+  local colon = find(path, ":[^:/]*$")
+  if colon and VERBS[sub(path, colon + 1)] then
+    method = method .. sub(path, colon + 1)
+    path = sub(path, 1, colon - 1)
+  end
+  local parts, n, start = {}, 0, 2
+  while true do
+    local k = find(path, "/", start, true)
+    n = n + 1
+    if k == nil then parts[n] = sub(path, start) break end
+    parts[n] = sub(path, start, k - 1)
+    start = k + 1
+  end
+  while n > 0 and parts[n] == "" do parts[n] = nil n = n - 1 end
+  local found = lookup(TRIE, parts, 1, n, method)
+  if found then return BINDINGS[found] end
+  return nil  -- no binding, or a duplicate (the transcoder matches neither)
+end
+
+-- The error body: a google.rpc.Status with a BadRequest, as the transcoder's errors have.
+local function json_string(text)
+  local out, i, n = {'"'}, 1, #text
+  while i <= n do
+    local c = byte(text, i)
+    local width, cp = 1, nil
+    if c == 34 or c == 92 then
+      out[#out + 1] = "\\" .. string.char(c)
+    elseif c < 32 or c == 127 then
+      out[#out + 1] = string.format("\\u%04x", c)
+    elseif c < 128 then
+      out[#out + 1] = string.char(c)
+    else
+      -- one UTF-8 sequence as \u escapes; a broken one as U+FFFD
+      local need = c >= 0xF0 and c < 0xF5 and 3 or c >= 0xE0 and c < 0xF0 and 2
+                   or c >= 0xC2 and c < 0xE0 and 1 or 0
+      cp = need > 0 and c % (2 ^ (6 - need)) or 0xFFFD
+      for k = 1, need do
+        local b = byte(text, i + k)
+        if b == nil or b < 0x80 or b > 0xBF then cp, width = 0xFFFD, 1 break end
+        cp, width = cp * 64 + b % 64, width + 1
+      end
+      if cp > 0xFFFF then
+        cp = cp - 0x10000
+        out[#out + 1] = string.format("\\u%04x\\u%04x", 0xD800 + math.floor(cp / 0x400),
+                                      0xDC00 + cp % 0x400)
+      else
+        out[#out + 1] = string.format("\\u%04x", cp)
+      end
+    end
+    i = i + width
+  end
+  out[#out + 1] = '"'
+  return concat(out)
+end
+
+local function bad_request(handle, fields, description)
+  local violations, quoted = {}, {}
+  for k, field in ipairs(fields) do
+    if #field > 256 then field = sub(field, 1, 256) .. "..." end
+    violations[k] = '{"field":' .. json_string(field) .. ',"description":'
+                    .. json_string(description) .. "}"
+    quoted[k] = field
+  end
+  local message = description
+  if #quoted == 1 and quoted[1] ~= "" then
+    message = quoted[1] .. ": " .. description
+  elseif #quoted > 1 then
+    message = description .. "s: " .. concat(quoted, ", ")
+  end
+  handle:streamInfo():dynamicMetadata():set("cartage.strict_json", "rejected", true)
+  handle:respond({[":status"] = "400", ["content-type"] = "application/json"},
+    '{"code":3,"message":' .. json_string(message) .. ',"details":[{"@type":'
+    .. '"type.googleapis.com/google.rpc.BadRequest","fieldViolations":['
+    .. concat(violations, ",") .. "]}]}")
+end
+
+function envoy_on_request(handle)
+  local body = handle:body()  -- nil at once for a request without a body (most GETs)
+  if body == nil then return end
+  local size = body:length()
+  if size == 0 then return end
+  local headers = handle:headers()
+  local bound = binding(headers:get(":method") or "", headers:get(":path") or "/")
+  if bound == nil then return end
+  S, N = body:getBytes(0, size), size
+  prefix = bound[2]
+  unknown = {}
+  local ok, err = pcall(function()
+    local i = ws(1)
+    if i > N then return end  -- only whitespace: as empty as no body
+    i = ws(value(i, bound[1], 0))
+    if i <= N then error(BAD) end
+  end)
+  S = ""
+  if ok or err == FULL then
+    if #unknown > 0 then return bad_request(handle, unknown, "unknown field") end
+    return
+  end
+  if err == BAD then return bad_request(handle, {""}, "the body is not valid JSON") end
+  if err == DEEP then return bad_request(handle, {""}, "the body nests too deeply") end
+  handle:logErr("strict JSON check failed: " .. tostring(err))
+  handle:respond({[":status"] = "500"}, "the request body could not be checked")
+end
+"""

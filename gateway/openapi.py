@@ -115,12 +115,16 @@ class _Schemas:
         return schema
 
 
-def _path(template: str) -> tuple[str, list[tuple[str, str]]]:
-    """(`/v1/orders/{order_id}`, [(param, bound field)]) from `/v1/{name=orders/*}`."""
+def _path(template: str) -> tuple[str, list[tuple[str, str]], set[str]]:
+    """(`/v1/orders/{order_id}`, [(param, bound field)], {top-level fields the path sets}) from
+    `/v1/{name=orders/*}`. A variable without a wildcard (`{name=operations}`) is a literal
+    segment that still sets its field."""
     params: list[tuple[str, str]] = []
+    fields: set[str] = set()
 
     def replace(match: re.Match[str]) -> str:
         field, _, pattern = match.group(1).partition("=")
+        fields.add(field.split(".")[0])
         segments = (pattern or "*").split("/")
         out = []
         for i, segment in enumerate(segments):
@@ -133,7 +137,7 @@ def _path(template: str) -> tuple[str, list[tuple[str, str]]]:
                 out.append(segment)
         return "/".join(out)
 
-    return re.sub(r"\{([^}]*)\}", replace, template), params
+    return re.sub(r"\{([^}]*)\}", replace, template), params, fields
 
 
 def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
@@ -146,7 +150,7 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
         request = schemas.messages[rpc.input_type]
         rule = policy.get(rpc.path.lstrip("/"))
         for binding in rpc.bindings:
-            path, bound = _path(binding.template)
+            path, bound, bound_fields = _path(binding.template)
             operation: dict[str, Any] = {
                 "operationId": rpc.method if len(rpc.bindings) == 1
                 else f"{rpc.method}_{binding.verb.lower()}",
@@ -163,7 +167,6 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
                 },
                 "security": [{"oauth2": [rule.scope]}] if rule else [{"oauth2": ["-"]}],
             }
-            bound_fields = {f.split(".")[0] for _, f in bound}
             if binding.body == "*":
                 operation["requestBody"] = {"required": True, "content": {
                     "application/json": {"schema": schemas.ref(rpc.input_type)}}}

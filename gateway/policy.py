@@ -47,6 +47,12 @@ POLICY: dict[str, Rule] = {
     "cartage.routing.v1.RoutingService/RejectDecision": Rule("decisions.approve", WRITE),
     "cartage.routing.v1.RoutingService/GetAutonomyPolicy": Rule("routes.read", READ),
     "cartage.routing.v1.RoutingService/UpdateAutonomyPolicy": Rule("decisions.approve", WRITE),
+    # Long-running operations (PlanRoutes, ReplanRoutes); the routing service serves them.
+    "google.longrunning.Operations/GetOperation": Rule("routes.read", READ),
+    "google.longrunning.Operations/ListOperations": Rule("routes.read", READ),
+    "google.longrunning.Operations/WaitOperation": Rule("routes.read", READ),
+    "google.longrunning.Operations/CancelOperation": Rule("routes.write", WRITE),
+    "google.longrunning.Operations/DeleteOperation": Rule("routes.write", WRITE),
 }
 
 

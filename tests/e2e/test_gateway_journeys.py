@@ -158,9 +158,42 @@ async def test_unknown_json_fields_are_refused_with_400(partner: Partner) -> Non
                                         headers={"content-type": "text/plain"})
     assert disguised.status_code == 400, disguised.text
     assert "order.pickup.colour" in field_violations(disguised.json()), disguised.text
-    # Nothing was created by the refused request; a clean body still goes through.
+    # Only gRPC skips the check: application/grpc-web is JSON to the transcoder.
+    web = await partner.http.post("/v1/orders", content=json.dumps(body),
+                                  headers={"content-type": "application/grpc-web"})
+    assert web.status_code == 400 and "order.pickup.colour" in field_violations(web.json())
+    # A body on a GET is read into the request by the transcoder: checked as well.
+    get = await partner.http.request("GET", "/v1/orders", content='{"pageSise": 1}')
+    assert get.status_code == 400 and field_violations(get.json()) == {
+        "pageSise": "unknown field"}, get.text
+    # Lenient JSON the transcoder would parse (and could hide a key in) is refused.
+    lenient = await partner.http.post("/v1/orders", content="{'externalReference': 'x'}")
+    assert lenient.status_code == 400, lenient.text
+    assert lenient.json()["message"] == "the body is not valid JSON"
+    # Nothing was created by the refused requests; a clean body still goes through.
     assert (await partner.http.get("/v1/orders")).json().get("orders", []) == []
     assert (await partner.http.post("/v1/orders", json=order_json())).status_code == 200
+
+
+async def test_proto_field_names_are_accepted_like_json_names(partner: Partner) -> None:
+    """The transcoder accepts both; so does the strict check (it must not refuse valid JSON)."""
+    order = json_format.MessageToDict(sample_order(), preserving_proto_field_name=True)
+    assert "external_reference" in order and "line_items" in order
+    created = await partner.http.post("/v1/orders", json=order)
+    assert created.status_code == 200, created.text
+    assert created.json()["externalReference"] == order["external_reference"]
+    assert created.json()["lineItems"][0]["sku"] == order["line_items"][0]["sku"]
+
+
+async def test_request_bodies_up_to_4_mib_reach_the_service(partner: Partner) -> None:
+    """The strict check holds the whole body; a batch of 1000 orders (~1.2 MB) must fit."""
+    big = order_json(notes="x" * (2 * 1024 * 1024))
+    response = await partner.http.post("/v1/orders", json=big)
+    # Through Envoy to the service, which refuses notes that long.
+    assert response.status_code == 400, response.text[:300]
+    assert "order.notes" in field_violations(response.json())
+    too_big = await partner.http.post("/v1/orders", json=order_json(notes="x" * (5 << 20)))
+    assert too_big.status_code == 413 and too_big.json()["code"] == 3
 
 
 async def test_openapi_document_is_served_and_describes_working_routes(
