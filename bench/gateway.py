@@ -499,7 +499,6 @@ def variant(config: dict[str, Any], name: str) -> dict[str, Any]:
         drop_filters.add("envoy.filters.http.lua")
     if name in ("no_strict_json", "minimal"):
         drop_filters.update(("cartage.strict_json", "cartage.strict_json.buffer"))
-        drop_filters.add("envoy.filters.http.ext_authz")  # how it was done before
     if name in ("no_file_log", "minimal"):
         drop_logs.add("envoy.access_loggers.file")
     if name in ("no_audit_log", "minimal"):

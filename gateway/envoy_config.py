@@ -405,6 +405,9 @@ def build(config: GatewayConfig) -> dict[str, Any]:
                               "preserve_proto_field_names": False},
             "convert_grpc_status": True,
             "request_validation_options": {"reject_unknown_query_parameters": True},
+            # `?filter=state+%3D+PENDING` is what form encoders (httpx, requests, browsers) send
+            # for spaces; without this the service would see literal plus signs.
+            "query_param_unescape_plus": True,
         }},
         {"name": "envoy.filters.http.rbac", "typed_config": {
             "@type": T + "envoy.extensions.filters.http.rbac.v3.RBAC",

@@ -10,12 +10,15 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from services.order.app import serve
 from services.order.settings import Settings
+from services.routing.app import serve as serve_routing
+from services.routing.settings import Settings as RoutingSettings
 from services.stack.components import Nats, Postgres, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +85,45 @@ async def order_address(stack: Stack) -> AsyncIterator[str]:
     yield f"127.0.0.1:{port}"
     service.stop_event.set()  # type: ignore[attr-defined]
     await task
+
+
+def routing_settings(stack: Any, **overrides: Any) -> RoutingSettings:
+    """Settings of a routing service on the session's Postgres and NATS (1 s solves)."""
+    base = RoutingSettings(database_url=stack.database_url, nats_url=stack.nats_url,
+                    grpc_address="127.0.0.1:0", log_level="WARNING", default_time_limit=1.0)
+    return replace(base, **overrides)
+
+
+class RunningRouting:
+    """A routing service started in this process; `stop()` ends it like SIGTERM would."""
+
+    def __init__(self, settings: RoutingSettings) -> None:
+        self.settings = settings
+        self.task: asyncio.Task[None] | None = None
+        self.service: Any = None
+        self.address = ""
+
+    async def start(self) -> RunningRouting:
+        built: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.task = asyncio.create_task(
+            serve_routing(self.settings, handle_signals=False, service_hook=built.set_result))
+        self.service = await built
+        self.address = f"127.0.0.1:{await self.service.started()}"
+        return self
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.service.stop_event.set()
+            await self.task
+
+
+@pytest.fixture(scope="session")
+async def routing_address(stack: Any, order_address: str) -> AsyncIterator[str]:
+    """The routing service for the whole session (one per database: two would share the event
+    consumers and both solve every plan), next to the order service that declares ORDER."""
+    running = await RunningRouting(routing_settings(stack)).start()
+    yield running.address
+    await running.stop()
 
 
 @pytest.fixture

@@ -25,14 +25,13 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway.auth.clients import Client, ClientRegistry
 from gateway.auth.keys import ALGORITHM, KeyRing, RotationTooEarly
 from gateway.auth.tokens import TokenService
 from gateway.policy import all_scopes
-from gateway.strict_json import PREFIX, StrictJson, response_body
 
 log = logging.getLogger("cartage.auth")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -59,7 +58,6 @@ class AuthServer:
     registry: ClientRegistry
     tokens: TokenService
     keys: KeyRing
-    strict: StrictJson | None = None
 
     async def _form(self, request: Request) -> dict[str, str]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -184,17 +182,6 @@ class AuthServer:
             "response_types_supported": [],
         })
 
-    async def validate(self, request: Request) -> Response:
-        """Envoy's ext_authz call for a JSON body (see gateway.strict_json)."""
-        if self.strict is None:
-            return Response(status_code=200)
-        path = request.url.path.removeprefix(PREFIX) or "/"
-        error = self.strict.check(request.method, path, await request.body())
-        if error is None:
-            return Response(status_code=200)
-        return Response(response_body(error), status_code=400,
-                        media_type="application/json")
-
     async def access(self, request: Request) -> JSONResponse:
         """Envoy's check that a token's client is still enabled and the token not revoked
         (cached there for a few seconds; see gateway.envoy_config)."""
@@ -244,7 +231,6 @@ def build_app(server: AuthServer, rotation_seconds: int = 0,
         Route("/.well-known/oauth-authorization-server", server.metadata, methods=["GET"]),
         Route("/healthz", server.health, methods=["GET"]),
         Route("/internal/access", server.access, methods=["GET"]),
-        Route(PREFIX + "/{path:path}", server.validate, methods=["POST", "PATCH", "PUT"]),
     ], lifespan=lifespan)
     app.state.server = server
     return app

@@ -6,14 +6,12 @@ from collections.abc import Callable
 
 import uvicorn
 
-from gateway import contracts
 from gateway.auth.app import AuthServer, build_app
 from gateway.auth.clients import ClientRegistry
 from gateway.auth.keys import KeyRing
 from gateway.auth.keystore import KeyStore
 from gateway.auth.settings import AuthSettings
 from gateway.auth.tokens import TokenService
-from gateway.strict_json import StrictJson
 from services.kit.db import create_engine
 
 
@@ -22,8 +20,7 @@ def build(settings: AuthSettings, registry: ClientRegistry, keys: KeyRing | None
     keys = keys or KeyRing(token_ttl=settings.token_ttl,
                            publish_ahead=settings.jwks_cache_seconds)
     tokens = TokenService(keys, settings.issuer, settings.audience, settings.token_ttl)
-    strict = StrictJson() if contracts.DESCRIPTOR_SET.exists() else None
-    return AuthServer(registry, tokens, keys, strict)
+    return AuthServer(registry, tokens, keys)
 
 
 async def serve(settings: AuthSettings, *,

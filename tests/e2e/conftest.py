@@ -1,5 +1,5 @@
-"""Fixtures for journeys through the real edge: Envoy + the authorization server + the order
-service + Postgres + NATS, all started once per test session."""
+"""Fixtures for journeys through the real edge: Envoy + the authorization server + the order and
+routing services + Postgres + NATS, all started once per test session."""
 
 from __future__ import annotations
 
@@ -52,13 +52,14 @@ async def audit_address(stack: Stack, gateway_auth: RunningAuth) -> AsyncIterato
 
 
 @pytest.fixture(scope="session")
-def envoy(stack: Stack, gateway_auth: RunningAuth, order_address: str,
+def envoy(stack: Stack, gateway_auth: RunningAuth, order_address: str, routing_address: str,
           audit_address: str) -> Iterator[EnvoyProcess]:
     port = free_port()
     config = GatewayConfig(
         listen_port=port, admin_port=free_port(),
         auth_address=f"127.0.0.1:{gateway_auth.settings.port}",
-        issuer=gateway_auth.settings.issuer, upstreams={"order": order_address},
+        issuer=gateway_auth.settings.issuer,
+        upstreams={"order": order_address, "routing": routing_address},
         jwks_cache_seconds=JWKS_CACHE_SECONDS, audit_address=audit_address,
         status_cache_seconds=STATUS_CACHE_SECONDS,
         access_log_path=str(stack.tmp / f"envoy-access-{port}.log"),

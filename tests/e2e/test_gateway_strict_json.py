@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import json
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,12 @@ import grpc_tools
 import httpx
 import pytest
 from google.protobuf import descriptor_pb2, json_format
-from grpc_tools import protoc
 
-from gateway import contracts, strict_json
+from gateway import contracts
 from gateway.envoy_config import T, _address, _local_reply, _strict_json
 from services.stack.components import free_port
 from tests.e2e.harness import EnvoyProcess
+from tests.e2e.strict_json_reference import StrictJson
 from tests.support import sample_order
 
 pytestmark = pytest.mark.integration
@@ -119,10 +121,12 @@ def compile_probe(tmp: Path) -> descriptor_pb2.FileDescriptorSet:
     site = Path(next(iter(google.api.__path__))).parent.parent
     wkt = Path(grpc_tools.__file__).parent / "_proto"
     out = tmp / "probe.binpb"
-    code = protoc.main(["protoc", f"-I{tmp}", f"-I{site}", f"-I{wkt}",
-                        f"--descriptor_set_out={out}", "--include_imports",
-                        "cartage/probe/v1/probe.proto"])
-    assert code == 0
+    # protoc in its own process: its extension and OR-Tools (loaded by the routing fixtures)
+    # each carry a static libprotobuf, and the two abort when loaded into one process.
+    done = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{tmp}", f"-I{site}",
+                           f"-I{wkt}", f"--descriptor_set_out={out}", "--include_imports",
+                           "cartage/probe/v1/probe.proto"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
 
 
@@ -371,7 +375,7 @@ def _mutations(seed: int, body: dict[str, Any]) -> Iterator[tuple[str, dict[str,
 
 
 def test_the_lua_check_agrees_with_the_python_reference(real: httpx.Client) -> None:
-    reference = strict_json.StrictJson(contracts.load())
+    reference = StrictJson(contracts.load())
     order = json_format.MessageToDict(sample_order(notes="n", priority=2))
     cases = [("POST", "/v1/orders", order), ("PATCH", "/v1/orders/abc", order),
              ("POST", "/v1/orders:batchCreate", {"requests": [{"order": order, "requestId": "r"},

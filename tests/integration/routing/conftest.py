@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -26,8 +25,6 @@ from cartage.routing.v1 import (
     vehicle_pb2,
 )
 from cartage.type.v1 import stop_pb2, time_window_pb2
-from services.routing.app import serve
-from services.routing.settings import Settings
 from tests.support import new_client_id
 
 DAY = 1_893_456_000  # 2030-01-01T00:00:00Z
@@ -38,42 +35,6 @@ ROUTING_EVENTS = {
     "decision.pending": events_pb2.DecisionPendingEvent,
     "vehicle.status_changed": events_pb2.VehicleStatusChangedEvent,
 }
-
-
-def routing_settings(stack: Any, **overrides: Any) -> Settings:
-    base = Settings(database_url=stack.database_url, nats_url=stack.nats_url,
-                    grpc_address="127.0.0.1:0", log_level="WARNING", default_time_limit=1.0)
-    return replace(base, **overrides)
-
-
-class RunningRouting:
-    """A routing service started in this process; `stop()` ends it like SIGTERM would."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.task: asyncio.Task[None] | None = None
-        self.service: Any = None
-        self.address = ""
-
-    async def start(self) -> RunningRouting:
-        built: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.task = asyncio.create_task(
-            serve(self.settings, handle_signals=False, service_hook=built.set_result))
-        self.service = await built
-        self.address = f"127.0.0.1:{await self.service.started()}"
-        return self
-
-    async def stop(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.service.stop_event.set()
-            await self.task
-
-
-@pytest.fixture(scope="session")
-async def routing_address(stack: Any, order_address: str) -> AsyncIterator[str]:
-    running = await RunningRouting(routing_settings(stack)).start()
-    yield running.address
-    await running.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from cartage.routing.v1 import route_plan_pb2
 from cartage.routing.v1 import routing_service_pb2 as pb
 from services.kit.db import create_engine
 from services.stack.components import Nats, free_port
-from tests.integration.routing.conftest import RoutingClient, RunningRouting, routing_settings
+from tests.conftest import RunningRouting, routing_settings
+from tests.integration.routing.conftest import RoutingClient
 from tests.integration.routing.conftest import shipment as make_shipment
 
 
