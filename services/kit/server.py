@@ -13,6 +13,7 @@ Servicers therefore contain no try/except.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import signal
@@ -44,96 +45,71 @@ class KitInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            return _server_stream(handler, handler_call_details.method)
-        if handler is None or handler.unary_unary is None:
-            return handler  # other streams (health Watch, reflection) pass through untouched
+        if handler is None:
+            return handler
         method = handler_call_details.method
-        inner = handler.unary_unary
         parse = handler.request_deserializer
+        if inspect.isasyncgenfunction(handler.unary_stream):
+            stream = handler.unary_stream
+
+            async def serve_stream(raw: bytes, context: grpc.aio.ServicerContext
+                                   ) -> AsyncIterator[Any]:
+                # An error before or between messages ends the stream with the mapped status.
+                async with _rpc_scope(method, context):
+                    async for response in stream(_parse(parse, raw), context):
+                        yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                serve_stream, request_deserializer=None,
+                response_serializer=handler.response_serializer)
+        if handler.unary_unary is None:
+            return handler  # other streams (health Watch, reflection) pass through untouched
+        inner = handler.unary_unary
 
         async def serve(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-            request_id = metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-            request_id_var.set(request_id)
-            caller = Caller.from_metadata(metadata)
-            set_caller(caller)
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                try:
-                    request = parse(raw) if parse else raw
-                except DecodeError:
-                    raise InvalidArgument("the request body is not a valid message") from None
-                return await inner(request, context)
-            except CartageError as error:
-                status = to_rpc_status(error)
-                code = status.code
-                await _abort(context, status)
-            except (grpc.aio.AbortError, asyncio.CancelledError):
-                code = context.code() or grpc.StatusCode.CANCELLED
-                raise
-            except Exception:
-                log.exception("unhandled error", extra={"rpc": method})
-                status = to_rpc_status(Exception())
-                code = status.code
-                await _abort(context, status)
-            finally:
-                log.info(
-                    "rpc",
-                    extra={
-                        "rpc": method,
-                        "code": code.name,
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
-                        "client_id": caller.client_id if caller else "",
-                    },
-                )
+            async with _rpc_scope(method, context):
+                return await inner(_parse(parse, raw), context)
 
         return grpc.unary_unary_rpc_method_handler(
             serve, request_deserializer=None, response_serializer=handler.response_serializer
         )
 
 
-def _server_stream(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-    """The same for a server-streaming RPC written as an async generator (e.g. a Watch): an
-    error before or between messages ends the stream with the mapped status."""
-    inner = handler.unary_stream
-    parse = handler.request_deserializer
+def _parse(parse: Callable[[bytes], Any] | None, raw: bytes) -> Any:
+    try:
+        return parse(raw) if parse else raw
+    except DecodeError:
+        raise InvalidArgument("the request body is not a valid message") from None
 
-    async def serve(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        request_id_var.set(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
-        caller = Caller.from_metadata(metadata)
-        set_caller(caller)
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            try:
-                request = parse(raw) if parse else raw
-            except DecodeError:
-                raise InvalidArgument("the request body is not a valid message") from None
-            async for response in inner(request, context):
-                yield response
-        except CartageError as error:
-            status = to_rpc_status(error)
-            code = status.code
-            await _abort(context, status)
-        except (grpc.aio.AbortError, asyncio.CancelledError):
-            code = context.code() or grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            log.exception("unhandled error", extra={"rpc": method})
-            status = to_rpc_status(Exception())
-            code = status.code
-            await _abort(context, status)
-        finally:
-            log.info("rpc", extra={"rpc": method, "code": code.name,
-                                   "ms": round((time.perf_counter() - started) * 1000, 2),
-                                   "client_id": caller.client_id if caller else ""})
 
-    return grpc.unary_stream_rpc_method_handler(
-        serve, request_deserializer=None, response_serializer=handler.response_serializer
-    )
+@contextlib.asynccontextmanager
+async def _rpc_scope(method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """One call: request id and caller from the metadata, every exception mapped to a status
+    with `google.rpc` details, one access-log line at the end."""
+    metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+    request_id_var.set(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex)
+    caller = Caller.from_metadata(metadata)
+    set_caller(caller)
+    started = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except CartageError as error:
+        status = to_rpc_status(error)
+        code = status.code
+        await _abort(context, status)
+    except (grpc.aio.AbortError, asyncio.CancelledError):
+        code = context.code() or grpc.StatusCode.CANCELLED
+        raise
+    except Exception:
+        log.exception("unhandled error", extra={"rpc": method})
+        status = to_rpc_status(Exception())
+        code = status.code
+        await _abort(context, status)
+    finally:
+        log.info("rpc", extra={"rpc": method, "code": code.name,
+                               "ms": round((time.perf_counter() - started) * 1000, 2),
+                               "client_id": caller.client_id if caller else ""})
 
 
 async def _abort(context: grpc.aio.ServicerContext, status: RpcStatus) -> None:
