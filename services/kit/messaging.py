@@ -83,6 +83,28 @@ async def ensure_stream(js: JetStreamContext, name: str, subjects: Sequence[str]
         await js.add_stream(config)
 
 
+async def wait_for_stream(js: JetStreamContext, name: str, stop: asyncio.Event) -> bool:
+    """Wait until the service that owns stream `name` has declared it (services start in any
+    order); False if `stop` is set first."""
+    said = False
+    while not stop.is_set():
+        try:
+            await js.stream_info(name)
+            return True
+        except NotFoundError:
+            if not said:
+                log.info("waiting for another service to declare a stream",
+                         extra={"stream": name})
+                said = True
+        except Exception as error:
+            log.warning("cannot read stream info yet", extra={"error": repr(error)})
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=2.0)
+        except TimeoutError:
+            pass
+    return False
+
+
 class OutboxRelay:
     """Publishes a service's outbox to JetStream. Several replicas may run: rows are claimed
     with FOR UPDATE SKIP LOCKED, and duplicates are dropped by JetStream anyway."""

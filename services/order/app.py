@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import sqlalchemy as sa
+from nats.aio.msg import Msg
 
 from cartage.order.v1 import order_service_pb2, order_service_pb2_grpc
 from services.kit.db import create_engine
-from services.kit.messaging import OutboxRelay
+from services.kit.messaging import (
+    ConsumerSpec,
+    EventConsumer,
+    OutboxRelay,
+    connect,
+    wait_for_stream,
+)
 from services.kit.migrations import upgrade_async
 from services.kit.server import Service
-from services.kit.uow import UnitOfWork
+from services.kit.uow import Transaction, UnitOfWork
 from services.order.adapters import tables
-from services.order.adapters.events import OrderEvents
+from services.order.adapters.events import (
+    PLAN_EVENTS,
+    ROUTING_STREAM,
+    OrderEvents,
+    decode_plan_event,
+)
 from services.order.adapters.repository import OrderRepository
 from services.order.api.servicer import OrderServicer
 from services.order.settings import Settings
@@ -23,6 +36,8 @@ MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 STREAM = "ORDER"
 SUBJECTS = ("order.>",)
 SERVICE_NAME = order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
+PLAN_CONSUMER = ConsumerSpec(stream=ROUTING_STREAM, durable="order-plans",
+                             filter_subjects=tuple(PLAN_EVENTS))
 
 
 async def migrate(settings: Settings) -> None:
@@ -41,7 +56,25 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
         crash_after_publish=settings.fault_relay_crash_after_publish,
     )
     uow = UnitOfWork(engine, tables.kit, on_events=relay.wake)
-    servicer = OrderServicer(OrderUseCases(uow, OrderRepository(), OrderEvents()))
+    orders = OrderUseCases(uow, OrderRepository(), OrderEvents())
+    servicer = OrderServicer(orders)
+
+    async def follow_plans(stop: asyncio.Event) -> None:
+        """Orders follow the fleet's active plan (PLANNED / RELEASED), from routing's events."""
+        async def handle(tx: Transaction, msg: Msg) -> None:
+            plan = decode_plan_event(msg)
+            if plan is not None:
+                await orders.follow_plan(tx, plan)
+
+        try:
+            nc = await connect(settings.nats_url, name="order-consumer", stop=stop)
+        except asyncio.CancelledError:
+            return
+        try:
+            if await wait_for_stream(nc.jetstream(timeout=5), ROUTING_STREAM, stop):
+                await EventConsumer(uow, nc, PLAN_CONSUMER, handle).run(stop)
+        finally:
+            await nc.close()
 
     async def database_ok() -> bool:
         async with engine.connect() as conn:
@@ -58,7 +91,7 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
             servicer, server),
         service_names=[SERVICE_NAME],
         health_checks=[database_ok, nats_ok],
-        background=[relay.run],
+        background=[relay.run, follow_plans],
         reuse_port=settings.workers > 1,
     )
     if callable(service_hook):

@@ -12,7 +12,7 @@ from cartage.order.v1 import order_pb2
 from services.kit.db import constraint_name
 from services.kit.errors import AlreadyExists, CartageError, NotFound
 from services.kit.uow import IdempotencyKey, Transaction, UnitOfWork, idempotent
-from services.order.adapters.events import OrderEvents
+from services.order.adapters.events import ActivePlan, OrderEvents
 from services.order.adapters.repository import ListQuery, OrderRepository
 from services.order.api.converters import ORDER_CODEC, ORDERS_CODEC
 from services.order.domain.model import Order
@@ -164,6 +164,19 @@ class OrderUseCases:
             return released
 
         return await idempotent(self._uow, key, ORDER_CODEC, work, request_id=request_id)
+
+    async def follow_plan(self, tx: Transaction, plan: ActivePlan) -> None:
+        """A new active plan (route.planned / route.updated from the routing service, in the
+        consumer's transaction): its orders become PLANNED, the ones it leaves out RELEASED
+        again. No order event is published: the change is routing's own news, and an
+        order.updated here would make routing replan its own plan."""
+        now = self._clock()
+        for order_id, planned in sorted(
+                [(i, True) for i in plan.planned] + [(i, False) for i in plan.unassigned]):
+            order = await self._orders.get(tx, plan.client_id, order_id, for_update=True)
+            moved = order.follow_plan(planned, now) if order is not None else None
+            if moved is not None:
+                self._orders.save(tx, moved)
 
     async def _require(
         self, tx: Transaction, client_id: str, order_id: str, *, for_update: bool = False

@@ -14,8 +14,6 @@ from pathlib import Path
 import sqlalchemy as sa
 from google.longrunning import operations_pb2_grpc
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from cartage.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
 from services.kit.db import create_engine
@@ -25,6 +23,7 @@ from services.kit.messaging import (
     OutboxRelay,
     connect,
     ensure_stream,
+    wait_for_stream,
 )
 from services.kit.migrations import upgrade_async
 from services.kit.server import Service
@@ -52,27 +51,6 @@ async def migrate(settings: Settings) -> None:
     await upgrade_async(settings.database_url, tables.SCHEMA, MIGRATIONS)
 
 
-async def _stream_exists(js: JetStreamContext, name: str, stop: asyncio.Event) -> bool:
-    """Wait until another service declared `name` (the order service owns ORDER)."""
-    said = False
-    while not stop.is_set():
-        try:
-            await js.stream_info(name)
-            return True
-        except NotFoundError:
-            if not said:
-                log.info("waiting for another service to declare a stream",
-                         extra={"stream": name})
-                said = True
-        except Exception as error:
-            log.warning("cannot read stream info yet", extra={"error": repr(error)})
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=2.0)
-        except TimeoutError:
-            pass
-    return False
-
-
 def consumers(uow: UnitOfWork, nats_url: str, jobs: PlanningJobs):
     """The background job that feeds order and vehicle events to the planning jobs."""
 
@@ -92,7 +70,7 @@ def consumers(uow: UnitOfWork, nats_url: str, jobs: PlanningJobs):
         try:
             js = nc.jetstream(timeout=5)
             await ensure_stream(js, events.STREAM, events.SUBJECTS)
-            if not await _stream_exists(js, events.ORDER_STREAM, stop):
+            if not await wait_for_stream(js, events.ORDER_STREAM, stop):
                 return
             await asyncio.gather(
                 EventConsumer(uow, nc, ORDER_CONSUMER, on_order).run(stop),

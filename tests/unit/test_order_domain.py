@@ -27,16 +27,31 @@ def test_release_then_cancel_bumps_version_and_records_reason() -> None:
         State.CANCELLED, 3, "customer called")
 
 
-def test_no_cancel_after_delivery_and_no_edit_after_planning() -> None:
+def in_state(order: Order, state: State) -> Order:
+    return order.__class__(**{**{f: getattr(order, f) for f in order.__slots__}, "state": state})
+
+
+def test_no_cancel_after_delivery_and_no_edit_once_in_transit() -> None:
     order = new_order()
-    delivered = order.__class__(**{**{f: getattr(order, f) for f in order.__slots__},
-                                   "state": State.DELIVERED})
     with pytest.raises(FailedPrecondition):
-        delivered.cancel("too late", NOW)
-    planned = order.__class__(**{**{f: getattr(order, f) for f in order.__slots__},
-                                 "state": State.PLANNED})
+        in_state(order, State.DELIVERED).cancel("too late", NOW)
     with pytest.raises(FailedPrecondition):
-        planned.update_content(order.content, NOW)
+        in_state(order, State.IN_TRANSIT).update_content(order.content, NOW)
+    # A planned order may still change: the routing service replans on order.updated.
+    assert in_state(order, State.PLANNED).update_content(order.content, NOW).version == 2
+
+
+def test_the_active_plan_moves_orders_between_released_and_planned() -> None:
+    released = new_order().release(NOW)
+    planned = released.follow_plan(True, NOW)
+    assert planned is not None and planned.state is State.PLANNED
+    assert planned.follow_plan(True, NOW) is None  # already planned: nothing to do
+    back = planned.follow_plan(False, NOW)
+    assert back is not None and back.state is State.RELEASED  # left out of the new plan
+    assert released.follow_plan(False, NOW) is None
+    for final in (State.CANCELLED, State.IN_TRANSIT, State.DELIVERED, State.CREATED):
+        assert in_state(released, final).follow_plan(True, NOW) is None
+        assert in_state(released, final).follow_plan(False, NOW) is None
 
 
 def test_external_reference_never_changes() -> None:

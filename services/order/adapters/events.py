@@ -1,14 +1,18 @@
-"""Domain changes as contract events (`cartage.order.v1` *Event messages) for the outbox."""
+"""Domain changes as contract events (`cartage.order.v1` *Event messages) for the outbox, and
+the routing service's plan events this service follows."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from google.protobuf import field_mask_pb2
+from nats.aio.msg import Msg
 
 from cartage.order.v1 import events_pb2, order_pb2
+from cartage.routing.v1 import events_pb2 as routing_events
 from services.kit.uow import OutgoingEvent
 from services.order.api.converters import order_to_proto, set_timestamp
 from services.order.domain.model import Order, State
@@ -46,3 +50,41 @@ class OrderEvents:
             order=order_to_proto(order), previous_state=order_pb2.Order.State.ValueType(previous)
         )
         return _outgoing("order.cancelled", event, order.update_time)
+
+
+# The routing service's ROUTING stream: a plan became the fleet's active plan.
+ROUTING_STREAM = "ROUTING"
+PLAN_EVENTS: dict[str, Any] = {
+    "route.planned": routing_events.RoutePlannedEvent,
+    "route.updated": routing_events.RouteUpdatedEvent,
+}
+
+
+@dataclass(frozen=True)
+class ActivePlan:
+    """Which of a client's orders the new active plan serves and which it leaves out, including
+    those only the plan it replaced had (ids, not names; ad-hoc shipments are skipped)."""
+
+    client_id: str
+    planned: frozenset[str]
+    unassigned: frozenset[str]
+
+
+def decode_plan_event(msg: Msg) -> ActivePlan | None:
+    kind = PLAN_EVENTS.get(msg.subject)
+    if kind is None:
+        return None
+    event = kind.FromString(msg.data)
+    plan = event.route_plan
+
+    def order_ids(shipments: Any) -> frozenset[str]:
+        return frozenset(s.removeprefix("orders/") for s in shipments if s.startswith("orders/"))
+
+    left_out = [u.shipment for u in plan.unassigned]
+    if msg.subject == "route.updated":  # and what the replaced plan had but this one has not
+        left_out += event.decision.diff.removed
+    return ActivePlan(
+        client_id=event.client_id,
+        planned=order_ids(stop.shipment for route in plan.routes for stop in route.stops),
+        unassigned=order_ids(left_out),
+    )

@@ -38,7 +38,9 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.DELIVERED: frozenset(),
     State.CANCELLED: frozenset(),
 }
-EDITABLE_STATES = frozenset({State.CREATED, State.RELEASED})
+# A planned order can still change (the routing service replans on `order.updated`); once it is
+# on a truck it cannot.
+EDITABLE_STATES = frozenset({State.CREATED, State.RELEASED, State.PLANNED})
 
 
 def new_order_id() -> str:
@@ -98,6 +100,14 @@ class Order:
 
     def release(self, now: datetime) -> Order:
         return self._move(State.RELEASED, now)
+
+    def follow_plan(self, planned: bool, now: datetime) -> Order | None:
+        """The order as the fleet's active plan has it: PLANNED when a route serves it, RELEASED
+        again when the plan leaves it out. None when that changes nothing (or no longer applies:
+        a cancelled or delivered order stays as it is)."""
+        source, target = ((State.RELEASED, State.PLANNED) if planned
+                          else (State.PLANNED, State.RELEASED))
+        return self._move(target, now) if self.state is source else None
 
     def cancel(self, reason: str, now: datetime) -> Order:
         return self._move(State.CANCELLED, now, cancel_reason=reason)

@@ -236,3 +236,40 @@ async def test_replan_routes_needs_an_active_plan(routing: RoutingClient) -> Non
     assert decision.domain == D.DECISION_DOMAIN_MANUAL_REPLAN
     assert decision.inputs.summary == "dispatcher asked"
     assert decision.diff.stops_moved == 0 and decision.level == L3
+
+
+async def test_orders_follow_the_active_plan(routing: RoutingClient, orders: OrderClient) -> None:
+    """The order service reads route.planned / route.updated: an order the active plan serves
+    is PLANNED, one it leaves out (or that only the replaced plan had) is RELEASED again."""
+    await routing.set_policy(D.DECISION_DOMAIN_INITIAL_PLAN, L3)
+    await routing.vehicle("a", weight=2000, skills=("tail_lift",))
+    fits = await released(orders)
+    content = sample_order()
+    content.required_skills.append("hazmat")
+    hazmat = await orders.ReleaseOrder(order_pb.ReleaseOrderRequest(
+        name=(await orders.create(content)).name))
+    first = await plan_orders(routing, [fits.name, hazmat.name])
+    assert first.state == Plan.STATE_ACTIVE
+    assert [u.shipment for u in first.unassigned] == [hazmat.name]
+
+    async def states() -> tuple[int, int]:
+        got = [await orders.GetOrder(order_pb.GetOrderRequest(name=o.name))
+               for o in (fits, hazmat)]
+        return got[0].state, got[1].state
+
+    async def now(expected: tuple[int, int]) -> bool:
+        return await states() == expected
+
+    PLANNED, RELEASED = order_pb2.Order.STATE_PLANNED, order_pb2.Order.STATE_RELEASED
+    assert await eventually(lambda: now((PLANNED, RELEASED)), seconds=30), await states()
+
+    # A new plan for the hazmat order alone replaces the first: the roles swap.
+    await routing.vehicle("b", weight=2000, skills=("tail_lift", "hazmat"))
+    second = await plan_orders(routing, [hazmat.name])
+    assert second.state == Plan.STATE_ACTIVE and not second.unassigned
+    assert await eventually(lambda: now((RELEASED, PLANNED)), seconds=30), await states()
+    # A planned order can still change (routing replans on order.updated).
+    changed = await orders.GetOrder(order_pb.GetOrderRequest(name=hazmat.name))
+    changed.notes = "use the side gate"
+    await orders.UpdateOrder(order_pb.UpdateOrderRequest(
+        order=changed, update_mask=field_mask_pb2.FieldMask(paths=["notes"])))
