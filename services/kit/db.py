@@ -13,6 +13,7 @@ The unit of work that writes to them is `services.kit.uow`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,16 @@ def create_engine(url: str, *, pool_size: int = 20, max_overflow: int = 0) -> As
         # No pre-ping: it costs a round trip per transaction; a dropped connection surfaces as
         # an error on use, and SQLAlchemy invalidates it.
     )
+
+
+def reachable(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
+    """A health check: the database answers."""
+    async def check() -> bool:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        return True
+
+    return check
 
 
 def to_async_url(url: str) -> str:

@@ -146,6 +146,10 @@ class OutboxRelay:
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
+    async def ready(self) -> bool:
+        """A health check: the relay can publish."""
+        return self.connected
+
     async def run(self, stop: asyncio.Event) -> None:
         try:
             self._nc = await connect(self._nats_url, name=f"{self._name}-relay", stop=stop)
@@ -366,3 +370,36 @@ async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) ->
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def consumer_job(
+    uow: UnitOfWork,
+    nats_url: str,
+    name: str,
+    consumers: Sequence[tuple[ConsumerSpec, Handler]],
+    *,
+    own_streams: dict[str, Sequence[str]] | None = None,
+) -> Callable[[asyncio.Event], Awaitable[None]]:
+    """A service's background job that runs its consumers on one connection: it declares the
+    service's own streams, waits for the streams other services own (services start in any
+    order), then runs every consumer until `stop`."""
+    own = own_streams or {}
+
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            nc = await connect(nats_url, name=name, stop=stop)
+        except asyncio.CancelledError:
+            return
+        try:
+            js = nc.jetstream(timeout=5)
+            for stream, subjects in own.items():
+                await ensure_stream(js, stream, subjects)
+            for stream in sorted({spec.stream for spec, _ in consumers} - own.keys()):
+                if not await wait_for_stream(js, stream, stop):
+                    return
+            await asyncio.gather(*(EventConsumer(uow, nc, spec, handler).run(stop)
+                                   for spec, handler in consumers))
+        finally:
+            await nc.close()
+
+    return run

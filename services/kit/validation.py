@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 from google.protobuf.descriptor import EnumDescriptor
 
 from services.kit.errors import FieldViolation, InvalidArgument
+
+#: Server-assigned resource ids (orders, plans, decisions, operations, ...): 32 hex characters.
+RESOURCE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class Violations:
@@ -85,3 +89,18 @@ class Violations:
             self.add(field, f"unknown value {value}; expected one of {names}", "UNKNOWN_ENUM")
         elif value == 0 and not allow_unspecified:
             self.add(field, "is required", "REQUIRED")
+
+    def resource_id(self, name: str, collection: str, field: str = "name") -> str:
+        """The server-assigned id inside `{collection}/{id}`, or a violation on `field`."""
+        resource_id = name.removeprefix(f"{collection}/")
+        if not name.startswith(f"{collection}/") or not RESOURCE_ID.match(resource_id):
+            self.add(field, f"must look like {collection}/{{32 hex characters}}", "INVALID_NAME")
+        return resource_id
+
+
+def parse_name(name: str, collection: str, field: str = "name") -> str:
+    """`Violations.resource_id` for a request whose only field to check is the name."""
+    v = Violations()
+    resource_id = v.resource_id(name, collection, field)
+    v.raise_if_any()
+    return resource_id

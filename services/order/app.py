@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
-import sqlalchemy as sa
 from nats.aio.msg import Msg
 
 from cartage.order.v1 import order_service_pb2, order_service_pb2_grpc
-from services.kit.db import create_engine
+from services.kit.db import create_engine, reachable
 from services.kit.messaging import (
     ConsumerSpec,
-    EventConsumer,
     OutboxRelay,
-    connect,
-    wait_for_stream,
+    consumer_job,
 )
 from services.kit.migrations import upgrade_async
 from services.kit.server import Service
@@ -59,30 +55,11 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
     orders = OrderUseCases(uow, OrderRepository(), OrderEvents())
     servicer = OrderServicer(orders)
 
-    async def follow_plans(stop: asyncio.Event) -> None:
+    async def follow_plan(tx: Transaction, msg: Msg) -> None:
         """Orders follow the fleet's active plan (PLANNED / RELEASED), from routing's events."""
-        async def handle(tx: Transaction, msg: Msg) -> None:
-            plan = decode_plan_event(msg)
-            if plan is not None:
-                await orders.follow_plan(tx, plan)
-
-        try:
-            nc = await connect(settings.nats_url, name="order-consumer", stop=stop)
-        except asyncio.CancelledError:
-            return
-        try:
-            if await wait_for_stream(nc.jetstream(timeout=5), ROUTING_STREAM, stop):
-                await EventConsumer(uow, nc, PLAN_CONSUMER, handle).run(stop)
-        finally:
-            await nc.close()
-
-    async def database_ok() -> bool:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
-        return True
-
-    async def nats_ok() -> bool:
-        return relay.connected
+        plan = decode_plan_event(msg)
+        if plan is not None:
+            await orders.follow_plan(tx, plan)
 
     service = Service(
         name="order",
@@ -90,8 +67,9 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
         register=lambda server: order_service_pb2_grpc.add_OrderServiceServicer_to_server(
             servicer, server),
         service_names=[SERVICE_NAME],
-        health_checks=[database_ok, nats_ok],
-        background=[relay.run, follow_plans],
+        health_checks=[reachable(engine), relay.ready],
+        background=[relay.run, consumer_job(uow, settings.nats_url, "order-consumer",
+                                               [(PLAN_CONSUMER, follow_plan)])],
         reuse_port=settings.workers > 1,
     )
     if callable(service_hook):

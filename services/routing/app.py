@@ -7,23 +7,17 @@ changes, and runs the planner, which starts a solver process per job.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from pathlib import Path
 
-import sqlalchemy as sa
 from google.longrunning import operations_pb2_grpc
 from nats.aio.msg import Msg
 
 from cartage.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
-from services.kit.db import create_engine
+from services.kit.db import create_engine, reachable
 from services.kit.messaging import (
     ConsumerSpec,
-    EventConsumer,
     OutboxRelay,
-    connect,
-    ensure_stream,
-    wait_for_stream,
+    consumer_job,
 )
 from services.kit.migrations import upgrade_async
 from services.kit.server import Service
@@ -35,8 +29,6 @@ from services.routing.api.servicer import RoutingServicer
 from services.routing.planning import Planner
 from services.routing.settings import Settings
 from services.routing.use_cases import FleetUseCases, PlanChanges, PlanningJobs, PlanUseCases
-
-log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 SERVICE_NAME = routing_service_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
@@ -62,23 +54,9 @@ def consumers(uow: UnitOfWork, nats_url: str, jobs: PlanningJobs):
     async def on_vehicle(tx: Transaction, msg: Msg) -> None:
         await jobs.on_vehicle_status(tx, events.decode_vehicle_event(msg))
 
-    async def run(stop: asyncio.Event) -> None:
-        try:
-            nc = await connect(nats_url, name="routing-consumer", stop=stop)
-        except asyncio.CancelledError:
-            return
-        try:
-            js = nc.jetstream(timeout=5)
-            await ensure_stream(js, events.STREAM, events.SUBJECTS)
-            if not await wait_for_stream(js, events.ORDER_STREAM, stop):
-                return
-            await asyncio.gather(
-                EventConsumer(uow, nc, ORDER_CONSUMER, on_order).run(stop),
-                EventConsumer(uow, nc, VEHICLE_CONSUMER, on_vehicle).run(stop))
-        finally:
-            await nc.close()
-
-    return run
+    return consumer_job(uow, nats_url, "routing-consumer",
+                        [(ORDER_CONSUMER, on_order), (VEHICLE_CONSUMER, on_vehicle)],
+                        own_streams={events.STREAM: events.SUBJECTS})
 
 
 async def serve(settings: Settings, *, handle_signals: bool = True,
@@ -109,20 +87,12 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
         routing_service_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
         operations_pb2_grpc.add_OperationsServicer_to_server(operations, server)
 
-    async def database_ok() -> bool:
-        async with engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
-        return True
-
-    async def nats_ok() -> bool:
-        return relay.connected
-
     service = Service(
         name="routing",
         address=settings.grpc_address,
         register=register,
         service_names=[SERVICE_NAME, OPERATIONS_NAME],
-        health_checks=[database_ok, nats_ok],
+        health_checks=[reachable(engine), relay.ready],
         background=[relay.run, planner.run, consumers(uow, settings.nats_url, jobs)],
     )
     if callable(service_hook):

@@ -15,10 +15,10 @@ from services.kit.filtering import Condition, parse_filter
 from services.kit.log import request_id_var
 from services.kit.pagination import PageToken, clamp_page_size, query_fingerprint
 from services.kit.uow import IdempotencyKey
-from services.kit.validation import Violations
+from services.kit.validation import Violations, parse_name
 from services.order.adapters.repository import ListQuery
 from services.order.api.converters import content_from_proto, order_to_proto
-from services.order.api.validation import check_order, check_order_name
+from services.order.api.validation import check_order
 from services.order.domain.model import State
 from services.order.use_cases import BatchItem, OrderUseCases
 
@@ -116,9 +116,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     async def GetOrder(self, request: order_service_pb2.GetOrderRequest,
                        context: grpc.aio.ServicerContext) -> order_pb2.Order:
         caller = current_caller()
-        v = Violations()
-        order_id = check_order_name(request.name, v)
-        v.raise_if_any()
+        order_id = parse_name(request.name, "orders")
         return order_to_proto(await self._orders.get(caller.client_id, order_id))
 
     async def ListOrders(self, request: order_service_pb2.ListOrdersRequest,
@@ -157,9 +155,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     async def UpdateOrder(self, request: order_service_pb2.UpdateOrderRequest,
                           context: grpc.aio.ServicerContext) -> order_pb2.Order:
         caller = current_caller()
-        v = Violations()
-        order_id = check_order_name(request.order.name, v, "order.name")
-        v.raise_if_any()
+        order_id = parse_name(request.order.name, "orders", "order.name")
         check_update_mask(request.update_mask, order_pb2.Order.DESCRIPTOR, updatable=UPDATABLE)
 
         def apply(content: order_pb2.Order) -> list[str]:
@@ -179,7 +175,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                           context: grpc.aio.ServicerContext) -> order_pb2.Order:
         caller = current_caller()
         v = Violations()
-        order_id = check_order_name(request.name, v)
+        order_id = v.resource_id(request.name, "orders")
         v.text(request.reason, "reason", required=True, max_len=500)
         v.raise_if_any()
         key = _idempotency(caller, "CancelOrder", request)
@@ -191,9 +187,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     async def ReleaseOrder(self, request: order_service_pb2.ReleaseOrderRequest,
                            context: grpc.aio.ServicerContext) -> order_pb2.Order:
         caller = current_caller()
-        v = Violations()
-        order_id = check_order_name(request.name, v)
-        v.raise_if_any()
+        order_id = parse_name(request.name, "orders")
         key = _idempotency(caller, "ReleaseOrder", request)
         order = await self._orders.release(
             caller.client_id, order_id, request.etag, key, request_id_var.get()

@@ -20,7 +20,6 @@ MAX_QUANTITY = 1_000_000
 MAX_SERVICE_NS = 24 * 3600 * 1_000_000_000
 SKILL = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
-ORDER_ID = re.compile(r"^[0-9a-f]{32}$")
 REGION = re.compile(r"^[A-Z]{2}$")
 
 
@@ -169,11 +168,3 @@ def _money(money: money_pb2.Money, v: Violations, field: str) -> None:
         v.add(field, "must not be negative", "OUT_OF_RANGE")
     if not -999_999_999 <= money.nanos <= 999_999_999:
         v.add(f"{field}.nanos", "must be between -999,999,999 and 999,999,999", "OUT_OF_RANGE")
-
-
-def check_order_name(name: str, v: Violations, field: str = "name") -> str:
-    """The id inside `orders/{id}`, or a violation."""
-    order_id = name.removeprefix("orders/")
-    if not name.startswith("orders/") or not ORDER_ID.match(order_id):
-        v.add(field, "must look like orders/{32 hex characters}", "INVALID_NAME")
-    return order_id

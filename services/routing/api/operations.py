@@ -16,8 +16,8 @@ from google.protobuf import empty_pb2
 from services.kit.auth import current_caller
 from services.kit.errors import InvalidArgument
 from services.kit.filtering import parse_filter
-from services.kit.validation import Violations
-from services.routing.api import converters, validation
+from services.kit.validation import Violations, parse_name
+from services.routing.api import converters
 from services.routing.api.servicer import WATCH_REREAD_S, newest_key, next_token, page_of
 from services.routing.domain.model import PlanState
 from services.routing.use_cases import PlanUseCases
@@ -34,9 +34,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def GetOperation(self, request: ops.GetOperationRequest,
                            context: grpc.aio.ServicerContext) -> ops.Operation:
         caller = current_caller()
-        v = Violations()
-        operation_id = validation.check_name(request.name, "operations", v)
-        v.raise_if_any()
+        operation_id = parse_name(request.name, "operations")
         return converters.operation_to_proto(
             *await self._plans.get_operation(caller.client_id, operation_id))
 
@@ -60,18 +58,14 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
     async def CancelOperation(self, request: ops.CancelOperationRequest,
                               context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
         caller = current_caller()
-        v = Violations()
-        operation_id = validation.check_name(request.name, "operations", v)
-        v.raise_if_any()
+        operation_id = parse_name(request.name, "operations")
         await self._plans.cancel_operation(caller.client_id, operation_id)
         return empty_pb2.Empty()
 
     async def DeleteOperation(self, request: ops.DeleteOperationRequest,
                               context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
         caller = current_caller()
-        v = Violations()
-        operation_id = validation.check_name(request.name, "operations", v)
-        v.raise_if_any()
+        operation_id = parse_name(request.name, "operations")
         await self._plans.delete_operation(caller.client_id, operation_id)
         return empty_pb2.Empty()
 
@@ -81,7 +75,7 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         whichever comes first, with the operation as it is then."""
         caller = current_caller()
         v = Violations()
-        operation_id = validation.check_name(request.name, "operations", v)
+        operation_id = v.resource_id(request.name, "operations")
         if request.HasField("timeout") and request.timeout.ToTimedelta().total_seconds() < 0:
             v.add("timeout", "must not be negative", "OUT_OF_RANGE")
         v.raise_if_any()

@@ -25,7 +25,7 @@ from services.kit.filtering import Condition, parse_filter
 from services.kit.log import request_id_var
 from services.kit.pagination import PageToken, clamp_page_size, query_fingerprint
 from services.kit.uow import IdempotencyKey
-from services.kit.validation import Violations
+from services.kit.validation import Violations, parse_name
 from services.routing.adapters.repository import Page
 from services.routing.api import converters, geojson, validation
 from services.routing.domain.model import DecisionDomain, DecisionState, PlanState, VehicleStatus
@@ -222,9 +222,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
     async def GetRoutePlan(self, request: pb.GetRoutePlanRequest,
                            context: grpc.aio.ServicerContext) -> route_plan_pb2.RoutePlan:
         caller = current_caller()
-        v = Violations()
-        plan_id = validation.check_name(request.name, "routePlans", v)
-        v.raise_if_any()
+        plan_id = parse_name(request.name, "routePlans")
         return converters.plan_to_proto(await self._plans.get_plan(caller.client_id, plan_id))
 
     async def ListRoutePlans(self, request: pb.ListRoutePlansRequest,
@@ -244,9 +242,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         """The current version at once, then each new version; the stream ends after a
         version in a final state (SUPERSEDED, REJECTED, CANCELLED, FAILED)."""
         caller = current_caller()
-        v = Violations()
-        plan_id = validation.check_name(request.name, "routePlans", v)
-        v.raise_if_any()
+        plan_id = parse_name(request.name, "routePlans")
         sent = 0
         while True:
             plan = await self._plans.get_plan(caller.client_id, plan_id)
@@ -260,9 +256,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
     async def ExportRoutePlan(self, request: pb.ExportRoutePlanRequest,
                               context: grpc.aio.ServicerContext) -> httpbody_pb2.HttpBody:
         caller = current_caller()
-        v = Violations()
-        plan_id = validation.check_name(request.name, "routePlans", v)
-        v.raise_if_any()
+        plan_id = parse_name(request.name, "routePlans")
         plan = await self._plans.get_plan(caller.client_id, plan_id)
         body = geojson.encode(converters.plan_to_proto(plan),
                               {vehicle.name: vehicle for vehicle in plan.fleet},
@@ -305,9 +299,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
     async def GetDecision(self, request: pb.GetDecisionRequest,
                           context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
         caller = current_caller()
-        v = Violations()
-        decision_id = validation.check_name(request.name, "decisions", v)
-        v.raise_if_any()
+        decision_id = parse_name(request.name, "decisions")
         return converters.decision_to_proto(
             await self._plans.get_decision(caller.client_id, decision_id))
 
@@ -328,9 +320,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
     async def ApproveDecision(self, request: pb.ApproveDecisionRequest,
                               context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
         caller = current_caller()
-        v = Violations()
-        decision_id = validation.check_name(request.name, "decisions", v)
-        v.raise_if_any()
+        decision_id = parse_name(request.name, "decisions")
         return converters.decision_to_proto(
             await self._plans.approve_decision(caller.client_id, decision_id))
 
@@ -338,7 +328,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                              context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
         caller = current_caller()
         v = Violations()
-        decision_id = validation.check_name(request.name, "decisions", v)
+        decision_id = v.resource_id(request.name, "decisions")
         v.text(request.reason, "reason", max_len=500)
         v.raise_if_any()
         return converters.decision_to_proto(

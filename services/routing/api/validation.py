@@ -16,7 +16,6 @@ from cartage.type.v1 import stop_pb2, time_window_pb2
 from services.kit.validation import Violations
 
 VEHICLE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 SKILL = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 MAX_SKILLS = 20
 MAX_BREAKS = 10
@@ -152,14 +151,6 @@ def check_vehicle_name(name: str, v: Violations, field: str = "name") -> str:
     return vehicle_id
 
 
-def check_name(name: str, collection: str, v: Violations, field: str = "name") -> str:
-    """The 32-hex id inside `{collection}/{id}` (plans, decisions, operations, incidents)."""
-    resource_id = name.removeprefix(f"{collection}/")
-    if not name.startswith(f"{collection}/") or not HEX_ID.match(resource_id):
-        v.add(field, f"must look like {collection}/{{32 hex characters}}", "INVALID_NAME")
-    return resource_id
-
-
 # --------------------------------------------------------------------------- planning
 
 
@@ -228,9 +219,9 @@ def check_plan_request(request: routing_service_pb2.PlanRoutesRequest, v: Violat
         return
     seen_orders: set[str] = set()
     for i, name in enumerate(request.orders):
-        if not name.startswith("orders/") or not HEX_ID.match(name.removeprefix("orders/")):
-            v.add(f"orders[{i}]", "must look like orders/{32 hex characters}", "INVALID_NAME")
-        elif name in seen_orders:
+        before = len(v)
+        v.resource_id(name, "orders", f"orders[{i}]")
+        if len(v) == before and name in seen_orders:
             v.add(f"orders[{i}]", "appears twice", "DUPLICATE")
         seen_orders.add(name)
     seen_ids: set[str] = set()
