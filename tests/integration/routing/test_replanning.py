@@ -271,5 +271,6 @@ async def test_orders_follow_the_active_plan(routing: RoutingClient, orders: Ord
     # A planned order can still change (routing replans on order.updated).
     changed = await orders.GetOrder(order_pb.GetOrderRequest(name=hazmat.name))
     changed.notes = "use the side gate"
-    await orders.UpdateOrder(order_pb.UpdateOrderRequest(
+    updated = await orders.UpdateOrder(order_pb.UpdateOrderRequest(
         order=changed, update_mask=field_mask_pb2.FieldMask(paths=["notes"])))
+    assert (updated.state, updated.notes) == (PLANNED, "use the side gate")
