@@ -13,7 +13,8 @@ CTEs. Reads that must happen first go through `execute`.
 - `reads=False` (pure inserts such as CreateOrder): the work runs first (it only builds rows),
   then ONE autocommit statement takes the lock, looks for a stored response and performs the
   inserts only if the lock was free and no response was stored. One round trip instead of five,
-  which is most of the difference between a Python service and raw asyncpg on this path.
+  sent straight on asyncpg (`db.DirectStatements`: SQLAlchemy's per-statement machinery
+  costs more CPU than the insert).
 
 Either way a repeat returns the stored response, a different payload under the same key is
 refused, and an overlapping repeat gets ABORTED. The key row is written in the same statement
@@ -34,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.kit.db import KitTables, constraint_name, insert_row
+from services.kit.db import DirectStatements, KitTables, constraint_name, insert_row
 from services.kit.errors import Aborted, FieldViolation, InvalidArgument
 
 T = TypeVar("T")
@@ -112,7 +113,7 @@ class _Guard:
 class Transaction:
     """One database transaction plus the writes, events and idempotency record it will commit."""
 
-    def __init__(self, conn: AsyncConnection, tables: KitTables, request_id: str) -> None:
+    def __init__(self, conn: AsyncConnection | None, tables: KitTables, request_id: str) -> None:
         self.conn = conn
         self._tables = tables
         self._request_id = request_id
@@ -125,6 +126,8 @@ class Transaction:
 
     async def execute(self, statement: sa.Executable, params: Any = None) -> sa.CursorResult[Any]:
         """Run a statement now (reads, locks, anything whose result is needed before commit)."""
+        if self.conn is None:
+            raise TypeError("a single-statement transaction cannot execute before its commit")
         return await self.conn.execute(statement, params)
 
     def insert(self, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -181,16 +184,18 @@ class Transaction:
                  "response": response}]))
         return rows
 
+    def _single_statement(self) -> tuple[sa.Select[Any], dict[str, Any]] | None:
+        """The whole transaction as one statement (None when it writes nothing)."""
+        rows = self._rows()
+        if self._deferred or any(len(batch) != 1 for _, batch in rows):
+            raise TypeError("a single-statement transaction takes single-row inserts only")
+        if not rows:
+            return None
+        return _folded([(table, batch[0]) for table, batch in rows], self._gate)
+
     async def _flush(self) -> None:
         rows = self._rows()
         single = [(table, batch[0]) for table, batch in rows if len(batch) == 1]
-        if self._gate is not None:
-            if len(single) != len(rows) or self._deferred:
-                raise TypeError("a gated commit takes single-row inserts only")
-            statement, params = _folded(single, self._gate)
-            row = (await self.conn.execute(statement, params)).one()
-            self.guard = _Guard(bool(row.got), row.prior_hash, row.prior_response)
-            return
         for table, batch in rows:
             if len(batch) > 1:
                 # Many rows: executemany lets SQLAlchemy batch them with a cached statement.
@@ -265,23 +270,34 @@ class UnitOfWork:
         self.engine = engine
         self.tables = tables
         self._on_events = on_events
-        # Same pool; a statement that is atomic on its own needs no BEGIN/COMMIT round trips.
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._direct = DirectStatements(engine)
 
     def set_on_events(self, callback: Callable[[], None]) -> None:
         self._on_events = callback
 
+    async def close(self) -> None:
+        """Close the single-statement pool (the engine is disposed by its owner)."""
+        await self._direct.close()
+
     @asynccontextmanager
     async def transaction(self, request_id: str = "", *, single_statement: bool = False
                           ) -> AsyncIterator[Transaction]:
-        """`single_statement=True`: the body only queues writes (no `execute`), so the commit
-        statement is the whole transaction and runs in autocommit mode."""
-        engine = self._autocommit if single_statement else self.engine
-        async with engine.connect() as conn:
-            tx = Transaction(conn, self.tables, request_id)
+        """`single_statement=True`: the body only queues single-row inserts and events (no
+        `execute`), so the commit statement is the whole transaction; it runs in autocommit
+        straight on asyncpg (`db.DirectStatements`)."""
+        if single_statement:
+            tx = Transaction(None, self.tables, request_id)
             yield tx
-            await tx._flush()
-            if not single_statement:
+            folded = tx._single_statement()
+            if folded is not None:
+                row = await self._direct.fetchrow(*folded)
+                if tx._gate is not None and row is not None:
+                    tx.guard = _Guard(bool(row["got"]), row["prior_hash"], row["prior_response"])
+        else:
+            async with self.engine.connect() as conn:
+                tx = Transaction(conn, self.tables, request_id)
+                yield tx
+                await tx._flush()
                 await conn.commit()
         if tx.events and self._on_events is not None:
             self._on_events()

@@ -100,5 +100,6 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
     try:
         await service.run(handle_signals=handle_signals)
     finally:
+        await uow.close()
         await engine.dispose()
 

@@ -35,6 +35,7 @@ async def runner_parts(stack, fresh_database):
     await ensure_stream(nc.jetstream(), stream, [f"{stream.lower()}.>"])
     yield uow, nc, stream
     await nc.close()
+    await uow.close()
     await engine.dispose()
 
 
