@@ -105,3 +105,24 @@ def test_field_mask_replaces_only_masked_fields_and_guards_read_only_ones() -> N
         with pytest.raises(InvalidArgument):
             apply_update_mask(target, patch, field_mask_pb2.FieldMask(paths=mask),
                               updatable=frozenset({"notes"}))
+
+
+def test_spliced_message_bytes_parse_as_the_parent_with_that_field_set() -> None:
+    from cartage.order.v1 import events_pb2, order_service_pb2
+    from services.kit.wire import embedded, varint
+
+    assert [varint(n) for n in (0, 1, 127, 128, 300)] == [
+        b"\x00", b"\x01", b"\x7f", b"\x80\x01", b"\xac\x02"]
+    order = order_pb2.Order(name="orders/" + "a" * 32, notes="n" * 300)  # a 2-byte length
+    event = events_pb2.OrderCreatedEvent(event_id="e1")
+    spliced = event.SerializeToString() + embedded(
+        event.DESCRIPTOR.fields_by_name["order"], order.SerializeToString())
+    assert events_pb2.OrderCreatedEvent.FromString(spliced) == events_pb2.OrderCreatedEvent(
+        event_id="e1", order=order)
+    results = order_service_pb2.BatchCreateOrdersResponse.DESCRIPTOR.fields_by_name["results"]
+    item = order_service_pb2.BatchCreateOrderResult(order=order).SerializeToString()
+    response = order_service_pb2.BatchCreateOrdersResponse.FromString(
+        embedded(results, item) * 2)
+    assert [r.order.notes for r in response.results] == [order.notes] * 2
+    with pytest.raises(TypeError):
+        embedded(event.DESCRIPTOR.fields_by_name["event_id"], b"x")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from google.protobuf import field_mask_pb2
@@ -14,42 +13,41 @@ from nats.aio.msg import Msg
 from cartage.order.v1 import events_pb2, order_pb2
 from cartage.routing.v1 import events_pb2 as routing_events
 from services.kit.uow import OutgoingEvent
-from services.order.api.converters import order_to_proto, set_timestamp
+from services.kit.wire import embedded
+from services.order.api.converters import order_bytes, set_timestamp
 from services.order.domain.model import Order, State
 
 
-def _outgoing(subject: str, event: Any, when: datetime) -> OutgoingEvent:
-    """Stamp the event with a fresh id (also its JetStream Nats-Msg-Id) and time."""
+def _outgoing(subject: str, event: Any, order: Order) -> OutgoingEvent:
+    """Stamp the event with a fresh id (also its JetStream Nats-Msg-Id) and the order's update
+    time, and splice in the order's serialized bytes as its `order` field (`kit.wire`)."""
     event.event_id = os.urandom(16).hex()
-    set_timestamp(event.event_time, when)
+    set_timestamp(event.event_time, order.update_time)
+    descriptor = event.DESCRIPTOR
     return OutgoingEvent(
         subject=subject,
-        event_type=event.DESCRIPTOR.full_name,
-        payload=event.SerializeToString(),
+        event_type=descriptor.full_name,
+        payload=event.SerializeToString()
+        + embedded(descriptor.fields_by_name["order"], order_bytes(order)),
         event_id=event.event_id,
     )
 
 
 class OrderEvents:
     def created(self, order: Order) -> OutgoingEvent:
-        event = events_pb2.OrderCreatedEvent(order=order_to_proto(order))
-        return _outgoing("order.created", event, order.update_time)
+        return _outgoing("order.created", events_pb2.OrderCreatedEvent(), order)
 
     def updated(self, order: Order, paths: list[str]) -> OutgoingEvent:
-        event = events_pb2.OrderUpdatedEvent(
-            order=order_to_proto(order), update_mask=field_mask_pb2.FieldMask(paths=paths)
-        )
-        return _outgoing("order.updated", event, order.update_time)
+        event = events_pb2.OrderUpdatedEvent(update_mask=field_mask_pb2.FieldMask(paths=paths))
+        return _outgoing("order.updated", event, order)
 
     def released(self, order: Order) -> OutgoingEvent:
-        event = events_pb2.OrderReleasedEvent(order=order_to_proto(order))
-        return _outgoing("order.released", event, order.update_time)
+        return _outgoing("order.released", events_pb2.OrderReleasedEvent(), order)
 
     def cancelled(self, order: Order, previous: State) -> OutgoingEvent:
         event = events_pb2.OrderCancelledEvent(
-            order=order_to_proto(order), previous_state=order_pb2.Order.State.ValueType(previous)
-        )
-        return _outgoing("order.cancelled", event, order.update_time)
+            previous_state=order_pb2.Order.State.ValueType(previous))
+        return _outgoing("order.cancelled", event, order)
 
 
 # The routing service's ROUTING stream: a plan became the fleet's active plan.

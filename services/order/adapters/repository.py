@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from cartage.order.v1 import order_pb2
 from services.kit.uow import Transaction
@@ -68,6 +69,14 @@ _OPERATORS = {
 }
 
 
+# One array parameter: an IN list of 1,000 references is re-rendered on every call.
+_EXISTING = sa.select(orders.c.external_reference).where(
+    orders.c.client_id == sa.bindparam("client_id", type_=sa.Text),
+    orders.c.external_reference == sa.any_(sa.bindparam("references",
+                                                        type_=postgresql.ARRAY(sa.Text))),
+)
+
+
 class OrderRepository:
     def insert(self, tx: Transaction, *new_orders: Order) -> None:
         tx.insert(orders, [_values(o) for o in new_orders])
@@ -89,11 +98,7 @@ class OrderRepository:
     async def existing_references(
         self, tx: Transaction, client_id: str, references: list[str]
     ) -> set[str]:
-        rows = await tx.execute(
-            sa.select(orders.c.external_reference).where(
-                orders.c.client_id == client_id, orders.c.external_reference.in_(references)
-            )
-        )
+        rows = await tx.execute(_EXISTING, {"client_id": client_id, "references": references})
         return {row[0] for row in rows}
 
     async def list(self, tx: Transaction, query: ListQuery) -> list[Order]:

@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from cartage.order.v1 import order_pb2, order_service_pb2
 from services.kit.uow import Codec
+from services.kit.wire import embedded
 from services.order.domain.model import Order, State
 
 # Fields of `Order` the server owns; whatever a client sends there is ignored.
@@ -59,6 +60,20 @@ def order_to_proto(order: Order) -> order_pb2.Order:
     return message
 
 
+_RECENT_BYTES: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+
+
+def order_bytes(order: Order) -> bytes:
+    """`order_to_proto(order)` serialized, once per version of the order (see `kit.wire`)."""
+    cache_key = (order.id, order.version)
+    data = _RECENT_BYTES.get(cache_key)
+    if data is None:
+        data = _RECENT_BYTES[cache_key] = order_to_proto(order).SerializeToString()
+        if len(_RECENT_BYTES) > _RECENT_MAX:
+            _RECENT_BYTES.popitem(last=False)
+    return data
+
+
 def set_timestamp(target: timestamp_pb2.Timestamp, moment: datetime) -> None:
     """Timestamp.FromDatetime is pure Python and slow; aware datetimes convert exactly so."""
     delta = moment - _EPOCH
@@ -82,18 +97,20 @@ def order_from_proto(message: order_pb2.Order) -> Order:
 
 
 def _encode_order(order: Order) -> bytes:
-    return order_to_proto(order).SerializeToString()
+    return order_bytes(order)
 
 
 def _decode_order(data: bytes) -> Order:
     return order_from_proto(order_pb2.Order.FromString(data))
 
 
+_RESULTS = order_service_pb2.BatchCreateOrdersResponse.DESCRIPTOR.fields_by_name["results"]
+_RESULT_ORDER = order_service_pb2.BatchCreateOrderResult.DESCRIPTOR.fields_by_name["order"]
+
+
 def _encode_orders(items: list[Order]) -> bytes:
-    response = order_service_pb2.BatchCreateOrdersResponse(
-        results=[order_service_pb2.BatchCreateOrderResult(order=order_to_proto(o)) for o in items]
-    )
-    return response.SerializeToString()
+    """A BatchCreateOrdersResponse of the created orders, spliced from their bytes."""
+    return b"".join(embedded(_RESULTS, embedded(_RESULT_ORDER, order_bytes(o))) for o in items)
 
 
 def _decode_orders(data: bytes) -> list[Order]:
