@@ -11,11 +11,14 @@ measures, on this machine:
    work sends at commit), 64 concurrent callers on a pool of 20 connections: the reference the
    targets are checked against; and, for comparison, the same rows as the textbook transaction
    (BEGIN, two INSERTs, COMMIT: four round trips);
-2. CreateOrder over gRPC against the order service as a subprocess (`python -m services.order`,
+2. the issue's calibration point: a naive grpc.aio + asyncpg + JetStream CreateOrder handler
+   (`bench.naive_order_server`: textbook transaction, then publish and wait for the ack; no
+   validation, idempotency or relay) under the same callers as the service;
+3. CreateOrder over gRPC against the order service as a subprocess (`python -m services.order`,
    so client and server do not share a GIL), 64 callers over several channels, each call with a
    unique `request_id` (partners send one); then the same without `request_id`;
-3. BatchCreateOrders with 500 orders per call, a few callers;
-4. outbox lag (commit -> JetStream ack, `published_at - created_at`) of each single-order phase,
+4. BatchCreateOrders with 500 orders per call, a few callers;
+5. outbox lag (commit -> JetStream ack, `published_at - created_at`) of each single-order phase,
    read after the relay has drained.
 
 The raw phase runs before the service starts (migrations are applied by
@@ -362,6 +365,42 @@ async def raw_phase(database_url: str, args: argparse.Namespace, body: bytes, pa
     return result
 
 
+async def open_channels(port: int, count: int) -> list[grpc.aio.Channel]:
+    options = [("grpc.use_local_subchannel_pool", 1),  # one connection per channel
+               ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+               ("grpc.max_send_message_length", 32 * 1024 * 1024)]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
+                for _ in range(count)]
+    for channel in channels:
+        await asyncio.wait_for(channel.channel_ready(), 30)
+    return channels
+
+
+async def naive_phase(database_url: str, nats_url: str, template: order_pb2.Order,
+                      args: argparse.Namespace, cpu: CpuMeter, tmp: Path) -> dict[str, Any]:
+    """The issue's calibration point: `bench.naive_order_server` under the same callers."""
+    port = free_port()
+    server = start_service(dict(os.environ), port, tmp / "naive-server.log",
+                           ("bench.naive_order_server", str(port), database_url, nats_url),
+                           "naive handler")
+    _owned.append(server)
+    service_pid = cpu.server_pid
+    try:
+        cpu.server_pid = server.pid
+        channels = await open_channels(port, args.channels)
+        try:
+            stubs = [order_service_pb2_grpc.OrderServiceStub(ch) for ch in channels]
+            return await create_phase("naive handler (no validation, idempotency, relay)",
+                                      "naive", stubs, template, args, cpu, with_request_id=True)
+        finally:
+            for channel in channels:
+                await asyncio.wait_for(channel.close(), 5)
+    finally:
+        cpu.server_pid = service_pid
+        _owned.remove(server)
+        stop_process(server)
+
+
 def metadata(client_id: str, request_id: str) -> tuple[tuple[str, str], ...]:
     return (("x-cartage-client-id", client_id), ("x-cartage-scopes", "orders.write"),
             ("x-request-id", request_id))
@@ -524,13 +563,15 @@ def service_env(database_url: str, nats_url: str, port: int, workers: int | None
     return env
 
 
-def start_service(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_service(env: dict[str, str], port: int, log_path: Path,
+                  module: tuple[str, ...] = ("services.order",), what: str = "order service"
+                  ) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.order"], cwd=ROOT, env=env,
+            [sys.executable, "-m", *module], cwd=ROOT, env=env,
             stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
         )
-    wait_for_port(port, timeout=60, process=process, what="order service")
+    wait_for_port(port, timeout=60, process=process, what=what)
     return process
 
 
@@ -616,21 +657,29 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await admin.execute("TRUNCATE orders.orders, orders.outbox")
             await admin.execute("CHECKPOINT")
 
+            raw_rate = results["raw_asyncpg"]["commits_per_s"]
+            textbook_rate = results["raw_asyncpg_two_statements"]["commits_per_s"]
+
+            def ratios(result: dict[str, Any]) -> None:
+                result["ratio_to_raw"] = round(result["orders_per_s"] / raw_rate, 3) \
+                    if raw_rate else None
+                result["ratio_to_raw_two_statements"] = round(
+                    result["orders_per_s"] / textbook_rate, 3) if textbook_rate else None
+
+            if not args.skip_naive:
+                results["naive_handler"] = await naive_phase(postgres.url, nats_server.url,
+                                                             template, args, cpu, tmp)
+                ratios(results["naive_handler"])
+                await admin.execute("TRUNCATE orders.orders, orders.outbox")
+                await admin.execute("CHECKPOINT")
+
             service = start_service(env, port, tmp / "order-service.log")
             _owned.append(service)
             cpu.server_pid = service.pid
             log(f"order service up (pid {service.pid}) on 127.0.0.1:{port}")
-            options = [("grpc.use_local_subchannel_pool", 1),  # one connection per channel
-                       ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-                       ("grpc.max_send_message_length", 32 * 1024 * 1024)]
-            channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
-                        for _ in range(args.channels)]
+            channels = await open_channels(port, args.channels)
             try:
-                for channel in channels:
-                    await asyncio.wait_for(channel.channel_ready(), 30)
                 stubs = [order_service_pb2_grpc.OrderServiceStub(ch) for ch in channels]
-                raw_rate = results["raw_asyncpg"]["commits_per_s"]
-                textbook_rate = results["raw_asyncpg_two_statements"]["commits_per_s"]
 
                 phases = [("create_order", "rid", "CreateOrder (request_id)", True)]
                 if not args.skip_no_request_id:
@@ -642,10 +691,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                                                 with_request_id=with_rid)
                     if profiler is not None:
                         await asyncio.to_thread(profiler.wait, 30)
-                    result["ratio_to_raw"] = round(result["orders_per_s"] / raw_rate, 3) \
-                        if raw_rate else None
-                    result["ratio_to_raw_two_statements"] = round(
-                        result["orders_per_s"] / textbook_rate, 3) if textbook_rate else None
+                    ratios(result)
                     result["outbox_lag"] = await drain_and_lag(admin, tag)
                     results[key] = result
                     await admin.execute("CHECKPOINT")
@@ -693,6 +739,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-callers", type=int, default=4)
     parser.add_argument("--workers", type=int, default=None,
                         help="ORDER_WORKERS for the service (default: the service's own)")
+    parser.add_argument("--skip-naive", action="store_true",
+                        help="skip the naive-handler calibration phase")
     parser.add_argument("--skip-no-request-id", action="store_true",
                         help="skip the CreateOrder phase without request_id")
     parser.add_argument("--profile", type=Path, default=None,
