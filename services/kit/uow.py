@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -301,6 +301,12 @@ class UnitOfWork:
 
     def set_on_events(self, callback: Callable[[], None]) -> None:
         self._on_events = callback
+
+    async def read_one(self, statement: sa.Executable, params: dict[str, Any]
+                       ) -> Mapping[str, Any] | None:
+        """One row (or None) of a read that needs no transaction around it (autocommit,
+        straight on asyncpg). `statement` should be built once, with bind parameters."""
+        return await self._direct.fetchrow(statement, params)
 
     async def close(self) -> None:
         """Close the single-statement pool (the engine is disposed by its owner)."""

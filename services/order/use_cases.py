@@ -32,6 +32,11 @@ def _duplicate_reference(reference: str) -> AlreadyExists:
     )
 
 
+def _not_found(order_id: str) -> NotFound:
+    # Another client's order is indistinguishable from a missing one.
+    return NotFound(f"order orders/{order_id} not found", reason="ORDER_NOT_FOUND")
+
+
 @dataclass(frozen=True, slots=True)
 class BatchItem:
     """One item of a batch, already validated by the API layer."""
@@ -114,8 +119,10 @@ class OrderUseCases:
         return results
 
     async def get(self, client_id: str, order_id: str) -> Order:
-        async with self._uow.transaction() as tx:
-            return await self._require(tx, client_id, order_id)
+        order = await self._orders.read(self._uow, client_id, order_id)
+        if order is None:
+            raise _not_found(order_id)
+        return order
 
     async def list(self, query: ListQuery) -> list[Order]:
         async with self._uow.transaction() as tx:
@@ -183,6 +190,5 @@ class OrderUseCases:
     ) -> Order:
         order = await self._orders.get(tx, client_id, order_id, for_update=for_update)
         if order is None:
-            # Another client's order is indistinguishable from a missing one.
-            raise NotFound(f"order orders/{order_id} not found", reason="ORDER_NOT_FOUND")
+            raise _not_found(order_id)
         return order

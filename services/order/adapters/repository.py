@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from cartage.order.v1 import order_pb2
-from services.kit.uow import Transaction
+from services.kit.uow import Transaction, UnitOfWork
 from services.order.adapters.tables import orders
 from services.order.domain.model import Order, State
 
@@ -31,17 +32,18 @@ def _values(order: Order) -> dict[str, Any]:
     }
 
 
-def _from_row(row: Any) -> Order:
+def _from_row(row: Mapping[str, Any]) -> Order:
+    """From a row as a mapping: SQLAlchemy's `row._mapping` or an asyncpg Record."""
     return Order(
-        id=row.id,
-        client_id=row.client_id,
-        external_reference=row.external_reference,
-        state=State(row.state),
-        content=order_pb2.Order.FromString(row.body),
-        create_time=row.create_time,
-        update_time=row.update_time,
-        version=row.version,
-        cancel_reason=row.cancel_reason,
+        id=row["id"],
+        client_id=row["client_id"],
+        external_reference=row["external_reference"],
+        state=State(row["state"]),
+        content=order_pb2.Order.FromString(row["body"]),
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+        version=row["version"],
+        cancel_reason=row["cancel_reason"],
     )
 
 
@@ -69,6 +71,8 @@ _OPERATORS = {
 }
 
 
+_BY_ID = sa.select(orders).where(orders.c.id == sa.bindparam("id", type_=sa.Text),
+                                 orders.c.client_id == sa.bindparam("client_id", type_=sa.Text))
 # One array parameter: an IN list of 1,000 references is re-rendered on every call.
 _EXISTING = sa.select(orders.c.external_reference).where(
     orders.c.client_id == sa.bindparam("client_id", type_=sa.Text),
@@ -93,6 +97,11 @@ class OrderRepository:
         if for_update:
             query = query.with_for_update()
         row = (await tx.execute(query)).one_or_none()
+        return None if row is None else _from_row(row._mapping)
+
+    async def read(self, uow: UnitOfWork, client_id: str, order_id: str) -> Order | None:
+        """A plain read, outside any transaction (`UnitOfWork.read_one`)."""
+        row = await uow.read_one(_BY_ID, {"id": order_id, "client_id": client_id})
         return None if row is None else _from_row(row)
 
     async def existing_references(
@@ -114,4 +123,4 @@ class OrderRepository:
         else:
             statement = statement.order_by(orders.c.create_time, orders.c.id)
         rows = await tx.execute(statement.limit(query.limit))
-        return [_from_row(row) for row in rows]
+        return [_from_row(row._mapping) for row in rows]
