@@ -31,6 +31,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -124,7 +125,6 @@ class OutboxRelay:
         crash_after_publish: bool = False,
     ) -> None:
         self._engine = engine
-        self._outbox = tables.outbox
         self._nats_url = nats_url
         self._name = name
         self._streams = dict(streams or {})
@@ -137,6 +137,22 @@ class OutboxRelay:
         self._crash_after_publish = crash_after_publish
         self._wake = asyncio.Event()
         self._nc: NatsClient | None = None
+        # Built once, with bind parameters (an IN list would be re-rendered per batch).
+        outbox = tables.outbox
+        self._claim = (
+            sa.select(outbox.c.seq, outbox.c.event_id, outbox.c.subject, outbox.c.event_type,
+                      outbox.c.payload, outbox.c.request_id)
+            .where(outbox.c.published_at.is_(None))
+            .order_by(outbox.c.seq)
+            .limit(sa.bindparam("limit", type_=sa.Integer))
+            .with_for_update(skip_locked=True)
+        )
+        self._stamp = (
+            sa.update(outbox)
+            .where(outbox.c.seq == sa.any_(sa.bindparam("seqs",
+                                                        type_=postgresql.ARRAY(sa.BigInteger))))
+            .values(published_at=sa.func.clock_timestamp())
+        )
 
     def wake(self) -> None:
         """Called after a commit that wrote events."""
@@ -221,24 +237,8 @@ class OutboxRelay:
                     future.cancel()
 
     async def relay_once(self, js: JetStreamContext) -> int:
-        outbox = self._outbox
         async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(
-                        outbox.c.seq,
-                        outbox.c.event_id,
-                        outbox.c.subject,
-                        outbox.c.event_type,
-                        outbox.c.payload,
-                        outbox.c.request_id,
-                    )
-                    .where(outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.seq)
-                    .limit(self._batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
+            rows = (await conn.execute(self._claim, {"limit": self._batch_size})).all()
             if not rows:
                 await conn.rollback()
                 return 0
@@ -247,11 +247,7 @@ class OutboxRelay:
             acks = await self._publish_all(js, rows)
             if self._crash_after_publish:
                 os._exit(17)
-            await conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.seq.in_([row.seq for row in rows]))
-                .values(published_at=sa.func.clock_timestamp())
-            )
+            await conn.execute(self._stamp, {"seqs": [row.seq for row in rows]})
             await conn.commit()
         duplicates = sum(1 for ack in acks if ack.duplicate)
         if duplicates:

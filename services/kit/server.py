@@ -39,40 +39,51 @@ REQUEST_ID_HEADER = "x-request-id"
 
 
 class KitInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # grpc.aio asks on every call; the wrapped handler of a method never changes.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
-        parse = handler.request_deserializer
-        if inspect.isasyncgenfunction(handler.unary_stream):
-            stream = handler.unary_stream
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return handler  # unknown method: UNIMPLEMENTED (and nothing cached for it)
+            wrapped = self._wrapped[method] = _wrap(method, handler)
+        return wrapped
 
-            async def serve_stream(raw: bytes, context: grpc.aio.ServicerContext
-                                   ) -> AsyncIterator[Any]:
-                # An error before or between messages ends the stream with the mapped status.
-                async with _rpc_scope(method, context):
-                    async for response in stream(_parse(parse, raw), context):
-                        yield response
 
-            return grpc.unary_stream_rpc_method_handler(
-                serve_stream, request_deserializer=None,
-                response_serializer=handler.response_serializer)
-        if handler.unary_unary is None:
-            return handler  # other streams (health Watch, reflection) pass through untouched
-        inner = handler.unary_unary
+def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    parse = handler.request_deserializer
+    if inspect.isasyncgenfunction(handler.unary_stream):
+        stream = handler.unary_stream
 
-        async def serve(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async def serve_stream(raw: bytes, context: grpc.aio.ServicerContext
+                               ) -> AsyncIterator[Any]:
+            # An error before or between messages ends the stream with the mapped status.
             async with _rpc_scope(method, context):
-                return await inner(_parse(parse, raw), context)
+                async for response in stream(_parse(parse, raw), context):
+                    yield response
 
-        return grpc.unary_unary_rpc_method_handler(
-            serve, request_deserializer=None, response_serializer=handler.response_serializer
-        )
+        return grpc.unary_stream_rpc_method_handler(
+            serve_stream, request_deserializer=None,
+            response_serializer=handler.response_serializer)
+    if handler.unary_unary is None:
+        return handler  # other streams (health Watch, reflection) pass through untouched
+    inner = handler.unary_unary
+
+    async def serve(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        async with _rpc_scope(method, context):
+            return await inner(_parse(parse, raw), context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        serve, request_deserializer=None, response_serializer=handler.response_serializer
+    )
 
 
 def _parse(parse: Callable[[bytes], Any] | None, raw: bytes) -> Any:
