@@ -72,6 +72,9 @@ class _Compiled:
         return cls(statement, compiled.string, names, constants, tuple(processors))
 
 
+_MAX_COMPILED = 256
+
+
 async def _session_unchanged(_conn: asyncpg.Connection) -> None:
     """Release without asyncpg's default reset query (a round trip per checkout): statements
     here run in autocommit and change no session state (their advisory locks are
@@ -111,6 +114,8 @@ class DirectStatements:
         # Keyed by identity: callers reuse one construct per statement shape.
         entry = self._compiled.get(id(statement))
         if entry is None or entry.statement is not statement:
+            if len(self._compiled) >= _MAX_COMPILED:  # a caller building statements per call
+                self._compiled.clear()
             entry = self._compiled[id(statement)] = _Compiled.of(statement, self._engine)
         args = [params[name] if name in params else entry.constants[name] for name in entry.names]
         for position, process in entry.processors:
