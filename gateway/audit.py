@@ -29,12 +29,13 @@ from typing import Any
 
 import grpc
 import sqlalchemy as sa
+import uvloop
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth.clients import SCHEMA, ClientRegistry, metadata
 from services.kit.config import Env
-from services.kit.db import create_engine
+from services.kit.db import create_engine, insert_many
 
 log = logging.getLogger("cartage.audit")
 GENESIS = b"\0" * 32
@@ -96,7 +97,7 @@ class AuditStore:
                 digest = chain_hash(prev, seq, record)
                 values.append({"seq": seq, "record": record, "prev_hash": prev, "hash": digest})
                 prev = digest
-            await conn.execute(sa.insert(audit_log), values)
+            await insert_many(conn, audit_log, values)
         return len(values)
 
     async def verify(self) -> tuple[int, int | None, str]:
@@ -190,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     from services.kit.log import configure_logging
 
     configure_logging("audit", env.str("LOG_LEVEL", "INFO"))
-    asyncio.run(_serve(database_url, env.str("AUDIT_GRPC_ADDRESS", "127.0.0.1:8091")))
+    # uvloop, like the services: under load the collector's stock asyncio loop spent ~40 % of
+    # its CPU in select() and socket writes.
+    uvloop.run(_serve(database_url, env.str("AUDIT_GRPC_ADDRESS", "127.0.0.1:8091")))
     return 0
 
 

@@ -331,9 +331,18 @@ def _audit_log() -> dict[str, Any]:
     return {"name": "envoy.access_loggers.open_telemetry", "typed_config": {
         "@type": T + ("envoy.extensions.access_loggers.open_telemetry.v3."
                       "OpenTelemetryAccessLogConfig"),
-        "log_name": "cartage_audit",
-        "grpc_service": {"envoy_grpc": {"cluster_name": "audit"}},
-        "buffer_flush_interval": "0.2s",
+        # The buffer settings only take effect here, in the deprecated `common_config` (the
+        # top-level fields of the same names are accepted and ignored by Envoy 1.40: exports
+        # stayed at the default 16 KiB, ~40 records). Up to ~600 records per export: each one
+        # is one collector transaction, so fewer, larger ones cost less per request; the
+        # interval bounds the lag.
+        "common_config": {
+            "log_name": "cartage_audit",
+            "transport_api_version": "V3",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "audit"}},
+            "buffer_flush_interval": "0.2s",
+            "buffer_size_bytes": 256 * 1024,
+        },
         "body": {"string_value": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)% "
                                  "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %RESPONSE_CODE%"},
         "attributes": {"values": [{"key": k, "value": {"string_value": v}}

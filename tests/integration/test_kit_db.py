@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from services.kit.db import DirectStatements, constraint_name, create_engine
-from services.kit.uow import UnitOfWork, _insert_many
+from services.kit.db import DirectStatements, constraint_name, create_engine, insert_many
+from services.kit.uow import UnitOfWork
 
 metadata = sa.MetaData(schema="kit_db_test")
 things = sa.Table(
@@ -58,14 +58,14 @@ async def test_many_rows_go_in_one_statement_and_a_duplicate_fails_all_of_them(e
     rows = [{"id": i, "name": f"n{i}", "blob": i.to_bytes(2, "big"), "flag": i % 2 == 0}
             for i in range(1, 301)]
     async with engine.begin() as conn:
-        await _insert_many(conn, things, rows)
+        await insert_many(conn, things, rows)
     async with engine.connect() as conn:
         stored = (await conn.execute(sa.select(things).order_by(things.c.id))).all()
     assert [(r.id, r.name, r.blob, r.flag, r.note) for r in stored] == [
         (r["id"], r["name"], r["blob"], r["flag"], "none") for r in rows]
     with pytest.raises(IntegrityError) as caught:
         async with engine.begin() as conn:
-            await _insert_many(conn, things, [
+            await insert_many(conn, things, [
                 {"id": 1000, "name": "fresh", "blob": b"", "flag": True},
                 {"id": 1001, "name": "n7", "blob": b"", "flag": True}])
     assert constraint_name(caught.value) == "uq_things_name"
