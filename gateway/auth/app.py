@@ -8,7 +8,9 @@
     GET  /healthz
 
 Errors follow RFC 6749 §5.2: a JSON object with `error` (and `error_description`), 400, or 401
-with `WWW-Authenticate` for `invalid_client`. Token responses are never cached.
+with `WWW-Authenticate` for `invalid_client`; too many authentication attempts are 429
+`too_many_requests` with `Retry-After` (gateway.auth.throttle). Token responses are never
+cached.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from starlette.routing import Route
 
 from gateway.auth.clients import Client, ClientRegistry
 from gateway.auth.keys import ALGORITHM, KeyRing, RotationTooEarly
+from gateway.auth.throttle import AuthThrottle, Throttled
 from gateway.auth.tokens import TokenService
 from gateway.policy import all_scopes
 
@@ -39,16 +42,20 @@ FORM = "application/x-www-form-urlencoded"
 
 
 class OAuthError(Exception):
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
+    def __init__(self, error: str, description: str, status: int = 400,
+                 retry_after: int | None = None) -> None:
         super().__init__(description)
         self.error = error
         self.description = description
         self.status = status
+        self.retry_after = retry_after
 
     def response(self) -> JSONResponse:
         headers = dict(NO_STORE)
         if self.error == "invalid_client":
             headers["WWW-Authenticate"] = 'Basic realm="cartage", charset="UTF-8"'
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
         return JSONResponse({"error": self.error, "error_description": self.description},
                             status_code=self.status, headers=headers)
 
@@ -58,6 +65,7 @@ class AuthServer:
     registry: ClientRegistry
     tokens: TokenService
     keys: KeyRing
+    throttle: AuthThrottle
 
     async def _form(self, request: Request) -> dict[str, str]:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -89,7 +97,14 @@ class AuthServer:
             client_id, secret = form["client_id"], form["client_secret"]
         else:
             raise OAuthError("invalid_client", "client authentication is required", 401)
-        client = await self.registry.authenticate(client_id, secret)
+        address = request.client.host if request.client else ""
+        try:
+            client = await self.throttle.verify(
+                client_id, address, lambda: self.registry.authenticate(client_id, secret))
+        except Throttled as error:
+            # RFC 6749 defines no error code for this; 429 + Retry-After is RFC 6585's.
+            raise OAuthError("too_many_requests", error.description, 429,
+                             error.retry_after) from None
         if client is None:
             raise OAuthError("invalid_client", "client authentication failed", 401)
         return client

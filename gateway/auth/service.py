@@ -11,6 +11,7 @@ from gateway.auth.clients import ClientRegistry
 from gateway.auth.keys import KeyRing
 from gateway.auth.keystore import KeyStore
 from gateway.auth.settings import AuthSettings
+from gateway.auth.throttle import AuthThrottle
 from gateway.auth.tokens import TokenService
 from services.kit.db import create_engine
 
@@ -20,7 +21,9 @@ def build(settings: AuthSettings, registry: ClientRegistry, keys: KeyRing | None
     keys = keys or KeyRing(token_ttl=settings.token_ttl,
                            publish_ahead=settings.jwks_cache_seconds)
     tokens = TokenService(keys, settings.issuer, settings.audience, settings.token_ttl)
-    return AuthServer(registry, tokens, keys)
+    throttle = AuthThrottle(settings.client_rate, settings.failure_rate,
+                            settings.concurrent_verifications)
+    return AuthServer(registry, tokens, keys, throttle)
 
 
 async def serve(settings: AuthSettings, *,

@@ -21,6 +21,12 @@ class AuthSettings:
     jwks_cache_seconds: int = 300
     # Automatic rotation period; 0 turns it off (rotate by restarting or from code).
     rotation_seconds: int = 86_400
+    # Client authentication (token, introspection, revocation) costs an argon2 verification,
+    # tens of ms of CPU: attempts per client id, failed attempts per source address, and how
+    # many verifications run at once are bounded (`limits` notation, per process).
+    client_rate: str = "120/minute"
+    failure_rate: str = "30/minute"
+    concurrent_verifications: int = 2
     log_level: str = "INFO"
     migrate_on_start: bool = True
 
@@ -37,6 +43,10 @@ class AuthSettings:
             token_ttl=env.int("AUTH_TOKEN_TTL_SECONDS", cls.token_ttl),
             jwks_cache_seconds=env.int("AUTH_JWKS_CACHE_SECONDS", cls.jwks_cache_seconds),
             rotation_seconds=env.int("AUTH_ROTATION_SECONDS", cls.rotation_seconds),
+            client_rate=env.str("AUTH_CLIENT_RATE", cls.client_rate),
+            failure_rate=env.str("AUTH_FAILURE_RATE", cls.failure_rate),
+            concurrent_verifications=env.int("AUTH_CONCURRENT_VERIFICATIONS",
+                                             cls.concurrent_verifications),
             log_level=env.str("LOG_LEVEL", cls.log_level),
             migrate_on_start=env.bool("MIGRATE_ON_START", cls.migrate_on_start),
         )

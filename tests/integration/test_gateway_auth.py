@@ -219,3 +219,35 @@ async def test_a_restarted_server_keeps_its_signing_keys(
         assert again.server.tokens.verify(token) is not None
     finally:
         await again.stop()
+
+
+async def test_authentication_attempts_are_throttled_with_retry_after(
+        stack: Stack, registry: ClientRegistry) -> None:
+    strict = await start_auth(stack.database_url, client_rate="3/minute",
+                              failure_rate="2/minute")
+    try:
+        busy_id, busy_secret = await new_client(registry)
+        other_id, other_secret = await new_client(registry)
+        grant = {"grant_type": "client_credentials"}
+        async with httpx.AsyncClient() as http:
+            statuses = [(await http.post(strict.token_url, data=grant,
+                                         auth=(busy_id, busy_secret))).status_code
+                        for _ in range(4)]
+            assert statuses == [200, 200, 200, 429]
+            limited = await http.post(strict.token_url, data=grant, auth=(busy_id, busy_secret))
+            assert limited.status_code == 429
+            assert limited.json()["error"] == "too_many_requests"
+            assert 1 <= int(limited.headers["Retry-After"]) <= 60
+            # Another client is unaffected by the first one's budget.
+            fine = await http.post(strict.token_url, data=grant, auth=(other_id, other_secret))
+            assert fine.status_code == 200
+            # Guessing secrets: two failures from this address, then every attempt from it
+            # is refused before any hashing, even with a right secret for a fresh client.
+            for guess in ("wrong-1", "wrong-2"):
+                failed = await http.post(strict.token_url, data=grant, auth=(other_id, guess))
+                assert failed.status_code == 401 and failed.json()["error"] == "invalid_client"
+            third_id, third_secret = await new_client(registry)
+            cut_off = await http.post(strict.token_url, data=grant, auth=(third_id, third_secret))
+            assert cut_off.status_code == 429 and "Retry-After" in cut_off.headers
+    finally:
+        await strict.stop()

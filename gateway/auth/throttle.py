@@ -1,0 +1,66 @@
+"""Bounds on client authentication, the authorization server's expensive step.
+
+Every token, introspection and revocation request authenticates its client with an argon2
+verification (tens of ms of CPU, on purpose). Without bounds, anyone who can reach the token
+endpoint can guess secrets as fast as the CPU allows and starve the rest of the machine. So:
+
+- attempts per client id (`client_rate`): a client that asks for tokens in a loop, or someone
+  guessing one client's secret, gets 429 before any hashing;
+- failed attempts per source address (`failure_rate`): guessing across many client ids from
+  one address is cut off; a legitimate client rarely fails at all;
+- verifications in flight (`concurrent_verifications`): floods from many addresses wait for a
+  slot instead of taking every core.
+
+Counters live in this process (the `limits` library's moving windows in memory), so each
+replica counts on its own, and the source address is the TCP peer: behind a proxy it would be
+the proxy's, and the per-address limit would need the forwarded address instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from limits import parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+T = TypeVar("T")
+
+
+class Throttled(Exception):
+    def __init__(self, retry_after: int, description: str) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+        self.description = description
+
+
+class AuthThrottle:
+    def __init__(self, client_rate: str, failure_rate: str, concurrent: int) -> None:
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._per_client = parse(client_rate)
+        self._failures = parse(failure_rate)
+        self._slots = asyncio.Semaphore(max(1, concurrent))
+
+    async def verify(self, client_id: str, address: str,
+                     check: Callable[[], Awaitable[T | None]]) -> T | None:
+        """Run `check` (the secret verification; None = failed) within the bounds, or raise
+        Throttled with the seconds until the next attempt can succeed."""
+        if not await self._limiter.test(self._failures, "failed", address):
+            raise Throttled(await self._retry_after(self._failures, "failed", address),
+                            "too many failed client authentications from this address")
+        if not await self._limiter.hit(self._per_client, "client", client_id):
+            raise Throttled(await self._retry_after(self._per_client, "client", client_id),
+                            "too many authentication attempts for this client")
+        async with self._slots:
+            outcome = await check()
+        if outcome is None:
+            await self._limiter.hit(self._failures, "failed", address)
+        return outcome
+
+    async def _retry_after(self, item: object, *key: str) -> int:
+        stats = await self._limiter.get_window_stats(item, *key)  # type: ignore[arg-type]
+        return max(1, math.ceil(stats.reset_time - time.time()))
