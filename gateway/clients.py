@@ -3,7 +3,7 @@
     python -m gateway.clients create acme-erp --scope orders.read --scope orders.write \
         [--tier standard|premium|internal] [--allow-ip 10.0.0.0/8]
     python -m gateway.clients list
-    python -m gateway.clients rotate-secret acme-erp
+    python -m gateway.clients rotate-secret acme-erp [--grace-hours 24]
     python -m gateway.clients disable acme-erp
 
 Reads DATABASE_URL. A new or rotated secret is printed once and never stored in clear.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import sys
@@ -38,8 +39,10 @@ async def run(args: argparse.Namespace, database_url: str) -> int:
                                       "tier": c.rate_tier, "ip_allowlist": list(c.ip_allowlist),
                                       "enabled": c.enabled}) + "\n")
         elif args.command == "rotate-secret":
-            secret = await registry.rotate_secret(args.client_id)
-            out.write(json.dumps({"client_id": args.client_id, "client_secret": secret}) + "\n")
+            grace = dt.timedelta(hours=args.grace_hours)
+            secret = await registry.rotate_secret(args.client_id, keep_previous_for=grace)
+            out.write(json.dumps({"client_id": args.client_id, "client_secret": secret,
+                                  "previous_secret_valid_for_hours": args.grace_hours}) + "\n")
         else:
             await registry.set_enabled(args.client_id, args.command == "enable")
             out.write(f"{args.client_id} {args.command}d\n")
@@ -61,7 +64,12 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--allow-ip", action="append", default=[],
                         help="CIDR the client may call from (repeatable; none = anywhere)")
     sub.add_parser("list")
-    for name in ("rotate-secret", "disable", "enable"):
+    rotate = sub.add_parser("rotate-secret", help="a new secret, printed once")
+    rotate.add_argument("client_id")
+    rotate.add_argument("--grace-hours", type=float, default=0.0,
+                        help="keep the old secret working this long (default 0: it stops now, "
+                             "as after a leak)")
+    for name in ("disable", "enable"):
         sub.add_parser(name).add_argument("client_id")
     return p
 

@@ -31,6 +31,9 @@ clients = sa.Table(
     metadata,
     sa.Column("client_id", sa.Text, primary_key=True),
     sa.Column("secret_hash", sa.Text, nullable=False),
+    # After a rotation with a grace period, the old secret works until this time.
+    sa.Column("previous_secret_hash", sa.Text),
+    sa.Column("previous_secret_expires_at", sa.DateTime(timezone=True)),
     sa.Column("scopes", postgresql.ARRAY(sa.Text), nullable=False),
     sa.Column("rate_tier", sa.Text, nullable=False),
     sa.Column("ip_allowlist", postgresql.ARRAY(sa.Text), nullable=False),
@@ -118,10 +121,23 @@ class ClientRegistry:
             rows = await conn.execute(sa.select(clients).order_by(clients.c.client_id))
             return [_client(r) for r in rows]
 
-    async def rotate_secret(self, client_id: str) -> str:
+    async def rotate_secret(self, client_id: str,
+                            keep_previous_for: dt.timedelta = dt.timedelta(0)) -> str:
+        """A new secret, shown once. With `keep_previous_for`, the secret it replaces keeps
+        working that long (a partner rolls the new one out without failed requests); without,
+        it stops at once (the answer to a leaked secret)."""
         secret = new_secret()
         hashed = await asyncio.to_thread(_hasher.hash, secret)
-        await self._update(client_id, secret_hash=hashed)
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(sa.select(clients.c.secret_hash).where(
+                clients.c.client_id == client_id).with_for_update())).first()
+            if row is None:
+                raise ClientError(f"no client {client_id!r}")
+            keep = keep_previous_for > dt.timedelta(0)
+            await conn.execute(sa.update(clients).where(clients.c.client_id == client_id).values(
+                secret_hash=hashed, update_time=sa.func.now(),
+                previous_secret_hash=row.secret_hash if keep else None,
+                previous_secret_expires_at=sa.func.now() + keep_previous_for if keep else None))
         return secret
 
     async def set_scopes(self, client_id: str, scopes: list[str]) -> None:
@@ -146,10 +162,17 @@ class ClientRegistry:
         async with self._engine.connect() as conn:
             row = (await conn.execute(
                 sa.select(clients).where(clients.c.client_id == client_id))).first()
-        stored = row.secret_hash if row else _DUMMY_HASH
-        try:
-            await asyncio.to_thread(_hasher.verify, stored, secret)
-        except (VerificationError, InvalidHashError):
+        candidates = [row.secret_hash if row else _DUMMY_HASH]
+        if row is not None and row.previous_secret_hash and row.previous_secret_expires_at \
+                and row.previous_secret_expires_at > dt.datetime.now(dt.UTC):
+            candidates.append(row.previous_secret_hash)
+        for stored in candidates:
+            try:
+                await asyncio.to_thread(_hasher.verify, stored, secret)
+                break
+            except (VerificationError, InvalidHashError):
+                continue
+        else:
             return None
         if row is None or not row.enabled:
             return None

@@ -125,6 +125,41 @@ async def test_disabled_client_and_rotated_secret(
                                 auth=(client_id, new_secret))).status_code == 401
 
 
+async def test_a_rotated_secret_can_overlap_with_the_new_one_for_a_grace_period(
+        auth: RunningAuth, registry: ClientRegistry, stack: Stack) -> None:
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from gateway.auth.clients import clients
+
+    client_id, first = await new_client(registry)
+    grant = {"grant_type": "client_credentials"}
+
+    async def status(secret: str) -> int:
+        async with httpx.AsyncClient() as http:
+            return (await http.post(auth.token_url, data=grant,
+                                    auth=(client_id, secret))).status_code
+
+    second = await registry.rotate_secret(client_id, keep_previous_for=dt.timedelta(hours=1))
+    assert (await status(first), await status(second)) == (200, 200)
+    # The grace period ends: only the new secret works.
+    engine = create_engine(stack.database_url, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(clients).where(clients.c.client_id == client_id)
+                               .values(previous_secret_expires_at=sa.func.now()
+                                       - dt.timedelta(seconds=1)))
+    finally:
+        await engine.dispose()
+    assert (await status(first), await status(second)) == (401, 200)
+    # A rotation without grace (a leak) ends the replaced secret at once, and an overlap
+    # only ever covers the secret just replaced.
+    third = await registry.rotate_secret(client_id, keep_previous_for=dt.timedelta(hours=1))
+    fourth = await registry.rotate_secret(client_id)
+    assert [await status(s) for s in (first, second, third, fourth)] == [401, 401, 401, 200]
+
+
 async def test_introspection_and_revocation(
         auth: RunningAuth, registry: ClientRegistry) -> None:
     client_id, secret = await new_client(registry)
@@ -192,8 +227,10 @@ def test_clients_cli(stack: Stack, monkeypatch: pytest.MonkeyPatch,
                         "--allow-ip", "10.0.0.0/8"]) == 0
     created = json.loads(capsys.readouterr().out)
     assert created["client_id"] == client_id and len(created["client_secret"]) >= 40
-    assert clients_cli(["rotate-secret", client_id]) == 0
-    assert json.loads(capsys.readouterr().out)["client_secret"] != created["client_secret"]
+    assert clients_cli(["rotate-secret", client_id, "--grace-hours", "24"]) == 0
+    rotated = json.loads(capsys.readouterr().out)
+    assert rotated["client_secret"] != created["client_secret"]
+    assert rotated["previous_secret_valid_for_hours"] == 24
     assert clients_cli(["disable", client_id]) == 0
     capsys.readouterr()
     assert clients_cli(["list"]) == 0
