@@ -9,7 +9,8 @@ endpoint can guess secrets as fast as the CPU allows and starve the rest of the 
 - failed attempts per source address (`failure_rate`): guessing across many client ids from
   one address is cut off; a legitimate client rarely fails at all;
 - verifications in flight (`concurrent_verifications`): floods from many addresses wait for a
-  slot instead of taking every core.
+  slot instead of taking every core, and beyond `MAX_WAITING` queued attempts the next ones are
+  turned away at once (429, retry in a second) rather than piling up.
 
 Counters live in this process (the `limits` library's moving windows in memory), so each
 replica counts on its own, and the source address is the TCP peer: behind a proxy it would be
@@ -29,6 +30,7 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 T = TypeVar("T")
+MAX_WAITING = 64
 
 
 class Throttled(Exception):
@@ -44,6 +46,7 @@ class AuthThrottle:
         self._per_client = parse(client_rate)
         self._failures = parse(failure_rate)
         self._slots = asyncio.Semaphore(max(1, concurrent))
+        self._waiting = 0
 
     async def verify(self, client_id: str, address: str,
                      check: Callable[[], Awaitable[T | None]]) -> T | None:
@@ -55,8 +58,17 @@ class AuthThrottle:
         if not await self._limiter.hit(self._per_client, "client", client_id):
             raise Throttled(await self._retry_after(self._per_client, "client", client_id),
                             "too many authentication attempts for this client")
-        async with self._slots:
+        if self._waiting >= MAX_WAITING:
+            raise Throttled(1, "the authorization server is busy; retry shortly")
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
             outcome = await check()
+        finally:
+            self._slots.release()
         if outcome is None:
             await self._limiter.hit(self._failures, "failed", address)
         return outcome
