@@ -2,7 +2,7 @@
 
     python -m bench.orders [--seconds 15] [--warmup 3] [--concurrency 64] [--channels 4]
                            [--batch-size 500] [--batch-callers 4] [--out bench/results/orders.json]
-                           [--profile DIR]
+                           [--workers N] [--skip-naive] [--skip-no-request-id] [--profile DIR]
 
 One run starts its own durable (fsync'ing) PostgreSQL and NATS JetStream in a temp dir, and
 measures, on this machine:
