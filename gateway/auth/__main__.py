@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import uvloop
 
 from gateway.auth.clients import ClientRegistry
+from gateway.auth.keystore import KeyStoreError
 from gateway.auth.service import serve
 from gateway.auth.settings import AuthSettings
 from services.kit.log import configure_logging
@@ -20,7 +22,10 @@ def main() -> None:
     settings = AuthSettings.from_env(os.environ)
     configure_logging("auth", settings.log_level)
     if args.command == "serve":
-        uvloop.run(serve(settings))
+        try:
+            uvloop.run(serve(settings))
+        except KeyStoreError as error:
+            sys.exit(f"cannot start: {error}")
     else:
         uvloop.run(ClientRegistry.migrate(settings.database_url))
 

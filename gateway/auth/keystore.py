@@ -1,14 +1,20 @@
 """The signing keys in Postgres (schema `gateway`), loaded at start and saved on rotation.
 
-Private keys are stored in clear in the gateway's own schema, which only the authorization
-server's role should be able to read; encrypting them with a KMS key is the production step.
+With a key-encryption key (AUTH_KEY_ENCRYPTION_KEY, a Fernet key from the `cryptography`
+library: AES-128-CBC + HMAC-SHA256) each private key is stored encrypted, so a dump or backup
+of the database does not hand out the signing keys. `make run` generates one into its data
+directory; in a cluster it comes from a secret. Without one, keys are stored in clear and the
+server says so at start. Rows written in clear are read and rewritten encrypted once a key is
+configured; encrypted rows without the key are refused with a clear message.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import sqlalchemy as sa
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth.clients import metadata
@@ -23,19 +29,35 @@ signing_keys = sa.Table(
     sa.Column("published_at", sa.Float, nullable=False),
     sa.Column("retired_until", sa.Float),
 )
+_ENCRYPTED = "fernet:"
+log = logging.getLogger("cartage.auth")
+
+
+class KeyStoreError(Exception):
+    """The stored keys cannot be read with the configured key-encryption key."""
+
+
 _LOCK = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("gateway.keys", 0)))
 
 
 class KeyStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, encryption_key: str = "") -> None:
         self._engine = engine
+        try:
+            self._cipher = Fernet(encryption_key) if encryption_key else None
+        except ValueError:
+            raise KeyStoreError("AUTH_KEY_ENCRYPTION_KEY must be a Fernet key (urlsafe base64 "
+                                "of 32 bytes)") from None
+        if self._cipher is None:
+            log.warning("signing keys are stored unencrypted: set AUTH_KEY_ENCRYPTION_KEY")
 
     async def load_or_create(self, make: Callable[[list[dict[str, object]]], KeyRing]
                              ) -> KeyRing:
         """The stored ring (or a new one, stored), under a lock so replicas agree."""
         async with self._engine.begin() as conn:
             await conn.execute(_LOCK)
-            rows = [dict(r._mapping) for r in await conn.execute(sa.select(signing_keys))]
+            rows = [self._readable(dict(r._mapping))
+                    for r in await conn.execute(sa.select(signing_keys))]
             ring = make(rows)
             await self._replace(conn, ring)
         return ring
@@ -45,7 +67,25 @@ class KeyStore:
             await conn.execute(_LOCK)
             await self._replace(conn, ring)
 
-    @staticmethod
-    async def _replace(conn: sa.ext.asyncio.AsyncConnection, ring: KeyRing) -> None:
+    async def _replace(self, conn: sa.ext.asyncio.AsyncConnection, ring: KeyRing) -> None:
+        rows = ring.export()
+        if self._cipher is not None:
+            for row in rows:
+                secret = str(row["private_jwk"]).encode()
+                row["private_jwk"] = _ENCRYPTED + self._cipher.encrypt(secret).decode()
         await conn.execute(sa.delete(signing_keys))
-        await conn.execute(sa.insert(signing_keys), ring.export())
+        await conn.execute(sa.insert(signing_keys), rows)
+
+    def _readable(self, row: dict[str, object]) -> dict[str, object]:
+        stored = str(row["private_jwk"])
+        if not stored.startswith(_ENCRYPTED):
+            return row
+        if self._cipher is None:
+            raise KeyStoreError("the stored signing keys are encrypted: set "
+                                "AUTH_KEY_ENCRYPTION_KEY to the key they were written with")
+        try:
+            clear = self._cipher.decrypt(stored.removeprefix(_ENCRYPTED).encode())
+        except InvalidToken:
+            raise KeyStoreError("AUTH_KEY_ENCRYPTION_KEY does not decrypt the stored signing "
+                                "keys (a different key wrote them)") from None
+        return {**row, "private_jwk": clear.decode()}

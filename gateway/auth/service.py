@@ -33,7 +33,7 @@ async def serve(settings: AuthSettings, *,
         await ClientRegistry.migrate(settings.database_url)
     engine = create_engine(settings.database_url, pool_size=5, max_overflow=5)
     try:
-        store = KeyStore(engine)
+        store = KeyStore(engine, settings.key_encryption_key)
         keys = await store.load_or_create(lambda rows: KeyRing.restore(
             rows, token_ttl=settings.token_ttl, publish_ahead=settings.jwks_cache_seconds))
         auth = build(settings, ClientRegistry(engine), keys)

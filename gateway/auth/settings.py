@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from services.kit.config import Env
 
@@ -27,6 +27,9 @@ class AuthSettings:
     client_rate: str = "120/minute"
     failure_rate: str = "30/minute"
     concurrent_verifications: int = 2
+    # A Fernet key (urlsafe base64 of 32 bytes) that encrypts the stored signing keys; empty:
+    # stored in clear (gateway.auth.keystore).
+    key_encryption_key: str = field(default="", repr=False)
     log_level: str = "INFO"
     migrate_on_start: bool = True
 
@@ -47,6 +50,7 @@ class AuthSettings:
             failure_rate=env.str("AUTH_FAILURE_RATE", cls.failure_rate),
             concurrent_verifications=env.int("AUTH_CONCURRENT_VERIFICATIONS",
                                              cls.concurrent_verifications),
+            key_encryption_key=env.str("AUTH_KEY_ENCRYPTION_KEY", ""),
             log_level=env.str("LOG_LEVEL", cls.log_level),
             migrate_on_start=env.bool("MIGRATE_ON_START", cls.migrate_on_start),
         )

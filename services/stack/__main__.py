@@ -77,6 +77,19 @@ def _port(env: os._Environ[str] | dict[str, str], name: str, default: int) -> in
     return default
 
 
+def _key_encryption_key(data: Path) -> str:
+    """The key that encrypts the stored signing keys, made on first run and kept in the data
+    directory (readable by its owner only), so a copy of the database alone holds no usable
+    signing key."""
+    from cryptography.fernet import Fernet
+
+    path = data / "auth-key-encryption-key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(Fernet.generate_key().decode())
+    return path.read_text().strip()
+
+
 def _demo_credentials(database_url: str, data: Path) -> dict[str, str]:
     """Register the demo partner (all scopes) on first run; keep its secret in the data dir."""
     from gateway.auth.clients import ClientRegistry
@@ -162,7 +175,9 @@ def run() -> int:
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
     issuer = f"http://127.0.0.1:{auth_port}"
     auth = Child("auth", "gateway.auth", auth_port,
-                 {**child_env, "AUTH_HTTP_PORT": str(auth_port), "AUTH_ISSUER": issuer},
+                 {**child_env, "AUTH_HTTP_PORT": str(auth_port), "AUTH_ISSUER": issuer,
+                  "AUTH_KEY_ENCRYPTION_KEY": env.get("AUTH_KEY_ENCRYPTION_KEY")
+                  or _key_encryption_key(data)},
                  logs / "auth.log")
     audit_port = _port(env, "AUDIT_GRPC_PORT", 8091)
     audit = Child("audit", "gateway.audit", audit_port,

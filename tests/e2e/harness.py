@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import uvicorn
+from cryptography.fernet import Fernet
 
 from gateway.auth.app import AuthServer
 from gateway.auth.service import serve
@@ -40,10 +41,16 @@ class RunningAuth:
         await self.task
 
 
+# Generated at test time; every authorization server of a test session shares the database's
+# signing keys, so they share this key too.
+SESSION_KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
+
+
 async def start_auth(database_url: str, **overrides: object) -> RunningAuth:
     port = free_port()
     settings = AuthSettings(database_url=database_url, issuer=f"http://127.0.0.1:{port}",
-                            port=port, log_level="WARNING")
+                            port=port, log_level="WARNING",
+                            key_encryption_key=SESSION_KEY_ENCRYPTION_KEY)
     settings = replace(settings, **overrides)  # type: ignore[arg-type]
     ready: asyncio.Future[tuple[AuthServer, uvicorn.Server]] = (
         asyncio.get_running_loop().create_future())

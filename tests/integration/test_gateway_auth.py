@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from joserfc import jwt
 
@@ -256,6 +257,25 @@ async def test_a_restarted_server_keeps_its_signing_keys(
         assert again.server.tokens.verify(token) is not None
     finally:
         await again.stop()
+
+
+async def test_signing_keys_are_stored_encrypted_and_unreadable_without_the_key(
+        auth: RunningAuth, stack: Stack) -> None:
+    from cryptography.fernet import Fernet
+
+    from gateway.auth.keystore import KeyStoreError, signing_keys
+
+    engine = create_engine(stack.database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            stored = [r.private_jwk for r in await conn.execute(sa.select(signing_keys))]
+    finally:
+        await engine.dispose()
+    assert stored and all(s.startswith("fernet:") for s in stored)
+    assert not any('"d"' in s or "RSA" in s for s in stored)  # no private key material in clear
+    for wrong in ("", Fernet.generate_key().decode()):
+        with pytest.raises(KeyStoreError):
+            await start_auth(stack.database_url, key_encryption_key=wrong)
 
 
 async def test_authentication_attempts_are_throttled_with_retry_after(
