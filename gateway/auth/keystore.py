@@ -5,7 +5,9 @@ library: AES-128-CBC + HMAC-SHA256) each private key is stored encrypted, so a d
 of the database does not hand out the signing keys. `make run` generates one into its data
 directory; in a cluster it comes from a secret. Without one, keys are stored in clear and the
 server says so at start. Rows written in clear are read and rewritten encrypted once a key is
-configured; encrypted rows without the key are refused with a clear message.
+configured; encrypted rows without the key are refused with a clear message. To change the
+key, start once with `NEW,OLD` (MultiFernet: the first key encrypts, any of them decrypts, and
+the rows are rewritten with the first at start), then with `NEW` alone.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 from collections.abc import Callable
 
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth.clients import metadata
@@ -43,11 +45,12 @@ _LOCK = sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("gatewa
 class KeyStore:
     def __init__(self, engine: AsyncEngine, encryption_key: str = "") -> None:
         self._engine = engine
+        keys = [k.strip() for k in encryption_key.split(",") if k.strip()]
         try:
-            self._cipher = Fernet(encryption_key) if encryption_key else None
+            self._cipher = MultiFernet([Fernet(k) for k in keys]) if keys else None
         except ValueError:
-            raise KeyStoreError("AUTH_KEY_ENCRYPTION_KEY must be a Fernet key (urlsafe base64 "
-                                "of 32 bytes)") from None
+            raise KeyStoreError("AUTH_KEY_ENCRYPTION_KEY must be Fernet keys (urlsafe base64 "
+                                "of 32 bytes), comma-separated, the newest first") from None
         if self._cipher is None:
             log.warning("signing keys are stored unencrypted: set AUTH_KEY_ENCRYPTION_KEY")
 

@@ -273,9 +273,33 @@ async def test_signing_keys_are_stored_encrypted_and_unreadable_without_the_key(
         await engine.dispose()
     assert stored and all(s.startswith("fernet:") for s in stored)
     assert not any('"d"' in s or "RSA" in s for s in stored)  # no private key material in clear
-    for wrong in ("", Fernet.generate_key().decode()):
+    for wrong in ("", Fernet.generate_key().decode(), "not-a-key"):
         with pytest.raises(KeyStoreError):
             await start_auth(stack.database_url, key_encryption_key=wrong)
+
+
+async def test_the_key_encryption_key_can_be_changed(auth: RunningAuth, stack: Stack) -> None:
+    from cryptography.fernet import Fernet
+
+    from gateway.auth.keystore import KeyStoreError
+    from tests.e2e.harness import SESSION_KEY_ENCRYPTION_KEY as old
+
+    new = Fernet.generate_key().decode()
+    both = await start_auth(stack.database_url, key_encryption_key=f"{new},{old}")
+    try:
+        assert both.server.keys.state() == auth.server.keys.state()
+    finally:
+        await both.stop()
+    only_new = await start_auth(stack.database_url, key_encryption_key=new)
+    try:
+        assert only_new.server.keys.state() == auth.server.keys.state()
+    finally:
+        await only_new.stop()
+    with pytest.raises(KeyStoreError):  # the rows were rewritten with the new key
+        await start_auth(stack.database_url, key_encryption_key=old)
+    # Put the session's key back for the tests after this one.
+    restored = await start_auth(stack.database_url, key_encryption_key=f"{old},{new}")
+    await restored.stop()
 
 
 async def test_authentication_attempts_are_throttled_with_retry_after(
