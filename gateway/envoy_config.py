@@ -331,11 +331,11 @@ def _audit_log() -> dict[str, Any]:
     return {"name": "envoy.access_loggers.open_telemetry", "typed_config": {
         "@type": T + ("envoy.extensions.access_loggers.open_telemetry.v3."
                       "OpenTelemetryAccessLogConfig"),
-        # The buffer settings only take effect here, in the deprecated `common_config` (the
-        # top-level fields of the same names are accepted and ignored by Envoy 1.40: exports
-        # stayed at the default 16 KiB, ~40 records). Up to ~600 records per export: each one
-        # is one collector transaction, so fewer, larger ones cost less per request; the
-        # interval bounds the lag.
+        # The buffer settings go in the deprecated `common_config`: a top-level
+        # `buffer_size_bytes` is accepted but ignored by Envoy 1.40 (exports stayed at the
+        # default 16 KiB, ~40 records; here ~100-200, flushed by the interval). Each export is
+        # one collector transaction, so fewer, larger ones cost less per request; the interval
+        # bounds the lag.
         "common_config": {
             "log_name": "cartage_audit",
             "transport_api_version": "V3",

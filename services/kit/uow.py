@@ -194,6 +194,8 @@ class Transaction:
         return _folded([(table, batch[0]) for table, batch in rows], self._gate)
 
     async def _flush(self) -> None:
+        if self._gate is not None:
+            raise TypeError("gate_on needs a single-statement transaction")
         rows = self._rows()
         single = [(table, batch[0]) for table, batch in rows if len(batch) == 1]
         for table, batch in rows:
