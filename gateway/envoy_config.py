@@ -9,7 +9,12 @@ The HTTP filter chain, in order, and why that order:
    set below from a verified token can reach a service.
 2. `jwt_authn` verifies the bearer token against the authorization server's JWKS (RS256
    only), writes the claims to dynamic metadata (scope split into a list) and copies client id,
-   scopes and rate tier into x-cartage-* headers. It sees the REST path.
+   scopes and rate tier into x-cartage-* headers. It sees the REST path. Verified tokens are
+   cached per worker (`jwt_cache_size`): a partner sends the same token for minutes, and a hit
+   skips parsing and the RS256 check but not issuer, audience and expiry, which Envoy checks on
+   every request. Only the signature check is skipped, so a key removed from the JWKS keeps
+   its cached tokens working until they expire (the rotation keeps a retired key published
+   that long anyway; revocation is the Lua check's job).
 3. `cartage.strict_json` (REST requests only; a `buffer` filter first lets it hold bodies up
    to 4 MiB) scans the body the transcoder is about to parse and refuses unknown JSON fields,
    which the transcoder would drop silently (gateway.strict_json). A Lua filter, so inside
@@ -77,6 +82,7 @@ class GatewayConfig:
     access_log_path: str = "/dev/stdout"
     audit_address: str | None = None  # host:port of the audit collector (gateway.audit)
     status_cache_seconds: int = 5  # how stale "client enabled / token not revoked" may be
+    jwt_cache_size: int = 1000  # verified tokens kept per Envoy worker (tokens up to 4 KiB)
     policy: Mapping[str, Rule] = field(default_factory=lambda: dict(POLICY))
     tiers: Mapping[str, Mapping[str, Bucket]] = field(default_factory=lambda: dict(TIERS))
 
@@ -386,6 +392,7 @@ def build(config: GatewayConfig) -> dict[str, Any]:
                 },
                 "forward": False,
                 "clock_skew_seconds": 30,
+                "jwt_cache_config": {"jwt_cache_size": config.jwt_cache_size},
                 "payload_in_metadata": "jwt_payload",
                 "normalize_payload_in_metadata": {"space_delimited_claims": ["scope"]},
                 "claim_to_headers": [

@@ -22,7 +22,7 @@ class AuthSettings:
     # Automatic rotation period; 0 turns it off (rotate by restarting or from code).
     rotation_seconds: int = 86_400
     # Client authentication (token, introspection, revocation) costs an argon2 verification,
-    # tens of ms of CPU: attempts per client id, failed attempts per source address, and how
+    # tens of ms of CPU: successful ones per client id, failed ones per source address, and how
     # many verifications run at once are bounded (`limits` notation, per process).
     client_rate: str = "120/minute"
     failure_rate: str = "30/minute"

@@ -4,10 +4,13 @@ Every token, introspection and revocation request authenticates its client with 
 verification (tens of ms of CPU, on purpose). Without bounds, anyone who can reach the token
 endpoint can guess secrets as fast as the CPU allows and starve the rest of the machine. So:
 
-- attempts per client id (`client_rate`): a client that asks for tokens in a loop, or someone
-  guessing one client's secret, gets 429 before any hashing;
-- failed attempts per source address (`failure_rate`): guessing across many client ids from
-  one address is cut off; a legitimate client rarely fails at all;
+- successful authentications per client id (`client_rate`): a client that asks for tokens in
+  a loop gets 429 before any hashing. Failures do not count here: if they did, anyone who
+  knows a client id could lock that partner out by failing in its name;
+- failed attempts per source address (`failure_rate`): guessing secrets (one client's or many
+  clients') from one address is cut off; a legitimate client rarely fails at all. Guessing from
+  many addresses is held to the verification slots below, and a generated secret (256 bits)
+  is out of reach of guessing anyway;
 - verifications in flight (`concurrent_verifications`): floods from many addresses wait for a
   slot instead of taking every core, and beyond `MAX_WAITING` queued attempts the next ones are
   turned away at once (429, retry in a second) rather than piling up.
@@ -55,9 +58,9 @@ class AuthThrottle:
         if not await self._limiter.test(self._failures, "failed", address):
             raise Throttled(await self._retry_after(self._failures, "failed", address),
                             "too many failed client authentications from this address")
-        if not await self._limiter.hit(self._per_client, "client", client_id):
+        if not await self._limiter.test(self._per_client, "client", client_id):
             raise Throttled(await self._retry_after(self._per_client, "client", client_id),
-                            "too many authentication attempts for this client")
+                            "too many authentications for this client")
         if self._waiting >= MAX_WAITING:
             raise Throttled(1, "the authorization server is busy; retry shortly")
         self._waiting += 1
@@ -71,6 +74,8 @@ class AuthThrottle:
             self._slots.release()
         if outcome is None:
             await self._limiter.hit(self._failures, "failed", address)
+        else:
+            await self._limiter.hit(self._per_client, "client", client_id)
         return outcome
 
     async def _retry_after(self, item: object, *key: str) -> int:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import uvicorn
 from cryptography.fernet import Fernet
 
@@ -89,6 +91,15 @@ class EnvoyProcess:
         except Exception:
             raise RuntimeError(self.log.read_text()[-3000:]) from None
         return self
+
+    def counters(self, contains: str) -> dict[str, int]:
+        """Envoy's counters whose name contains `contains`, from its admin endpoint."""
+        admin = json.loads(self.path.read_text())["admin"]["address"]["socket_address"]
+        stats = httpx.get(f"http://127.0.0.1:{admin['port_value']}/stats",
+                          params={"filter": re.escape(contains), "type": "Counters"})
+        stats.raise_for_status()
+        return {name: int(value) for name, value in
+                (line.split(": ", 1) for line in stats.text.splitlines() if ": " in line)}
 
     def stop(self) -> None:
         _stop(self.process, 15)

@@ -80,6 +80,25 @@ async def test_bad_tokens_are_401_json(envoy: EnvoyProcess, gateway_auth: Runnin
         assert other.status_code == 403 and other.json()["code"] == 7
 
 
+async def test_a_cached_token_is_still_refused_once_it_expires(
+        envoy: EnvoyProcess, gateway_auth: RunningAuth, partner: Partner) -> None:
+    # Envoy caches verified tokens (no signature check on a hit) but checks expiry on every
+    # request: this token is inside the 30 s clock skew for a few more seconds only.
+    now = int(time.time())
+    token = forge(gateway_auth, client_id=partner.client_id, sub=partner.client_id,
+                  exp=now - 25, iat=now - 625, nbf=now - 625, jti=f"short-{now}")
+    headers = {"authorization": f"Bearer {token}"}
+    hits_before = sum(envoy.counters("jwt_cache_hit").values())
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{envoy.port}") as http:
+        for _ in range(3):
+            assert (await http.get("/v1/orders", headers=headers)).status_code == 200
+        assert sum(envoy.counters("jwt_cache_hit").values()) >= hits_before + 2
+        await asyncio.sleep(max(0.0, now + 5 + 1.2 - time.time()))
+        expired = await http.get("/v1/orders", headers=headers)
+        assert expired.status_code == 401, expired.text
+        assert expired.json()["code"] == 16
+
+
 async def test_ip_allowlist(partner_factory: Any) -> None:
     elsewhere = await partner_factory(ip_allow=("10.0.0.0/8", "192.168.1.7"))
     refused = await elsewhere.http.get("/v1/orders")

@@ -55,3 +55,26 @@ async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     assert await first == "client"
     assert await bounds.verify("c", "ip", verification) == "client"
     assert bounds._waiting == 0 and not bounds._slots.locked()
+
+
+async def test_failing_in_a_clients_name_does_not_use_up_its_budget() -> None:
+    bounds = AuthThrottle("2/minute", "1/minute", concurrent=2)
+
+    async def wrong() -> None:
+        return None
+
+    async def right() -> str:
+        return "partner"
+
+    # Someone fails as "partner" from many addresses (each address is then cut off itself).
+    for i in range(10):
+        assert await bounds.verify("partner", f"10.0.0.{i}", wrong) is None
+        with pytest.raises(Throttled):
+            await bounds.verify("partner", f"10.0.0.{i}", right)
+    # The partner's own budget is untouched: two tokens, then 429 for asking too often.
+    assert await bounds.verify("partner", "192.0.2.1", right) == "partner"
+    assert await bounds.verify("partner", "192.0.2.1", right) == "partner"
+    with pytest.raises(Throttled) as too_often:
+        await bounds.verify("partner", "192.0.2.1", right)
+    assert "too many authentications for this client" in str(too_often.value)
+    assert 1 <= too_often.value.retry_after <= 60
