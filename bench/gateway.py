@@ -4,7 +4,8 @@
                             [--variants no_lua,no_file_log,...] [--variant-seconds N]
 
 One run starts, in a temp dir: PostgreSQL (durable) + NATS JetStream, the order service as a
-subprocess (`python -m services.order`, LOG_LEVEL=WARNING, ORDER_WORKERS=2), the authorization
+subprocess (`python -m services.order`, LOG_LEVEL=WARNING, ORDER_WORKERS=2, each worker also on
+its own Unix socket, which Envoy balances over), the authorization
 server (`python -m gateway.auth`) and the audit collector (`python -m gateway.audit serve`) as
 subprocesses, and Envoy on the config `make run` generates (gateway.envoy_config.build). It
 registers a client on the `internal` tier with every scope, fetches a token, creates a few
@@ -20,9 +21,9 @@ connections:
 Optionally (--variants a,b,c+d) the REST phases again against Envoy on post-processed copies
 of the generated config, first on the config as generated, then per variant: without the Lua
 filter that checks client access (no_lua), the file access log (no_file_log), the gRPC audit log
-(no_audit_log), the strict-JSON Lua filter (no_strict_json), all four (minimal); with one
-HTTP/2 connection per Envoy worker to the order service instead of one per 8 streams
-(one_upstream_conn); without jwt_authn's verified-token cache (no_jwt_cache); `+` combines.
+(no_audit_log), the strict-JSON Lua filter (no_strict_json), all four (minimal); to the order
+service's shared TCP port instead of its workers' own sockets (shared_port); without
+jwt_authn's verified-token cache (no_jwt_cache); `+` combines.
 The gateway's own files are never touched: variants exist only as temp files of this run.
 
 CPU is read from /proc/<pid>/stat per process tree (the order service also per worker process,
@@ -84,7 +85,7 @@ TARGETS = {
     "rest_to_grpc_p99_ratio_max": 2.0,
 }
 
-VARIANTS = ("no_lua", "no_file_log", "no_audit_log", "no_strict_json", "one_upstream_conn",
+VARIANTS = ("no_lua", "no_file_log", "no_audit_log", "no_strict_json", "shared_port",
             "no_jwt_cache", "minimal")
 
 
@@ -482,12 +483,12 @@ def _hcm(config: dict[str, Any]) -> dict[str, Any]:
     return dict(listener["filter_chains"][0]["filters"][0]["typed_config"])
 
 
-def variant(config: dict[str, Any], name: str) -> dict[str, Any]:
+def variant(config: dict[str, Any], name: str, order_port: int) -> dict[str, Any]:
     """A copy of the generated config with one cost removed (in this run's temp dir only);
     `a+b` applies both."""
     if "+" in name:
         for part in name.split("+"):
-            config = variant(config, part)
+            config = variant(config, part, order_port)
         return config
     config = copy.deepcopy(config)
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
@@ -504,14 +505,14 @@ def variant(config: dict[str, Any], name: str) -> dict[str, Any]:
         drop_logs.add("envoy.access_loggers.open_telemetry")
     hcm["http_filters"] = [f for f in hcm["http_filters"] if f["name"] not in drop_filters]
     hcm["access_log"] = [a for a in hcm.get("access_log", []) if a["name"] not in drop_logs]
-    if name == "one_upstream_conn":
-        # No per-connection stream limit: one HTTP/2 connection per Envoy worker to the order
-        # service, however the kernel then spreads them over its worker processes.
-        for cluster in config["static_resources"]["clusters"]:
-            if cluster["name"].startswith("svc_"):
-                opts = cluster["typed_extension_protocol_options"][
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-                opts["explicit_http_config"]["http2_protocol_options"] = {}
+    from gateway.envoy_config import upstream_cluster
+
+    if name == "shared_port":
+        # The order service's shared TCP port instead of its workers' own sockets: the kernel
+        # spreads Envoy's connections (one per 8 streams) over the workers (SO_REUSEPORT).
+        clusters = config["static_resources"]["clusters"]
+        clusters[:] = [upstream_cluster("svc_order", f"127.0.0.1:{order_port}", http2=True)
+                       if c["name"] == "svc_order" else c for c in clusters]
     elif name == "no_jwt_cache":
         # Every request's token parsed and its RS256 signature checked again.
         for f in hcm["http_filters"]:
@@ -550,6 +551,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from gateway.envoy_config import GatewayConfig, build
     from gateway.policy import all_scopes
     from services.kit.db import create_engine
+    from services.order.settings import worker_sockets
 
     task = asyncio.current_task()
     assert task is not None
@@ -573,9 +575,11 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     base_env = {**os.environ, "DATABASE_URL": postgres.url, "NATS_URL": nats_server.url,
                 "LOG_LEVEL": "WARNING"}
     order_port, auth_port, audit_port = free_port(), free_port(), free_port()
+    sockets = tmp / "sockets"
+    sockets.mkdir()
     order = spawn([sys.executable, "-m", "services.order"],
                   {**base_env, "ORDER_GRPC_ADDRESS": f"127.0.0.1:{order_port}",
-                   "ORDER_WORKERS": str(args.workers)},
+                   "ORDER_WORKERS": str(args.workers), "ORDER_WORKER_SOCKET_DIR": str(sockets)},
                   tmp / "order.log", order_port, "order service", timeout=120)
     cpu.roots["order_service"] = order.pid
     log(f"order service up (pid {order.pid}, ORDER_WORKERS={args.workers}) on :{order_port}")
@@ -600,8 +604,10 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         await engine.dispose()
 
     gw_port, admin_port = free_port(), free_port()
+    # Envoy balances over the order workers' own sockets, as `make run` configures it.
     generated = build(GatewayConfig(
-        gw_port, admin_port, f"127.0.0.1:{auth_port}", issuer, {"order": f"127.0.0.1:{order_port}"},
+        gw_port, admin_port, f"127.0.0.1:{auth_port}", issuer,
+        {"order": ",".join(worker_sockets(str(sockets), args.workers))},
         access_log_path=str(tmp / "envoy-access.log"), audit_address=f"127.0.0.1:{audit_port}"))
     envoy = start_envoy(generated, tmp, "generated", gw_port, args.envoy_concurrency)
     cpu.roots["envoy"] = envoy.pid
@@ -686,7 +692,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             variants: dict[str, Any] = {}
             phases = tuple(args.variant_phases.split(","))
             for name in ["generated", *args.variants]:
-                config = generated if name == "generated" else variant(generated, name)
+                config = (generated if name == "generated"
+                          else variant(generated, name, order_port))
                 port, admin = free_port(), free_port()
                 process = start_envoy(with_ports(config, port, admin), tmp, name, port,
                                       args.envoy_concurrency)
@@ -795,6 +802,7 @@ def main(argv: list[str] | None = None) -> int:
             "wrk_threads": args.wrk_threads,
             "wrk": (wrk_version.stdout + wrk_version.stderr).splitlines()[0:1],
             "order_workers": args.workers,
+            "envoy_to_order": "each order worker's own Unix socket, least-request balanced",
             "envoy_concurrency": args.envoy_concurrency or "envoy default (= cores)",
             "client_tier": CLIENT_TIER, "postgres_durable": True,
             "rest_load": "wrk (C), one Lua script per phase",

@@ -75,7 +75,9 @@ class GatewayConfig:
     admin_port: int
     auth_address: str  # host:port of the authorization server (JWKS)
     issuer: str
-    upstreams: Mapping[str, str]  # domain (`order`) → host:port of its gRPC service
+    # domain (`order`) → its gRPC service: `host:port`, or the workers' own addresses separated
+    # by commas (`unix:/run/order-0.sock,unix:/run/order-1.sock`, services.order.settings)
+    upstreams: Mapping[str, str]
     audience: str = "cartage-api"
     jwks_cache_seconds: int = 300
     descriptor_set: Path = contracts.DESCRIPTOR_SET
@@ -94,29 +96,37 @@ def envoy_binary() -> str:
     return found
 
 
-def _address(host_port: str) -> dict[str, Any]:
-    host, port = host_port.rsplit(":", 1)
+def _address(address: str) -> dict[str, Any]:
+    if address.startswith("unix:"):
+        return {"pipe": {"path": address.removeprefix("unix:")}}
+    host, port = address.rsplit(":", 1)
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
-def _cluster(name: str, host_port: str, *, http2: bool) -> dict[str, Any]:
+def upstream_cluster(name: str, addresses: str, *, http2: bool) -> dict[str, Any]:
+    endpoints = [a.strip() for a in addresses.split(",") if a.strip()]
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [
-            {"lb_endpoints": [{"endpoint": {"address": _address(host_port)}}]}]},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": _address(a)}} for a in endpoints]}]},
     }
+    if len(endpoints) > 1:
+        # One address per worker process: Envoy balances the requests, each to the worker
+        # with the fewest in flight, over one connection per worker and Envoy thread.
+        cluster["lb_policy"] = "LEAST_REQUEST"
     if http2:
+        # One address shared by several workers (SO_REUSEPORT balances connections, not
+        # requests): a few streams per connection make Envoy open several connections, so the
+        # kernel spreads them over the workers (measured: with one connection per Envoy
+        # thread, one of two order workers took all the traffic). Per-worker addresses need no
+        # such limit: Envoy balances requests itself, over one connection per worker.
+        h2 = {"max_concurrent_streams": 8} if len(endpoints) == 1 else {}
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                # A few streams per connection make Envoy open several connections, so
-                # the kernel spreads them over all workers of a service sharing one port
-                # (SO_REUSEPORT balances connections, not requests); measured: with one
-                # connection per Envoy thread, one of two order workers took all the traffic.
-                "explicit_http_config": {
-                    "http2_protocol_options": {"max_concurrent_streams": 8}},
+                "explicit_http_config": {"http2_protocol_options": h2},
             }}
     return cluster
 
@@ -451,11 +461,11 @@ def build(config: GatewayConfig) -> dict[str, Any]:
         "access_log": _access_log(config.access_log_path)
         + ([_audit_log()] if config.audit_address else []),
     }
-    clusters = [_cluster("auth", config.auth_address, http2=False)]
-    clusters += [_cluster(f"svc_{domain}", address, http2=True)
+    clusters = [upstream_cluster("auth", config.auth_address, http2=False)]
+    clusters += [upstream_cluster(f"svc_{domain}", address, http2=True)
                  for domain, address in sorted(config.upstreams.items())]
     if config.audit_address:
-        clusters.append(_cluster("audit", config.audit_address, http2=True))
+        clusters.append(upstream_cluster("audit", config.audit_address, http2=True))
     return {
         "admin": {"address": _address(f"127.0.0.1:{config.admin_port}")},
         "static_resources": {
@@ -486,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--issuer", default="http://127.0.0.1:8090")
     p.add_argument("--upstream", action="append", default=["order=127.0.0.1:50051"],
                    help="domain=host:port of a gRPC service (repeatable), e.g. "
-                        "routing=127.0.0.1:50052")
+                        "routing=127.0.0.1:50052; several comma-separated addresses "
+                        "(unix:/path too) for a service's workers")
     p.add_argument("--audit", default=None, help="host:port of the audit collector")
     args = p.parse_args(argv)
     upstreams = dict(u.split("=", 1) for u in args.upstream)

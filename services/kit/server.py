@@ -146,9 +146,14 @@ class Service:
         background: Iterable[Callable[[asyncio.Event], Awaitable[None]]] = (),
         grace_seconds: float = 5.0,
         reuse_port: bool = False,
+        own_address: str | None = None,
     ) -> None:
         self.name = name
         self.address = address
+        # An address only this process listens on (`unix:/path`), besides the shared one: a
+        # proxy in front of several workers can then balance requests over them itself
+        # instead of leaving the kernel to spread its few connections (SO_REUSEPORT).
+        self.own_address = own_address
         self.stop_event = asyncio.Event()
         self.port = 0
         self._register = register
@@ -185,6 +190,8 @@ class Service:
         self.port = server.add_insecure_port(self.address)
         if self.port == 0:
             raise OSError(f"could not bind {self.address}")
+        if self.own_address and server.add_insecure_port(self.own_address) == 0:
+            raise OSError(f"could not bind {self.own_address}")
         await server.start()
         if handle_signals:
             loop = asyncio.get_running_loop()
@@ -194,7 +201,8 @@ class Service:
         tasks.append(asyncio.create_task(self._watch_health(health_servicer)))
         host = self.address.rsplit(":", 1)[0]
         logging.getLogger("cartage").info(
-            "serving", extra={"service": self.name, "address": f"{host}:{self.port}"}
+            "serving", extra={"service": self.name, "address": f"{host}:{self.port}",
+                              **({"own_address": self.own_address} if self.own_address else {})}
         )
         self._started.set()
         await self.stop_event.wait()

@@ -2,8 +2,10 @@
 
 With ORDER_WORKERS=N > 1, `serve` migrates once and then runs N worker processes that share the
 gRPC port through SO_REUSEPORT (the kernel spreads connections over them), each with its own
-outbox relay; SIGTERM/SIGINT is passed on to every worker, and if one worker dies the others
-are stopped too, so a supervisor sees the failure and restarts the whole service.
+outbox relay. With ORDER_WORKER_SOCKET_DIR each worker also listens on its own Unix socket there
+(`order-<i>.sock`), which the gateway balances requests over. SIGTERM/SIGINT is passed on to
+every worker, and if one worker dies the others are stopped too, so a supervisor sees the
+failure and restarts the whole service.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def _serve_workers(settings: Settings) -> int:
     worker_settings = dataclasses.replace(settings, migrate_on_start=False)
     # spawn, not fork: gRPC's core must not be forked once it runs.
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=run_worker, args=(worker_settings,), daemon=True)
-               for _ in range(settings.workers)]
+    workers = [context.Process(
+        target=run_worker, args=(dataclasses.replace(worker_settings, worker_index=i),),
+        daemon=True) for i in range(settings.workers)]
     for worker in workers:
         worker.start()
 

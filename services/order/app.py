@@ -25,7 +25,7 @@ from services.order.adapters.events import (
 )
 from services.order.adapters.repository import OrderRepository
 from services.order.api.servicer import OrderServicer
-from services.order.settings import Settings
+from services.order.settings import Settings, worker_sockets
 from services.order.use_cases import OrderUseCases
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
@@ -71,6 +71,8 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
         background=[relay.run, consumer_job(uow, settings.nats_url, "order-consumer",
                                                [(PLAN_CONSUMER, follow_plan)])],
         reuse_port=settings.workers > 1,
+        own_address=(worker_sockets(settings.worker_socket_dir, settings.workers)
+                     [settings.worker_index] if settings.worker_socket_dir else None),
     )
     if callable(service_hook):
         service_hook(service)

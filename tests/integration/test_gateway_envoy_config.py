@@ -37,13 +37,36 @@ def allowed_scopes(route: dict[str, Any]) -> list[str]:
     return [name.removeprefix("scope:") for name in rbac["rules"]["policies"]]
 
 
-def test_envoy_accepts_the_generated_config(tmp_path: Path) -> None:
+@pytest.mark.parametrize("order", ["127.0.0.1:50051",
+                                   "unix:/run/cartage/order-0.sock,unix:/run/cartage/order-1.sock"])
+def test_envoy_accepts_the_generated_config(tmp_path: Path, order: str) -> None:
     path = tmp_path / "envoy.json"
-    path.write_text(json.dumps(build(config(audit_address="127.0.0.1:18091"))))
+    path.write_text(json.dumps(build(config(
+        audit_address="127.0.0.1:18091",
+        upstreams={"order": order, "routing": "127.0.0.1:50052"}))))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path),
                              "--log-level", "error"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
+
+
+def test_a_service_with_worker_sockets_is_balanced_per_request() -> None:
+    workers = "unix:/run/cartage/order-0.sock,unix:/run/cartage/order-1.sock"
+    clusters = {c["name"]: c for c in build(config(upstreams={
+        "order": workers, "routing": "127.0.0.1:50052"}))["static_resources"]["clusters"]}
+    order, routing = clusters["svc_order"], clusters["svc_routing"]
+    assert [e["endpoint"]["address"] for e in order["load_assignment"]["endpoints"][0][
+        "lb_endpoints"]] == [{"pipe": {"path": "/run/cartage/order-0.sock"}},
+                             {"pipe": {"path": "/run/cartage/order-1.sock"}}]
+    assert order["lb_policy"] == "LEAST_REQUEST"
+
+    def h2(cluster: dict[str, Any]) -> dict[str, Any]:
+        return cluster["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"][
+            "http2_protocol_options"]
+
+    # Per-worker sockets: one full connection each; a shared port: several, for the kernel.
+    assert h2(order) == {} and h2(routing) == {"max_concurrent_streams": 8}
 
 
 def test_every_annotated_rpc_gets_a_route_with_its_policy_scope() -> None:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import httpx
+
 from gateway.auth.clients import ClientRegistry
 from gateway.policy import all_scopes
 from services.kit.db import create_engine
@@ -70,6 +72,16 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
         assert endpoints["database_url"].startswith("postgresql://postgres@127.0.0.1:")
         first_demo = _demo(tmp_path)
         assert "has 1 order(s)" in first_demo
+        # Through the gateway as the README shows it: Envoy reaches the order service on its
+        # worker's own socket.
+        assert (tmp_path / "sockets" / "order-0.sock").is_socket()
+        token = httpx.post(endpoints["token_url"], data={"grant_type": "client_credentials"},
+                           auth=(endpoints["demo_client_id"], endpoints["demo_client_secret"]))
+        assert token.status_code == 200, token.text
+        listed = httpx.get(endpoints["gateway_url"] + "/v1/orders", headers={
+            "authorization": f"Bearer {token.json()['access_token']}"})
+        assert listed.status_code == 200, listed.text
+        assert len(listed.json()["orders"]) == 1
         # ... and the routing service planned it on the demo truck: pickup, then delivery.
         assert "PROPOSED" in first_demo and "0 unassigned" in first_demo, first_demo
         assert "vehicles/demo-truck: pickup" in first_demo and ", delivery" in first_demo
