@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto lint test run bench bench-orders bench-gateway bench-routing clean
+.PHONY: install proto lint test run bench bench-orders bench-gateway bench-envoy-alone bench-routing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,7 +38,7 @@ test: lint
 run: proto
 	$(BIN)/python -m services.stack
 
-bench: bench-orders bench-gateway bench-routing
+bench: bench-orders bench-gateway bench-envoy-alone bench-routing
 
 bench-orders: proto
 	$(BIN)/python -m bench.orders
@@ -47,6 +47,11 @@ bench-orders: proto
 bench-gateway: proto
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.gateway
+
+# Envoy alone on the generated config, in front of a stand-in backend (wrk too).
+bench-envoy-alone: proto
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.envoy_alone
 
 INSTANCES ?=
 TIME_LIMIT ?= 10
