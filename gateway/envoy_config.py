@@ -117,12 +117,13 @@ def upstream_cluster(name: str, addresses: str, *, http2: bool) -> dict[str, Any
         # with the fewest in flight, over one connection per worker and Envoy thread.
         cluster["lb_policy"] = "LEAST_REQUEST"
     if http2:
-        # One address shared by several workers (SO_REUSEPORT balances connections, not
-        # requests): a few streams per connection make Envoy open several connections, so the
-        # kernel spreads them over the workers (measured: with one connection per Envoy
-        # thread, one of two order workers took all the traffic). Per-worker addresses need no
-        # such limit: Envoy balances requests itself, over one connection per worker.
-        h2 = {"max_concurrent_streams": 8} if len(endpoints) == 1 else {}
+        # One TCP address may be shared by several workers (SO_REUSEPORT balances connections,
+        # not requests): a few streams per connection make Envoy open several connections, so
+        # the kernel spreads them over the workers (measured: with one connection per Envoy
+        # thread, one of two order workers took all the traffic). A worker's own socket needs
+        # no such limit: Envoy balances requests itself, over one connection per worker.
+        shared = len(endpoints) == 1 and not endpoints[0].startswith("unix:")
+        h2 = {"max_concurrent_streams": 8} if shared else {}
         cluster["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": T + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",

@@ -164,7 +164,7 @@ def run() -> int:
     routing_port = _port(env, "ROUTING_GRPC_PORT", 50052)
     child_env = {**env, "DATABASE_URL": database_url, "NATS_URL": nats_url}
     # Envoy reaches each order worker on its own socket and balances requests over them.
-    sockets = data / "sockets"
+    sockets = (data / "sockets").resolve()  # the same path for Envoy and the workers
     sockets.mkdir(exist_ok=True)
     order_sockets = worker_sockets(str(sockets), int(env.get("ORDER_WORKERS") or 1))
     if max(len(a.removeprefix("unix:").encode()) for a in order_sockets) > UNIX_PATH_MAX:

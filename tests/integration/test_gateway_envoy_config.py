@@ -67,6 +67,9 @@ def test_a_service_with_worker_sockets_is_balanced_per_request() -> None:
 
     # Per-worker sockets: one full connection each; a shared port: several, for the kernel.
     assert h2(order) == {} and h2(routing) == {"max_concurrent_streams": 8}
+    one_worker = {c["name"]: c for c in build(config(upstreams={
+        "order": "unix:/run/cartage/order-0.sock"}))["static_resources"]["clusters"]}
+    assert h2(one_worker["svc_order"]) == {} and "lb_policy" not in one_worker["svc_order"]
 
 
 def test_every_annotated_rpc_gets_a_route_with_its_policy_scope() -> None:
