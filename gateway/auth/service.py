@@ -38,9 +38,12 @@ async def serve(settings: AuthSettings, *,
             rows, token_ttl=settings.token_ttl, publish_ahead=settings.jwks_cache_seconds))
         auth = build(settings, ClientRegistry(engine), keys)
         app = build_app(auth, settings.rotation_seconds, on_rotate=store.save)
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only from the
+        # proxies configured here (none by default).
         server = uvicorn.Server(uvicorn.Config(
             app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-            lifespan="on", loop="none"))
+            lifespan="on", loop="none", proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or None))
         if on_ready is not None:
             on_ready(auth, server)
         await server.serve()

@@ -30,6 +30,11 @@ class AuthSettings:
     # A Fernet key (urlsafe base64 of 32 bytes) that encrypts the stored signing keys; empty:
     # stored in clear (gateway.auth.keystore).
     key_encryption_key: str = field(default="", repr=False)
+    # Proxies whose X-Forwarded-For names the client (comma-separated addresses or networks,
+    # uvicorn's forwarded_allow_ips); empty: none, the TCP peer is the client's address. The
+    # per-address limit above counts that address, so trusting a proxy that is not there would
+    # let anyone pick their own address with the header.
+    trusted_proxies: str = ""
     log_level: str = "INFO"
     migrate_on_start: bool = True
 
@@ -51,6 +56,7 @@ class AuthSettings:
             concurrent_verifications=env.int("AUTH_CONCURRENT_VERIFICATIONS",
                                              cls.concurrent_verifications),
             key_encryption_key=env.str("AUTH_KEY_ENCRYPTION_KEY", ""),
+            trusted_proxies=env.str("AUTH_TRUSTED_PROXIES", cls.trusted_proxies),
             log_level=env.str("LOG_LEVEL", cls.log_level),
             migrate_on_start=env.bool("MIGRATE_ON_START", cls.migrate_on_start),
         )

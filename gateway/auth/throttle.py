@@ -16,8 +16,8 @@ endpoint can guess secrets as fast as the CPU allows and starve the rest of the 
   turned away at once (429, retry in a second) rather than piling up.
 
 Counters live in this process (the `limits` library's moving windows in memory), so each
-replica counts on its own, and the source address is the TCP peer: behind a proxy it would be
-the proxy's, and the per-address limit would need the forwarded address instead.
+replica counts on its own. The source address is the TCP peer, or the X-Forwarded-For address
+when the peer is a proxy listed in AUTH_TRUSTED_PROXIES (none by default).
 """
 
 from __future__ import annotations

@@ -332,3 +332,31 @@ async def test_authentication_attempts_are_throttled_with_retry_after(
             assert cut_off.status_code == 429 and "Retry-After" in cut_off.headers
     finally:
         await strict.stop()
+
+
+async def test_a_forwarded_address_counts_only_from_a_trusted_proxy(
+        stack: Stack, registry: ClientRegistry) -> None:
+    direct = await start_auth(stack.database_url, failure_rate="2/minute")
+    proxied = await start_auth(stack.database_url, failure_rate="2/minute",
+                               trusted_proxies="127.0.0.1")
+    try:
+        client_id, secret = await new_client(registry)
+        async with httpx.AsyncClient() as http:
+            async def attempt(server: RunningAuth, guess: str, forwarded: str) -> int:
+                response = await http.post(server.token_url,
+                                           data={"grant_type": "client_credentials"},
+                                           auth=(client_id, guess),
+                                           headers={"x-forwarded-for": forwarded})
+                return response.status_code
+
+            # By default the header is not believed: a made-up address per attempt does not
+            # escape the per-address limit.
+            assert [await attempt(direct, "wrong", f"203.0.113.{i}") for i in range(3)] == [
+                401, 401, 429]
+            # Behind a trusted proxy each forwarded address is counted on its own.
+            assert [await attempt(proxied, "wrong", "203.0.113.7") for _ in range(3)] == [
+                401, 401, 429]
+            assert await attempt(proxied, secret, "203.0.113.8") == 200
+    finally:
+        await direct.stop()
+        await proxied.stop()
