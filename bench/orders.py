@@ -57,7 +57,7 @@ from google.type import latlng_pb2, money_pb2, postal_address_pb2
 
 from cartage.order.v1 import events_pb2, order_pb2, order_service_pb2, order_service_pb2_grpc
 from cartage.type.v1 import party_pb2, stop_pb2, time_window_pb2
-from services.stack.components import Nats, Postgres, _die_with_parent, free_port, wait_for_port
+from services.stack.components import Nats, Postgres, dying_with_parent, free_port, wait_for_port
 
 T = TypeVar("T")
 
@@ -568,8 +568,8 @@ def start_service(env: dict[str, str], port: int, log_path: Path,
                   ) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", *module], cwd=ROOT, env=env,
-            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            **dying_with_parent([sys.executable, "-m", *module]), cwd=ROOT, env=env,
+            stdout=out, stderr=subprocess.STDOUT,
         )
     wait_for_port(port, timeout=60, process=process, what=what)
     return process

@@ -32,6 +32,7 @@ from services.stack.components import (
     Postgres,
     _die_with_parent,
     _stop,
+    dying_with_parent,
     free_port,
     wait_for_port,
 )
@@ -57,8 +58,8 @@ class Child:
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                self.command or [sys.executable, "-m", self.module], cwd=ROOT, env=self.env,
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                **dying_with_parent(self.command or [sys.executable, "-m", self.module]),
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         self.started_at = time.monotonic()
         wait_for_port(self.port, timeout=120, process=self.process, what=self.name)

@@ -21,6 +21,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 PG_SYSTEM_USER = "embedded_postgres"
 
@@ -48,6 +49,21 @@ def wait_for_port(port: int, *, timeout: float, process: subprocess.Popen[bytes]
 def _die_with_parent() -> None:
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+_SETPRIV = shutil.which("setpriv")
+
+
+def dying_with_parent(command: list[str]) -> dict[str, Any]:
+    """Popen arguments that run `command` so it gets SIGTERM when this process dies.
+
+    util-linux's `setpriv --pdeathsig` sets that in the child itself, so no Python runs
+    between fork and exec and Python can vfork: a full fork (what a preexec_fn needs) runs
+    gRPC's fork handlers in the child, which aborted a nats-server started from a test process
+    with live gRPC threads. Without setpriv, the prctl runs in a preexec_fn."""
+    if _SETPRIV:
+        return {"args": [_SETPRIV, "--pdeathsig", "TERM", "--", *command]}
+    return {"args": command, "preexec_fn": _die_with_parent}
 
 
 class Postgres:
@@ -171,9 +187,10 @@ class Nats:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
-                [self.binary(), "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
-                 "-p", str(self.port), "--server_name", f"cartage-{self.port}"],
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                **dying_with_parent(
+                    [self.binary(), "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
+                     "-p", str(self.port), "--server_name", f"cartage-{self.port}"]),
+                stdout=log, stderr=subprocess.STDOUT,
             )
         wait_for_port(self.port, timeout=timeout, process=self.process, what="nats-server")
         return self.url
