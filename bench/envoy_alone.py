@@ -21,12 +21,12 @@ then lets requests through, as it does when the authorization server is down.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.orders import _owned, bench_order, log, stop_owned
-from services.stack.components import _die_with_parent, free_port, wait_for_port
+from bench.orders import bench_order, log, stop_owned, stop_process
+from services.stack.components import free_port
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "envoy_alone.json"
 CONFIGS = ("generated", "no_jwt_cache", "transcoder_only")
@@ -69,12 +69,6 @@ def backend(port: int) -> None:
         await server.wait_for_termination()
 
     uvloop.run(serve())
-
-
-def pinned(cpu: int, command: list[str]) -> list[str]:
-    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
-        return ["taskset", "-c", str(cpu), *command]
-    return command
 
 
 def token_and_jwks() -> tuple[str, dict[str, Any]]:
@@ -121,41 +115,21 @@ def configs(port: int, admin_port: int, backend_port: int, jwks: dict[str, Any],
             "transcoder_only": bare}
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+async def measure(config: dict[str, Any], name: str, tmp: Path, port: int,
+                  scripts: dict[str, Path], seconds: float) -> dict[str, dict[str, float]]:
+    from bench.gateway import Cpu, start_envoy, wrk
 
-
-def run_wrk(url: str, script: Path, seconds: float) -> dict[str, float]:
-    out = subprocess.run(pinned(1, ["wrk", "-t", "2", "-c", str(CONNECTIONS), "-d",
-                                    f"{max(1, round(seconds))}s", "-s", str(script), url]),
-                         capture_output=True, text=True, timeout=seconds + 60)
-    for line in out.stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            return dict(json.loads(line[len("WRKJSON "):]))
-    raise RuntimeError(f"wrk failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
-
-
-def measure(config: dict[str, Any], name: str, tmp: Path, port: int, scripts: dict[str, Path],
-            seconds: float) -> dict[str, dict[str, float]]:
-    from gateway.envoy_config import envoy_binary
-
-    path = tmp / f"envoy-{name}.json"
-    path.write_text(json.dumps(config))
-    with open(tmp / f"envoy-{name}.log", "ab") as out:
-        envoy = subprocess.Popen(
-            pinned(0, [envoy_binary(), "-c", str(path), "--use-dynamic-base-id",
-                       "--concurrency", "1", "--log-level", "error"]),
-            stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    _owned.append(envoy)
+    envoy = start_envoy(config, tmp, name, port, 1, cpu=0)
+    cpu = Cpu()
+    cpu.roots["envoy"] = envoy.pid
+    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_port(port, timeout=30, process=envoy, what=f"envoy ({name})")
         results = {}
         for phase, script in scripts.items():
-            run_wrk(f"http://127.0.0.1:{port}", script, 2)  # warm-up
-            before = cpu_seconds(envoy.pid)
-            done = run_wrk(f"http://127.0.0.1:{port}", script, seconds)
-            used = cpu_seconds(envoy.pid) - before
+            await wrk(url, script, CONNECTIONS, 2, 2, cpu=1)  # warm-up
+            before = cpu.sample()["envoy"]
+            done = await wrk(url, script, CONNECTIONS, 2, seconds, cpu=1)
+            used = cpu.sample()["envoy"] - before
             bad = done["status"] + done["connect"] + done["read"] + done["write"]
             if bad:
                 raise RuntimeError(f"{name} {phase}: {bad} failed requests (see {tmp})")
@@ -166,8 +140,7 @@ def measure(config: dict[str, Any], name: str, tmp: Path, port: int, scripts: di
             log(f"{name} {phase}: {results[phase]}")
         return results
     finally:
-        envoy.terminate()
-        envoy.wait(15)
+        stop_process(envoy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,19 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("wrk not found (apt-get install -y wrk)")
     from google.protobuf import json_format
 
-    from bench.gateway import WRK_DONE, lua_str
+    from bench.gateway import WRK_DONE, lua_str, pinned, spawn
 
     started, stamp = time.perf_counter(), datetime.now(UTC).isoformat(timespec="seconds")
     tmp = Path(tempfile.mkdtemp(prefix="cartage-bench-envoy-"))
     rounds: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in CONFIGS}
     try:
         backend_port, port, admin_port = free_port(), free_port(), free_port()
-        child = subprocess.Popen(pinned(1, [sys.executable, "-m", "bench.envoy_alone",
-                                            "--backend", str(backend_port)]),
-                                 cwd=Path(__file__).resolve().parent.parent,
-                                 preexec_fn=_die_with_parent)
-        _owned.append(child)
-        wait_for_port(backend_port, timeout=30, process=child, what="stand-in backend")
+        spawn(pinned(1, [sys.executable, "-m", "bench.envoy_alone", "--backend",
+                         str(backend_port)]),
+              dict(os.environ), tmp / "backend.log", backend_port, "stand-in backend")
         token, jwks = token_and_jwks()
         body = json.dumps(json_format.MessageToDict(bench_order()), separators=(",", ":"))
         auth = f'wrk.headers["authorization"] = "Bearer " .. {lua_str(token)}\n'
@@ -213,11 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(args.rounds):
             log(f"round {n + 1}/{args.rounds}")
             for name in CONFIGS:
-                rounds[name].append(measure(built[name], name, tmp, port, scripts, args.seconds))
+                rounds[name].append(asyncio.run(
+                    measure(built[name], name, tmp, port, scripts, args.seconds)))
     finally:
         stop_owned()
         shutil.rmtree(tmp, ignore_errors=True)
-    summary = {name: {phase: {field: statistics.median(r[phase][field] for r in rs)
+    summary = {name: {phase: {field: round(statistics.median(r[phase][field] for r in rs), 1)
                               for field in ("requests_per_s", "envoy_us_per_request", "p99_ms")}
                       for phase in ("get_order", "create_order")}
                for name, rs in rounds.items()}
@@ -228,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"benchmark": "envoy_alone", "timestamp": stamp,
               "config": {"seconds": args.seconds, "rounds": args.rounds,
                          "connections": CONNECTIONS, "envoy_concurrency": 1,
-                         "pinned": (os.cpu_count() or 1) >= 2 and bool(shutil.which("taskset")),
+                         "pinned": pinned(0, []) != [],
                          "response": "the benchmark order, ~1.1 KB protobuf / ~2.2 KB JSON"},
               "median": summary, "rounds": rounds,
               "wall_seconds": round(time.perf_counter() - started, 1)}

@@ -80,7 +80,7 @@ from bench.orders import (
     summary_ms,
 )
 from cartage.order.v1 import order_service_pb2, order_service_pb2_grpc
-from services.stack.components import Nats, Postgres, _die_with_parent, free_port, wait_for_port
+from services.stack.components import Nats, Postgres, dying_with_parent, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).parent / "results" / "gateway.json"
@@ -100,8 +100,8 @@ VARIANTS = ("no_lua", "no_file_log", "no_audit_log", "no_strict_json", "shared_p
 def spawn(command: list[str], env: dict[str, str], log_path: Path, port: int, what: str,
           timeout: float = 90) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        process = subprocess.Popen(**dying_with_parent(command), cwd=ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
     _owned.append(process)
     try:
         wait_for_port(port, timeout=timeout, process=process, what=what)
@@ -111,8 +111,15 @@ def spawn(command: list[str], env: dict[str, str], log_path: Path, port: int, wh
     return process
 
 
+def pinned(cpu: int | None, command: list[str]) -> list[str]:
+    """`command` on one CPU (taskset), when asked and the machine has more than one."""
+    if cpu is not None and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(cpu), *command]
+    return command
+
+
 def start_envoy(config: dict[str, Any], tmp: Path, name: str, port: int,
-                concurrency: int | None) -> subprocess.Popen[bytes]:
+                concurrency: int | None, *, cpu: int | None = None) -> subprocess.Popen[bytes]:
     from gateway.envoy_config import envoy_binary
 
     path = tmp / f"envoy-{name}.json"
@@ -120,8 +127,8 @@ def start_envoy(config: dict[str, Any], tmp: Path, name: str, port: int,
     command = [envoy_binary(), "-c", str(path), "--use-dynamic-base-id", "--log-level", "warning"]
     if concurrency:
         command += ["--concurrency", str(concurrency)]
-    return spawn(command, dict(os.environ), tmp / f"envoy-{name}.log", port, f"envoy ({name})",
-                 timeout=30)
+    return spawn(pinned(cpu, command), dict(os.environ), tmp / f"envoy-{name}.log", port,
+                 f"envoy ({name})", timeout=30)
 
 
 # --- CPU and load -------------------------------------------------------------------------------
@@ -346,11 +353,12 @@ end
 _wrk_runs = itertools.count()
 
 
-async def wrk(url: str, script: Path, connections: int, threads: int, seconds: float
-              ) -> dict[str, Any]:
+async def wrk(url: str, script: Path, connections: int, threads: int, seconds: float,
+              *, cpu: int | None = None) -> dict[str, Any]:
     process = await asyncio.create_subprocess_exec(
-        "wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, round(seconds))}s",
-        "--timeout", "30s", "-s", str(script), url, "--", f"w{next(_wrk_runs)}",
+        *pinned(cpu, ["wrk", "-t", str(threads), "-c", str(connections), "-d",
+                      f"{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(script), url,
+                      "--", f"w{next(_wrk_runs)}"]),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         output, _ = await asyncio.wait_for(process.communicate(), seconds + 60)

@@ -64,12 +64,15 @@ class _Compiled:
         binds = compiled.binds
         constants = {name: bind.effective_value for name, bind in binds.items()
                      if not bind.required}
-        processors = []
-        for position, name in enumerate(names):
-            process = binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                processors.append((position, process))
-        return cls(statement, compiled.string, names, constants, tuple(processors))
+        processors = tuple((position, process) for position, name in enumerate(names)
+                           if (process := _bind_processor(binds[name].type, dialect)))
+        return cls(statement, compiled.string, names, constants, processors)
+
+
+def _bind_processor(type_: sa.types.TypeEngine[Any], dialect: sa.Dialect
+                    ) -> Callable[[Any], Any] | None:
+    """The dialect's conversion of a Python value for the driver (None: sent as it is)."""
+    return type_.dialect_impl(dialect).bind_processor(dialect)
 
 
 _MAX_COMPILED = 256
@@ -139,7 +142,9 @@ class DirectStatements:
             self._pool = None
 
 
-_UNNEST: dict[tuple[sa.Table, tuple[str, ...]], str] = {}
+# Per (table, columns): the statement and each column's bind conversion.
+_UNNEST: dict[tuple[sa.Table, tuple[str, ...]],
+              tuple[str, list[Callable[[Any], Any] | None]]] = {}
 
 
 async def insert_many(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]
@@ -150,19 +155,20 @@ async def insert_many(conn: AsyncConnection, table: sa.Table, rows: list[dict[st
     parameter processing was the largest SQLAlchemy cost in a profile of 500-order batches). A
     constraint violation fails the whole statement."""
     columns = tuple(rows[0])
-    dialect = conn.dialect
-    sql = _UNNEST.get((table, columns))
-    if sql is None:
+    known = _UNNEST.get((table, columns))
+    if known is None:
+        dialect = conn.dialect
         preparer = dialect.identifier_preparer
         arrays = ", ".join(f"${i}::{table.c[name].type.compile(dialect)}[]"
                            for i, name in enumerate(columns, 1))
         names = ", ".join(preparer.quote(name) for name in columns)
-        sql = _UNNEST[(table, columns)] = (
-            f"INSERT INTO {preparer.format_table(table)} ({names}) SELECT * FROM unnest({arrays})")
+        known = _UNNEST[(table, columns)] = (
+            f"INSERT INTO {preparer.format_table(table)} ({names}) SELECT * FROM unnest({arrays})",
+            [_bind_processor(table.c[name].type, dialect) for name in columns])
+    sql, processors = known
     params = []
-    for name in columns:
+    for name, process in zip(columns, processors, strict=True):
         values = [row[name] for row in rows]
-        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         if process is not None:
             values = [None if value is None else process(value) for value in values]
         params.append(values)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -28,7 +29,7 @@ def test_release_then_cancel_bumps_version_and_records_reason() -> None:
 
 
 def in_state(order: Order, state: State) -> Order:
-    return order.__class__(**{**{f: getattr(order, f) for f in order.__slots__}, "state": state})
+    return dataclasses.replace(order, state=state)
 
 
 def test_no_cancel_after_delivery_and_no_edit_once_in_transit() -> None:

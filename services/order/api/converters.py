@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
 
@@ -11,6 +13,8 @@ from cartage.order.v1 import order_pb2, order_service_pb2
 from services.kit.uow import Codec
 from services.kit.wire import embedded
 from services.order.domain.model import Order, State
+
+T = TypeVar("T")
 
 # Fields of `Order` the server owns; whatever a client sends there is ignored.
 OUTPUT_ONLY = ("name", "state", "create_time", "update_time", "etag", "client_id",
@@ -40,11 +44,23 @@ _RECENT_MAX = 4096
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _remembered(cache: OrderedDict[tuple[str, int], T], order: Order,
+                make: Callable[[Order], T]) -> T:
+    """`make(order)`, computed once per version of the order while it is recent."""
+    key = (order.id, order.version)
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make(order)
+        if len(cache) > _RECENT_MAX:
+            cache.popitem(last=False)
+    return value
+
+
 def order_to_proto(order: Order) -> order_pb2.Order:
-    cache_key = (order.id, order.version)
-    message = _RECENT.get(cache_key)
-    if message is not None:
-        return message
+    return _remembered(_RECENT, order, _to_proto)
+
+
+def _to_proto(order: Order) -> order_pb2.Order:
     message = order_pb2.Order()
     message.CopyFrom(order.content)
     message.name = order.name
@@ -54,9 +70,6 @@ def order_to_proto(order: Order) -> order_pb2.Order:
     message.etag = order.etag
     message.client_id = order.client_id
     message.cancel_reason = order.cancel_reason
-    _RECENT[cache_key] = message
-    if len(_RECENT) > _RECENT_MAX:
-        _RECENT.popitem(last=False)
     return message
 
 
@@ -65,13 +78,7 @@ _RECENT_BYTES: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
 def order_bytes(order: Order) -> bytes:
     """`order_to_proto(order)` serialized, once per version of the order (see `kit.wire`)."""
-    cache_key = (order.id, order.version)
-    data = _RECENT_BYTES.get(cache_key)
-    if data is None:
-        data = _RECENT_BYTES[cache_key] = order_to_proto(order).SerializeToString()
-        if len(_RECENT_BYTES) > _RECENT_MAX:
-            _RECENT_BYTES.popitem(last=False)
-    return data
+    return _remembered(_RECENT_BYTES, order, lambda o: order_to_proto(o).SerializeToString())
 
 
 def set_timestamp(target: timestamp_pb2.Timestamp, moment: datetime) -> None:

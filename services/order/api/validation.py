@@ -80,7 +80,7 @@ def check_order(order: order_pb2.Order, v: Violations, path: str = "order") -> N
         v.add(f"{path}.line_items", f"at most {MAX_LINE_ITEMS} line items", "TOO_MANY")
     else:
         for i, line in enumerate(lines):
-            _line(line, v, path, i)
+            _line(line, v, f"{path}.line_items[{i}]")
     for name, descriptor in _ENUMS:
         if getattr(order, name) not in _ENUM_NUMBERS[name]:
             v.enum(getattr(order, name), descriptor, f"{path}.{name}")
@@ -197,24 +197,15 @@ def _windows(stop: stop_pb2.Stop, v: Violations, path: str, name: str) -> Bounds
     return min(starts, default=None), max(ends, default=None)
 
 
-def _line(line: order_pb2.LineItem, v: Violations, path: str, index: int) -> None:
-    field = None  # built only when something is wrong
-    for name, max_len, required in _LINE_TEXT:
-        value = getattr(line, name)
-        if len(value) > max_len or (required and not value.strip()):
-            field = field or f"{path}.line_items[{index}]"
-            v.text(value, f"{field}.{name}", required=required, max_len=max_len)
+def _line(line: order_pb2.LineItem, v: Violations, field: str) -> None:
+    _texts(line, _LINE_TEXT, v, field)
     for name, minimum, maximum, exclusive in _LINE_NUMBERS:
         value = getattr(line, name)
         if not (minimum < value <= maximum if exclusive else minimum <= value <= maximum):
-            field = field or f"{path}.line_items[{index}]"
             v.number(value, f"{field}.{name}", minimum=minimum, maximum=maximum,
                      exclusive_minimum=exclusive)
     if line.HasField("declared_value"):
-        money = line.declared_value
-        if (not CURRENCY.match(money.currency_code) or money.units < 0 or money.nanos < 0
-                or not -999_999_999 <= money.nanos <= 999_999_999):
-            _money(money, v, f"{path}.line_items[{index}].declared_value")
+        _money(line.declared_value, v, f"{field}.declared_value")
 
 
 def _money(money: money_pb2.Money, v: Violations, field: str) -> None:
