@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -10,16 +9,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
-from services.order.app import serve
-from services.order.settings import Settings
-from services.routing.app import serve as serve_routing
-from services.routing.settings import Settings as RoutingSettings
 from services.stack.components import Nats, Postgres, free_port, wait_for_port
+from tests.support import RunningService
+
+if TYPE_CHECKING:
+    from services.order.settings import Settings
+    from services.routing.settings import Settings as RoutingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,10 @@ async def fresh_database(stack: Stack) -> str:
     return stack.database_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+# The services' apps are imported where a fixture starts them, so that unit tests import none.
 def order_settings(stack: Stack, **overrides: object) -> Settings:
+    from services.order.settings import Settings
+
     base = Settings(database_url=stack.database_url, nats_url=stack.nats_url,
                     grpc_address="127.0.0.1:0", log_level="WARNING")
     return replace(base, **overrides)  # type: ignore[arg-type]
@@ -76,45 +79,26 @@ def order_settings(stack: Stack, **overrides: object) -> Settings:
 @pytest.fixture(scope="session")
 async def order_address(stack: Stack) -> AsyncIterator[str]:
     """The order service, in this process, on a free port."""
-    built: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(order_settings(stack), handle_signals=False, service_hook=built.set_result)
-    )
-    service = await built
-    port = await service.started()  # type: ignore[attr-defined]
-    yield f"127.0.0.1:{port}"
-    service.stop_event.set()  # type: ignore[attr-defined]
-    await task
+    from services.order.app import DEFINITION
+
+    async with RunningService(DEFINITION, order_settings(stack)) as running:
+        yield running.address
 
 
 def routing_settings(stack: Any, **overrides: Any) -> RoutingSettings:
     """Settings of a routing service on the session's Postgres and NATS (1 s solves)."""
+    from services.routing.settings import Settings as RoutingSettings
+
     base = RoutingSettings(database_url=stack.database_url, nats_url=stack.nats_url,
                     grpc_address="127.0.0.1:0", log_level="WARNING", default_time_limit=1.0)
     return replace(base, **overrides)
 
 
-class RunningRouting:
-    """A routing service started in this process; `stop()` ends it like SIGTERM would."""
+def RunningRouting(settings: RoutingSettings) -> RunningService:
+    """A routing service started in this process (see RunningService)."""
+    from services.routing.app import DEFINITION
 
-    def __init__(self, settings: RoutingSettings) -> None:
-        self.settings = settings
-        self.task: asyncio.Task[None] | None = None
-        self.service: Any = None
-        self.address = ""
-
-    async def start(self) -> RunningRouting:
-        built: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.task = asyncio.create_task(
-            serve_routing(self.settings, handle_signals=False, service_hook=built.set_result))
-        self.service = await built
-        self.address = f"127.0.0.1:{await self.service.started()}"
-        return self
-
-    async def stop(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.service.stop_event.set()
-            await self.task
+    return RunningService(DEFINITION, settings)
 
 
 @pytest.fixture(scope="session")

@@ -15,15 +15,9 @@ from google.rpc import error_details_pb2, status_pb2
 from google.type import latlng_pb2, money_pb2, postal_address_pb2
 from nats.js import api as js_api
 
-from cartage.order.v1 import events_pb2, order_pb2, order_service_pb2, order_service_pb2_grpc
+from cartage.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from cartage.type.v1 import party_pb2, stop_pb2, time_window_pb2
-
-EVENT_TYPES = {
-    "order.created": events_pb2.OrderCreatedEvent,
-    "order.updated": events_pb2.OrderUpdatedEvent,
-    "order.released": events_pb2.OrderReleasedEvent,
-    "order.cancelled": events_pb2.OrderCancelledEvent,
-}
+from services.kit.events import catalog
 
 
 def ts(seconds: int) -> timestamp_pb2.Timestamp:
@@ -132,7 +126,7 @@ async def stream_events(nats_url: str, stream: str = "ORDER") -> list[tuple[str,
             "", stream=stream,
             config=js_api.ConsumerConfig(deliver_policy=js_api.DeliverPolicy.ALL,
                                          ack_policy=js_api.AckPolicy.NONE,
-                                         filter_subjects=["order.>"]),
+                                         filter_subjects=list(catalog().streams()[stream])),
         )
         out: list[tuple[str, Any, str]] = []
         while len(out) < total:
@@ -141,7 +135,7 @@ async def stream_events(nats_url: str, stream: str = "ORDER") -> list[tuple[str,
             except (TimeoutError, nats.errors.TimeoutError):
                 break
             for msg in batch:
-                event = EVENT_TYPES[msg.subject].FromString(msg.data)
+                event = catalog().decode(msg)
                 out.append((msg.subject, event, (msg.headers or {}).get("Nats-Msg-Id", "")))
         await sub.unsubscribe()
         return out
@@ -151,6 +145,50 @@ async def stream_events(nats_url: str, stream: str = "ORDER") -> list[tuple[str,
 
 async def events_of(nats_url: str, client_id: str) -> list[tuple[str, Any, str]]:
     return [e for e in await stream_events(nats_url) if e[1].order.client_id == client_id]
+
+
+class RunningService:
+    """A service (its `kit.app.ServiceDefinition`) started in this process on the settings
+    given; `stop()` ends it like SIGTERM would. `async with` starts and stops it."""
+
+    def __init__(self, definition: Any, settings: Any) -> None:
+        self.definition = definition
+        self.settings = settings
+        self.task: asyncio.Task[None] | None = None
+        self.service: Any = None
+        self.address = ""
+
+    async def start(self) -> RunningService:
+        built: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.task = asyncio.create_task(self.definition.serve(
+            self.settings, handle_signals=False, service_hook=built.set_result))
+        done, _ = await asyncio.wait([built, self.task], return_when=asyncio.FIRST_COMPLETED)
+        if self.task in done:
+            self.task.result()  # raises what stopped it before it was built
+        self.service = built.result()
+        self.address = f"127.0.0.1:{await self.service.started()}"
+        return self
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.service.stop_event.set()
+            await self.task
+
+    async def __aenter__(self) -> RunningService:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def health(address: str, service: str = "") -> str:
+    """The gRPC health status name (SERVING, NOT_SERVING) of a service at `address`."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as ch:
+        response = await health_pb2_grpc.HealthStub(ch).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
 async def eventually(check: Any, seconds: float = 15.0, interval: float = 0.1) -> Any:

@@ -208,6 +208,10 @@ class KitTables:
     inbox: sa.Table
     idempotency: sa.Table
 
+    @property
+    def schema(self) -> str:
+        return self.metadata.schema or "public"
+
     @classmethod
     def for_schema(cls, metadata: sa.MetaData) -> KitTables:
         outbox = sa.Table(
@@ -222,6 +226,9 @@ class KitTables:
             sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
                       server_default=sa.func.now()),
             sa.Column("published_at", sa.DateTime(timezone=True)),
+            # The relay scans only unpublished rows; a partial index keeps that scan tiny.
+            sa.Index("ix_outbox_unpublished", "seq",
+                     postgresql_where=sa.text("published_at IS NULL")),
         )
         inbox = sa.Table(
             "inbox",

@@ -150,14 +150,6 @@ def to_rpc_status(error: BaseException) -> RpcStatus:
     return RpcStatus(code=code, message=error.message, proto=proto)
 
 
-def status_from_code(code: int) -> grpc.StatusCode:
-    """The grpc.StatusCode for a numeric `google.rpc.Code`."""
-    for candidate in grpc.StatusCode:
-        if candidate.value[0] == code:
-            return candidate
-    return grpc.StatusCode.UNKNOWN
-
-
 __all__ = [
     "ERROR_DOMAIN",
     "Aborted",
@@ -172,6 +164,5 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "code_pb2",
-    "status_from_code",
     "to_rpc_status",
 ]

@@ -20,7 +20,6 @@ from services.kit.errors import InvalidArgument
 _TOKEN = re.compile(
     r'\s*(?:(?P<op><=|>=|!=|=|<|>)|"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<word>[A-Za-z0-9_.:\-+]+))'
 )
-OPERATORS = frozenset({"=", "!=", "<", "<=", ">", ">="})
 
 
 @dataclass(frozen=True, slots=True)

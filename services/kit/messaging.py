@@ -36,6 +36,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit.db import KitTables
+from services.kit.events import EVENT_TYPE_HEADER, catalog
+from services.kit.jobs import Job
 from services.kit.uow import Transaction, UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 DUPLICATE_WINDOW = timedelta(hours=2)
 DEAD_LETTER_STREAM = "DEAD_LETTER"
 DEAD_LETTER_SUBJECT_PREFIX = "deadletter"
-EVENT_TYPE_HEADER = "Cartage-Event-Type"
 REQUEST_ID_HEADER = "Cartage-Request-Id"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
@@ -69,8 +70,10 @@ async def connect(url: str, *, name: str, stop: asyncio.Event | None = None) -> 
             delay = min(delay * 2, 5.0)
 
 
-async def ensure_stream(js: JetStreamContext, name: str, subjects: Sequence[str]) -> None:
-    """Create or update a file-backed stream with our duplicate window."""
+async def ensure_stream(js: JetStreamContext, name: str, subjects: Sequence[str], *,
+                        update: bool = True) -> None:
+    """Create a file-backed stream with our duplicate window, or update it to that config
+    (`update=False`: leave an existing stream as its owner declared it; consumers use that)."""
     config = js_api.StreamConfig(
         name=name,
         subjects=list(subjects),
@@ -79,31 +82,10 @@ async def ensure_stream(js: JetStreamContext, name: str, subjects: Sequence[str]
     )
     try:
         await js.stream_info(name)
-        await js.update_stream(config)
+        if update:
+            await js.update_stream(config)
     except NotFoundError:
         await js.add_stream(config)
-
-
-async def wait_for_stream(js: JetStreamContext, name: str, stop: asyncio.Event) -> bool:
-    """Wait until the service that owns stream `name` has declared it (services start in any
-    order); False if `stop` is set first."""
-    said = False
-    while not stop.is_set():
-        try:
-            await js.stream_info(name)
-            return True
-        except NotFoundError:
-            if not said:
-                log.info("waiting for another service to declare a stream",
-                         extra={"stream": name})
-                said = True
-        except Exception as error:
-            log.warning("cannot read stream info yet", extra={"error": repr(error)})
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=2.0)
-        except TimeoutError:
-            pass
-    return False
 
 
 class OutboxRelay:
@@ -258,6 +240,10 @@ class OutboxRelay:
 Handler = Callable[[Transaction, Msg], Awaitable[None]]
 
 
+class ConsumerGone(RuntimeError):
+    """The durable consumer disappeared from JetStream."""
+
+
 @dataclass(frozen=True, slots=True)
 class ConsumerSpec:
     """A durable pull consumer on one stream."""
@@ -268,6 +254,15 @@ class ConsumerSpec:
     max_attempts: int = 5
     backoff: tuple[float, ...] = (0.5, 2.0, 10.0, 30.0, 60.0)
     ack_wait: float = 30.0
+
+    @classmethod
+    def of(cls, durable: str, *subjects: str, **options: Any) -> ConsumerSpec:
+        """A consumer of these event subjects; the stream comes from the contracts' registry
+        (`kit.events`), and all subjects must be on one stream."""
+        streams = {catalog().of_subject(subject).stream for subject in subjects}
+        if len(streams) != 1:
+            raise ValueError(f"{durable}: subjects {subjects} are not on one stream")
+        return cls(stream=streams.pop(), durable=durable, filter_subjects=subjects, **options)
 
 
 class EventConsumer:
@@ -280,8 +275,10 @@ class EventConsumer:
         self._spec = spec
         self._handler = handler
         self._inbox = uow.tables.inbox
+        self._sub: Any = None
 
-    async def run(self, stop: asyncio.Event, *, batch: int = 50) -> None:
+    async def subscribe(self) -> None:
+        """Create (or find) the durable consumer and bind a pull subscription to it."""
         spec = self._spec
         await ensure_stream(self._js, DEAD_LETTER_STREAM, [f"{DEAD_LETTER_SUBJECT_PREFIX}.>"])
         config = js_api.ConsumerConfig(
@@ -293,20 +290,41 @@ class EventConsumer:
             ack_wait=spec.ack_wait,
             filter_subjects=list(spec.filter_subjects),
         )
-        sub = await self._js.pull_subscribe(
+        self._sub = await self._js.pull_subscribe(
             "", durable=spec.durable, stream=spec.stream, config=config
         )
+
+    async def run(self, stop: asyncio.Event, *, batch: int = 50) -> None:
+        """Handle events until `stop`. Raises ConsumerGone when the durable consumer no longer
+        exists (deleted by an operator, or lost with the server's store), so that the
+        supervisor subscribes again, which re-creates it."""
+        if self._sub is None:
+            await self.subscribe()
+        sub = self._sub
         while not stop.is_set():
             try:
                 messages = await sub.fetch(batch, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except Exception as error:
-                log.warning("fetch failed", extra={"error": repr(error)})
+                await self._check_durable(error)
                 await _sleep_or_stop(stop, 1.0)
                 continue
             for msg in messages:
                 await self.handle(msg)
+
+    async def _check_durable(self, error: Exception) -> None:
+        """After a failed fetch: raise ConsumerGone if the durable is gone; otherwise (NATS
+        unreachable or restarting) log and let the caller retry, since nats-py reconnects."""
+        try:
+            await self._js.consumer_info(self._spec.stream, self._spec.durable)
+        except NotFoundError:
+            raise ConsumerGone(f"durable consumer {self._spec.durable} on stream "
+                               f"{self._spec.stream} is gone") from error
+        except Exception:
+            pass
+        log.warning("fetch failed", extra={"consumer": self._spec.durable,
+                                           "error": repr(error)})
 
     async def handle(self, msg: Msg) -> None:
         event_id = (msg.headers or {}).get(MSG_ID_HEADER) or f"seq:{msg.metadata.sequence.stream}"
@@ -368,34 +386,48 @@ async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) ->
             waiter.cancel()
 
 
-def consumer_job(
-    uow: UnitOfWork,
-    nats_url: str,
-    name: str,
-    consumers: Sequence[tuple[ConsumerSpec, Handler]],
-    *,
-    own_streams: dict[str, Sequence[str]] | None = None,
-) -> Callable[[asyncio.Event], Awaitable[None]]:
-    """A service's background job that runs its consumers on one connection: it declares the
-    service's own streams, waits for the streams other services own (services start in any
-    order), then runs every consumer until `stop`."""
-    own = own_streams or {}
+class ConsumerJob:
+    """A service's consumers on one NATS connection, as one supervised job (`kit.jobs`).
 
-    async def run(stop: asyncio.Event) -> None:
+    It declares the streams it reads if they do not exist yet (from the contracts' registry,
+    leaving an existing stream as its owner declared it), so it needs no other service running,
+    subscribes every consumer, and then runs them until `stop`; if one fails the others are
+    stopped and the job raises, and the supervisor starts it again. Ready while connected and
+    subscribed."""
+
+    def __init__(self, uow: UnitOfWork, nats_url: str, name: str,
+                 consumers: Sequence[tuple[ConsumerSpec, Handler]]) -> None:
+        self._uow = uow
+        self._nats_url = nats_url
+        self.name = name
+        self._consumers = list(consumers)
+        self._nc: NatsClient | None = None
+        self._subscribed = False
+
+    async def ready(self) -> bool:
+        return self._subscribed and self._nc is not None and self._nc.is_connected
+
+    async def run(self, stop: asyncio.Event) -> None:
         try:
-            nc = await connect(nats_url, name=name, stop=stop)
+            self._nc = nc = await connect(self._nats_url, name=self.name, stop=stop)
         except asyncio.CancelledError:
             return
         try:
             js = nc.jetstream(timeout=5)
-            for stream, subjects in own.items():
-                await ensure_stream(js, stream, subjects)
-            for stream in sorted({spec.stream for spec, _ in consumers} - own.keys()):
-                if not await wait_for_stream(js, stream, stop):
-                    return
-            await asyncio.gather(*(EventConsumer(uow, nc, spec, handler).run(stop)
-                                   for spec, handler in consumers))
+            streams = catalog().streams()
+            for stream in sorted({spec.stream for spec, _ in self._consumers}):
+                await ensure_stream(js, stream, streams[stream], update=False)
+            runners = [EventConsumer(self._uow, nc, spec, handler)
+                       for spec, handler in self._consumers]
+            for runner in runners:
+                await runner.subscribe()
+            self._subscribed = True
+            async with asyncio.TaskGroup() as group:
+                for runner in runners:
+                    group.create_task(runner.run(stop))
         finally:
+            self._subscribed = False
             await nc.close()
 
-    return run
+    def job(self) -> Job:
+        return Job(self.name, self.run, ready=self.ready)

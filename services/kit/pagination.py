@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from services.kit.errors import InvalidArgument
@@ -61,3 +63,54 @@ class PageToken:
 
 def query_fingerprint(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Keyset:
+    """One page of a list request (`page_size`, `page_token`): its size, the sort key it starts
+    after, and the fingerprint its next token carries. Ask the store for `fetch` rows: the one
+    past `limit` says whether another page exists."""
+
+    limit: int
+    after: tuple[Any, ...] | None
+    fingerprint: str
+
+    @classmethod
+    def of(cls, request: Any, *query: str, arity: int = 2,
+           parse: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None) -> Keyset:
+        """`query`: what the token is bound to (caller, filter, order). `parse` turns the
+        token's JSON values back into the sort key's types (ValueError: not our token)."""
+        limit = clamp_page_size(request.page_size)
+        fingerprint = query_fingerprint(*query)
+        after = None
+        if request.page_token:
+            after = PageToken.decode(request.page_token, query=fingerprint).after
+            try:
+                if len(after) != arity:
+                    raise ValueError("wrong arity")
+                if parse is not None:
+                    after = parse(after)
+            except (ValueError, TypeError, IndexError):
+                raise InvalidArgument.single("page_token", "is not a token this API issued"
+                                             ) from None
+        return cls(limit, after, fingerprint)
+
+    @property
+    def fetch(self) -> int:
+        return self.limit + 1
+
+    def next_token(self, rows: Sequence[Any], key: Callable[[Any], tuple[Any, ...]]) -> str:
+        """The token of the page after `rows` (as fetched), or "" on the last page."""
+        if len(rows) <= self.limit:
+            return ""
+        return PageToken(key(rows[self.limit - 1]), self.fingerprint).encode()
+
+
+def newest_key(row: Any) -> tuple[str, str]:
+    """The usual sort key: create time, then id (as the token stores them)."""
+    return (row.create_time.isoformat(), row.id)
+
+
+def time_and_id(after: tuple[Any, ...]) -> tuple[datetime, str]:
+    """`parse` for a `newest_key` token."""
+    return (datetime.fromisoformat(str(after[0])), str(after[1]))

@@ -19,7 +19,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -30,6 +30,7 @@ from grpc_status import rpc_status
 
 from services.kit.auth import Caller, set_caller
 from services.kit.errors import CartageError, InvalidArgument, RpcStatus, to_rpc_status
+from services.kit.jobs import Job, Supervisor
 from services.kit.log import request_id_var
 
 log = logging.getLogger("cartage.rpc")
@@ -130,10 +131,13 @@ async def _abort(context: grpc.aio.ServicerContext, status: RpcStatus) -> None:
 
 
 HealthCheck = Callable[[], Awaitable[bool]]
+HEALTH_INTERVAL_S = 1.0
 
 
 class Service:
-    """A running gRPC server plus its background tasks; `run()` returns after a graceful stop."""
+    """A running gRPC server plus its supervised background jobs; `run()` returns after a
+    graceful stop. Readiness (`grpc.health.v1`, the overall "" entry and each service name) is
+    SERVING only while every health check passes and every required job is up."""
 
     def __init__(
         self,
@@ -143,7 +147,7 @@ class Service:
         register: Callable[[grpc.aio.Server], None],
         service_names: Sequence[str],
         health_checks: Sequence[HealthCheck] = (),
-        background: Iterable[Callable[[asyncio.Event], Awaitable[None]]] = (),
+        jobs: Sequence[Job] = (),
         grace_seconds: float = 5.0,
         reuse_port: bool = False,
         own_address: str | None = None,
@@ -159,7 +163,7 @@ class Service:
         self._register = register
         self._service_names = list(service_names)
         self._health_checks = list(health_checks)
-        self._background = list(background)
+        self._supervisor = Supervisor(jobs, self.stop_event)
         self._grace = grace_seconds
         self._reuse_port = reuse_port
         self._server: grpc.aio.Server | None = None
@@ -197,7 +201,7 @@ class Service:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop_event.set)
-        tasks = [asyncio.create_task(job(self.stop_event)) for job in self._background]
+        tasks = self._supervisor.start()
         tasks.append(asyncio.create_task(self._watch_health(health_servicer)))
         host = self.address.rsplit(":", 1)[0]
         logging.getLogger("cartage").info(
@@ -214,13 +218,14 @@ class Service:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _watch_health(self, servicer: health.aio.HealthServicer) -> None:
-        """Readiness: NOT_SERVING while any dependency check fails (Postgres, NATS)."""
+        """Readiness: NOT_SERVING while any dependency check fails (Postgres, NATS) or a
+        required job is down; checked every `HEALTH_INTERVAL_S`."""
         serving = health_pb2.HealthCheckResponse.SERVING
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         last: int | None = None
         while not self.stop_event.is_set():
             ok = True
-            for check in self._health_checks:
+            for check in [*self._health_checks, self._supervisor.ready]:
                 try:
                     ok = ok and await asyncio.wait_for(check(), timeout=2.0)
                 except Exception:
@@ -231,6 +236,6 @@ class Service:
                     await servicer.set(service_name, status)
                 last = status
             try:
-                await asyncio.wait_for(self.stop_event.wait(), timeout=2.0)
+                await asyncio.wait_for(self.stop_event.wait(), timeout=HEALTH_INTERVAL_S)
             except TimeoutError:
                 pass

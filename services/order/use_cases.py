@@ -4,24 +4,62 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
 from cartage.order.v1 import order_pb2
+from services.kit.clock import utc_now
 from services.kit.db import constraint_name
 from services.kit.errors import AlreadyExists, CartageError, NotFound
-from services.kit.uow import IdempotencyKey, Transaction, UnitOfWork, idempotent
-from services.order.adapters.events import ActivePlan, OrderEvents
-from services.order.adapters.repository import ListQuery, OrderRepository
-from services.order.api.converters import ORDER_CODEC, ORDERS_CODEC
-from services.order.domain.model import Order
+from services.kit.idempotency import Codec, IdempotencyKey, idempotent
+from services.kit.uow import OutgoingEvent, Transaction, UnitOfWork
+from services.order.domain.model import ActivePlan, Order, State
 
 UNIQUE_REFERENCE = "uq_orders_client_reference"
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """A page of one client's orders. `filters` are (field, operator, typed value) triples over
+    the filterable fields, already validated by the API layer."""
+
+    client_id: str
+    filters: tuple[tuple[str, str, Any], ...]
+    descending: bool
+    after: tuple[datetime, str] | None
+    limit: int
+
+
+class Orders(Protocol):
+    """Where orders are kept (adapters/repository.py)."""
+
+    def insert(self, tx: Transaction, *new_orders: Order) -> None: ...
+    def save(self, tx: Transaction, order: Order) -> None: ...
+    async def get(self, tx: Transaction, client_id: str, order_id: str, *,
+                  for_update: bool = False) -> Order | None: ...
+    async def read(self, uow: UnitOfWork, client_id: str, order_id: str) -> Order | None: ...
+    async def existing_references(self, tx: Transaction, client_id: str,
+                                  references: list[str]) -> set[str]: ...
+    async def list(self, tx: Transaction, query: ListQuery) -> list[Order]: ...
+
+
+class Events(Protocol):
+    """The events an order change publishes (adapters/events.py)."""
+
+    def created(self, order: Order) -> OutgoingEvent: ...
+    def updated(self, order: Order, paths: list[str]) -> OutgoingEvent: ...
+    def released(self, order: Order) -> OutgoingEvent: ...
+    def cancelled(self, order: Order, previous: State) -> OutgoingEvent: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Codecs:
+    """How results are stored for idempotent replays (conversion.py)."""
+
+    order: Codec[Order]
+    orders: Codec[list[Order]]
 
 
 def _duplicate_reference(reference: str) -> AlreadyExists:
@@ -49,11 +87,13 @@ class OrderUseCases:
     def __init__(
         self,
         uow: UnitOfWork,
-        repository: OrderRepository,
-        events: OrderEvents,
+        repository: Orders,
+        events: Events,
+        codecs: Codecs,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._uow = uow
+        self._codecs = codecs
         self._orders = repository
         self._events = events
         self._clock = clock
@@ -69,7 +109,7 @@ class OrderUseCases:
             return order
 
         try:
-            return await idempotent(self._uow, key, ORDER_CODEC, work, request_id=request_id,
+            return await idempotent(self._uow, key, self._codecs.order, work, request_id=request_id,
                                     reads=False)
         except IntegrityError as error:
             if constraint_name(error) == UNIQUE_REFERENCE:
@@ -104,7 +144,7 @@ class OrderUseCases:
         # constraint then fails the whole statement, and a second pass sees the reference.
         for attempt in (1, 2):
             try:
-                created = await idempotent(self._uow, key, ORDERS_CODEC, work,
+                created = await idempotent(self._uow, key, self._codecs.orders, work,
                                            request_id=request_id)
                 break
             except IntegrityError as error:
@@ -156,7 +196,7 @@ class OrderUseCases:
             tx.publish(self._events.cancelled(cancelled, order.state))
             return cancelled
 
-        return await idempotent(self._uow, key, ORDER_CODEC, work, request_id=request_id)
+        return await idempotent(self._uow, key, self._codecs.order, work, request_id=request_id)
 
     async def release(
         self, client_id: str, order_id: str, etag: str, key: IdempotencyKey | None,
@@ -170,7 +210,7 @@ class OrderUseCases:
             tx.publish(self._events.released(released))
             return released
 
-        return await idempotent(self._uow, key, ORDER_CODEC, work, request_id=request_id)
+        return await idempotent(self._uow, key, self._codecs.order, work, request_id=request_id)
 
     async def follow_plan(self, tx: Transaction, plan: ActivePlan) -> None:
         """A new active plan (route.planned / route.updated from the routing service, in the

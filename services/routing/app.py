@@ -1,4 +1,4 @@
-"""The composition root: builds the routing service from its settings.
+"""The composition root: the routing service's parts, wired (the kit runs them, `kit.app`).
 
 One process serves RoutingService and google.longrunning.Operations on one port, relays its
 outbox to the ROUTING stream, consumes the order service's events and its own vehicle status
@@ -13,15 +13,10 @@ from google.longrunning import operations_pb2_grpc
 from nats.aio.msg import Msg
 
 from cartage.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
-from services.kit.db import create_engine, reachable
-from services.kit.messaging import (
-    ConsumerSpec,
-    OutboxRelay,
-    consumer_job,
-)
-from services.kit.migrations import upgrade_async
-from services.kit.server import Service
-from services.kit.uow import Transaction, UnitOfWork
+from services.kit.app import Composition, Runtime, ServiceDefinition
+from services.kit.jobs import Job
+from services.kit.messaging import ConsumerSpec
+from services.kit.uow import Transaction
 from services.routing.adapters import events, tables
 from services.routing.adapters.repository import RoutingRepository
 from services.routing.api.operations import OperationsServicer
@@ -30,45 +25,13 @@ from services.routing.planning import Planner
 from services.routing.settings import Settings
 from services.routing.use_cases import FleetUseCases, PlanChanges, PlanningJobs, PlanUseCases
 
-MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 SERVICE_NAME = routing_service_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
 OPERATIONS_NAME = "google.longrunning.Operations"
-ORDER_CONSUMER = ConsumerSpec(stream=events.ORDER_STREAM, durable="routing-orders",
-                              filter_subjects=tuple(events.ORDER_EVENTS))
-VEHICLE_CONSUMER = ConsumerSpec(stream=events.STREAM, durable="routing-vehicles",
-                                filter_subjects=(events.VEHICLE_STATUS_CHANGED,))
 
 
-async def migrate(settings: Settings) -> None:
-    await upgrade_async(settings.database_url, tables.SCHEMA, MIGRATIONS)
-
-
-def consumers(uow: UnitOfWork, nats_url: str, jobs: PlanningJobs):
-    """The background job that feeds order and vehicle events to the planning jobs."""
-
-    async def on_order(tx: Transaction, msg: Msg) -> None:
-        decoded = events.decode_order_event(msg)
-        if decoded is not None:
-            await jobs.on_order_event(tx, *decoded)
-
-    async def on_vehicle(tx: Transaction, msg: Msg) -> None:
-        await jobs.on_vehicle_status(tx, events.decode_vehicle_event(msg))
-
-    return consumer_job(uow, nats_url, "routing-consumer",
-                        [(ORDER_CONSUMER, on_order), (VEHICLE_CONSUMER, on_vehicle)],
-                        own_streams={events.STREAM: events.SUBJECTS})
-
-
-async def serve(settings: Settings, *, handle_signals: bool = True,
-                service_hook: object = None) -> None:
-    """Run until SIGTERM/SIGINT (or `service.stop_event`). `service_hook`, when given, is called
-    with the Service before it starts (tests use it to learn the port and stop it)."""
-    if settings.migrate_on_start:
-        await migrate(settings)
-    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
-    relay = OutboxRelay(engine, tables.kit, settings.nats_url, name="routing",
-                        streams={events.STREAM: events.SUBJECTS})
-    uow = UnitOfWork(engine, tables.kit, on_events=relay.wake)
+def compose(runtime: Runtime) -> Composition:
+    settings: Settings = runtime.settings
+    uow = runtime.uow
     repository, outgoing, changes = RoutingRepository(), events.RoutingEvents(), PlanChanges()
     fleet = FleetUseCases(uow, repository, outgoing)
     plans = PlanUseCases(
@@ -87,19 +50,28 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
         routing_service_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
         operations_pb2_grpc.add_OperationsServicer_to_server(operations, server)
 
-    service = Service(
-        name="routing",
-        address=settings.grpc_address,
+    async def on_order(tx: Transaction, msg: Msg) -> None:
+        decoded = events.decode_order_event(msg)
+        if decoded is not None:
+            await jobs.on_order_event(tx, *decoded)
+
+    async def on_vehicle(tx: Transaction, msg: Msg) -> None:
+        await jobs.on_vehicle_status(tx, events.decode_vehicle_event(msg))
+
+    return Composition(
         register=register,
         service_names=[SERVICE_NAME, OPERATIONS_NAME],
-        health_checks=[reachable(engine), relay.ready],
-        background=[relay.run, planner.run, consumers(uow, settings.nats_url, jobs)],
+        consumers=[
+            (ConsumerSpec.of("routing-orders", *events.ORDER_EVENTS), on_order),
+            (ConsumerSpec.of("routing-vehicles", events.VEHICLE_STATUS_CHANGED), on_vehicle),
+        ],
+        jobs=[Job("planner", planner.run)],
     )
-    if callable(service_hook):
-        service_hook(service)
-    try:
-        await service.run(handle_signals=handle_signals)
-    finally:
-        await uow.close()
-        await engine.dispose()
 
+
+DEFINITION = ServiceDefinition(
+    name="routing", module=__name__, settings=Settings, tables=tables.kit,
+    migrations=Path(__file__).parent / "adapters" / "migrations", stream="ROUTING",
+    compose=compose)
+migrate = DEFINITION.migrate
+serve = DEFINITION.serve

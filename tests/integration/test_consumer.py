@@ -18,16 +18,16 @@ from services.kit.messaging import (
     EventConsumer,
     ensure_stream,
 )
-from services.kit.migrations import upgrade_async
 from services.kit.uow import Transaction, UnitOfWork
 from services.order.adapters import tables as order_tables
-from services.order.app import MIGRATIONS
+from services.order.app import DEFINITION
+from services.order.settings import Settings
 from tests.support import eventually
 
 
 @pytest.fixture
 async def runner_parts(stack, fresh_database):
-    await upgrade_async(fresh_database, order_tables.SCHEMA, MIGRATIONS)
+    await DEFINITION.migrate(Settings(database_url=fresh_database, nats_url=stack.nats_url))
     engine = create_engine(fresh_database, pool_size=2)
     uow = UnitOfWork(engine, KitTables.for_schema(sa.MetaData(schema=order_tables.SCHEMA)))
     nc = await nats.connect(stack.nats_url)

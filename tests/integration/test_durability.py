@@ -12,7 +12,14 @@ import sqlalchemy as sa
 from cartage.order.v1 import order_service_pb2 as pb
 from services.kit.db import create_engine
 from services.stack.components import Nats, free_port
-from tests.support import OrderClient, events_of, eventually, new_client_id, sample_order
+from tests.support import (
+    OrderClient,
+    RunningService,
+    events_of,
+    eventually,
+    new_client_id,
+    sample_order,
+)
 
 
 async def unpublished(database_url: str) -> int:
@@ -61,17 +68,13 @@ async def test_orders_are_accepted_while_nats_is_down_and_published_when_it_retu
     # A NATS and a database of its own, so no other relay can publish these rows elsewhere.
     own_nats = Nats(tmp_path / "js", free_port())
     own_nats.start()
-    from services.order.app import serve
+    from services.order.app import DEFINITION
     from tests.conftest import order_settings
 
-    built: asyncio.Future = asyncio.get_running_loop().create_future()
     settings = order_settings(stack, nats_url=own_nats.url, database_url=fresh_database)
-    task = asyncio.create_task(serve(settings,
-                                     handle_signals=False, service_hook=built.set_result))
-    service = await built
-    port = await service.started()
+    running = await RunningService(DEFINITION, settings).start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        async with grpc.aio.insecure_channel(running.address) as ch:
             client = OrderClient(ch, new_client_id())
             await client.create()
             await eventually(lambda: _count(own_nats.url, client.client_id, 1))
@@ -86,8 +89,7 @@ async def test_orders_are_accepted_while_nats_is_down_and_published_when_it_retu
             names = Counter(event.order.name for _, event, _ in events)
             assert all(names[order.name] == 1 for order in during) and len(names) == 6
     finally:
-        service.stop_event.set()
-        await task
+        await running.stop()
         own_nats.stop()
 
 

@@ -10,8 +10,8 @@ import pytest
 from cartage.order.v1 import order_pb2
 from services.kit.errors import Aborted, FailedPrecondition
 from services.kit.validation import Violations
-from services.order.api.converters import content_from_proto, order_from_proto, order_to_proto
 from services.order.api.validation import check_order
+from services.order.conversion import content_from_proto, order_from_proto, order_to_proto
 from services.order.domain.model import TRANSITIONS, Order, State
 from tests.support import sample_order, ts
 

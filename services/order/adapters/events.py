@@ -1,85 +1,63 @@
 """Domain changes as contract events (`cartage.order.v1` *Event messages) for the outbox, and
-the routing service's plan events this service follows."""
+the routing service's plan events this service follows (decoded into the domain's ActivePlan)."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import field_mask_pb2
-from nats.aio.msg import Msg
+from google.protobuf.message import Message
 
 from cartage.order.v1 import events_pb2, order_pb2
 from cartage.routing.v1 import events_pb2 as routing_events
+from services.kit.events import catalog
 from services.kit.uow import OutgoingEvent
 from services.kit.wire import embedded
-from services.order.api.converters import order_bytes, set_timestamp
-from services.order.domain.model import Order, State
+from services.order.conversion import order_bytes
+from services.order.domain.model import ActivePlan, Order, State
+
+# routing's events that say a plan became the fleet's active plan
+PLAN_SUBJECTS = ("route.planned", "route.updated")
 
 
-def _outgoing(subject: str, event: Any, order: Order) -> OutgoingEvent:
-    """Stamp the event with a fresh id (also its JetStream Nats-Msg-Id) and the order's update
-    time, and splice in the order's serialized bytes as its `order` field (`kit.wire`)."""
-    event.event_id = os.urandom(16).hex()
-    set_timestamp(event.event_time, order.update_time)
-    descriptor = event.DESCRIPTOR
-    return OutgoingEvent(
-        subject=subject,
-        event_type=descriptor.full_name,
-        payload=event.SerializeToString()
-        + embedded(descriptor.fields_by_name["order"], order_bytes(order)),
-        event_id=event.event_id,
-    )
+def _outgoing(event: Any, order: Order) -> OutgoingEvent:
+    """The event with the order's serialized bytes spliced in as its `order` field
+    (`kit.wire`), stamped with the order's update time."""
+    return catalog().outgoing(
+        event, order.update_time,
+        extra=embedded(event.DESCRIPTOR.fields_by_name["order"], order_bytes(order)))
 
 
 class OrderEvents:
     def created(self, order: Order) -> OutgoingEvent:
-        return _outgoing("order.created", events_pb2.OrderCreatedEvent(), order)
+        return _outgoing(events_pb2.OrderCreatedEvent(), order)
 
     def updated(self, order: Order, paths: list[str]) -> OutgoingEvent:
         event = events_pb2.OrderUpdatedEvent(update_mask=field_mask_pb2.FieldMask(paths=paths))
-        return _outgoing("order.updated", event, order)
+        return _outgoing(event, order)
 
     def released(self, order: Order) -> OutgoingEvent:
-        return _outgoing("order.released", events_pb2.OrderReleasedEvent(), order)
+        return _outgoing(events_pb2.OrderReleasedEvent(), order)
 
     def cancelled(self, order: Order, previous: State) -> OutgoingEvent:
         event = events_pb2.OrderCancelledEvent(
             previous_state=order_pb2.Order.State.ValueType(previous))
-        return _outgoing("order.cancelled", event, order)
+        return _outgoing(event, order)
 
 
-# The routing service's ROUTING stream: a plan became the fleet's active plan.
-ROUTING_STREAM = "ROUTING"
-PLAN_EVENTS: dict[str, Any] = {
-    "route.planned": routing_events.RoutePlannedEvent,
-    "route.updated": routing_events.RouteUpdatedEvent,
-}
-
-
-@dataclass(frozen=True)
-class ActivePlan:
-    """Which of a client's orders the new active plan serves and which it leaves out, including
-    those only the plan it replaced had (ids, not names; ad-hoc shipments are skipped)."""
-
-    client_id: str
-    planned: frozenset[str]
-    unassigned: frozenset[str]
-
-
-def decode_plan_event(msg: Msg) -> ActivePlan | None:
-    kind = PLAN_EVENTS.get(msg.subject)
-    if kind is None:
+def active_plan(event: Message | None) -> ActivePlan | None:
+    """The orders a route.planned / route.updated event plans and leaves out; None for any
+    other event."""
+    if not isinstance(event, routing_events.RoutePlannedEvent | routing_events.RouteUpdatedEvent):
         return None
-    event = kind.FromString(msg.data)
     plan = event.route_plan
 
     def order_ids(shipments: Any) -> frozenset[str]:
         return frozenset(s.removeprefix("orders/") for s in shipments if s.startswith("orders/"))
 
     left_out = [u.shipment for u in plan.unassigned]
-    if msg.subject == "route.updated":  # and what the replaced plan had but this one has not
+    if isinstance(event, routing_events.RouteUpdatedEvent):
+        # and what the replaced plan had but this one has not
         left_out += event.decision.diff.removed
     return ActivePlan(
         client_id=event.client_id,

@@ -26,4 +26,6 @@ orders = sa.Table(
     # The order's content as the contract's Order message (see domain/model.py).
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.UniqueConstraint("client_id", "external_reference", name="uq_orders_client_reference"),
+    # Listing is always per client, in (create_time, id) order: the keyset index.
+    sa.Index("ix_orders_client_created", "client_id", "create_time", "id"),
 )

@@ -12,15 +12,14 @@ from services.kit.auth import Caller, current_caller
 from services.kit.errors import CartageError, InvalidArgument, to_rpc_status
 from services.kit.fieldmask import apply_update_mask, check_update_mask
 from services.kit.filtering import Condition, parse_filter
+from services.kit.idempotency import IdempotencyKey, request_key
 from services.kit.log import request_id_var
-from services.kit.pagination import PageToken, clamp_page_size, query_fingerprint
-from services.kit.uow import IdempotencyKey
+from services.kit.pagination import Keyset, newest_key, time_and_id
 from services.kit.validation import Violations, parse_name
-from services.order.adapters.repository import ListQuery
-from services.order.api.converters import content_from_proto, order_to_proto
 from services.order.api.validation import check_order
+from services.order.conversion import content_from_proto, order_to_proto
 from services.order.domain.model import State
-from services.order.use_cases import BatchItem, OrderUseCases
+from services.order.use_cases import BatchItem, ListQuery, OrderUseCases
 
 MAX_BATCH = 1000
 UPDATABLE = frozenset({
@@ -37,15 +36,7 @@ FILTERS = {
 
 def _idempotency(caller: Caller, method: str, request: Any) -> IdempotencyKey | None:
     """The AIP-155 request_id, or the Idempotency-Key header the gateway forwards."""
-    key = request.request_id or caller.idempotency_key
-    if not key:
-        return None
-    fingerprint = type(request)()
-    fingerprint.CopyFrom(request)
-    fingerprint.request_id = ""
-    return IdempotencyKey.of(
-        caller.client_id, method, key, fingerprint.SerializeToString(deterministic=True)
-    )
+    return request_key(caller.client_id, caller.idempotency_key, method, request)
 
 
 class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
@@ -123,34 +114,18 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                          context: grpc.aio.ServicerContext
                          ) -> order_service_pb2.ListOrdersResponse:
         caller = current_caller()
-        limit = clamp_page_size(request.page_size)
         order_by = " ".join(request.order_by.split()).lower()
         if order_by not in ("", "create_time", "create_time asc", "create_time desc"):
             raise InvalidArgument.single("order_by", "must be `create_time` or `create_time desc`")
         descending = order_by.endswith("desc")
         filters = tuple(_typed(c) for c in parse_filter(request.filter, FILTERS))
-        fingerprint = query_fingerprint(caller.client_id, request.filter, str(descending))
-        after = None
-        if request.page_token:
-            token = PageToken.decode(request.page_token, query=fingerprint)
-            try:
-                after = (datetime.fromisoformat(token.after[0]), str(token.after[1]))
-            except (ValueError, IndexError, TypeError):
-                raise InvalidArgument.single("page_token", "is not a token this API issued"
-                                             ) from None
-        # One extra row tells whether another page exists.
+        page = Keyset.of(request, caller.client_id, request.filter, str(descending),
+                         parse=time_and_id)
         rows = await self._orders.list(
-            ListQuery(caller.client_id, filters, descending, after, limit + 1)
-        )
-        response = order_service_pb2.ListOrdersResponse(
-            orders=[order_to_proto(o) for o in rows[:limit]]
-        )
-        if len(rows) > limit:
-            last = rows[limit - 1]
-            response.next_page_token = PageToken(
-                (last.create_time.isoformat(), last.id), fingerprint
-            ).encode()
-        return response
+            ListQuery(caller.client_id, filters, descending, page.after, page.fetch))
+        return order_service_pb2.ListOrdersResponse(
+            orders=[order_to_proto(o) for o in rows[:page.limit]],
+            next_page_token=page.next_token(rows, newest_key))
 
     async def UpdateOrder(self, request: order_service_pb2.UpdateOrderRequest,
                           context: grpc.aio.ServicerContext) -> order_pb2.Order:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from cartage.order.v1 import order_pb2
-from services.kit.errors import Aborted, FailedPrecondition
+from services.kit.domain import check_etag, check_transition
+from services.kit.errors import FailedPrecondition
 
 
 class State(enum.IntEnum):
@@ -81,21 +82,10 @@ class Order:
         )
 
     def check_etag(self, etag: str) -> None:
-        """AIP-154: a stale etag means someone else changed the order since the caller read it."""
-        if etag and etag != self.etag:
-            raise Aborted(
-                f"the order changed since it was read (etag {etag!r}, now {self.etag!r}); "
-                "read it again and retry",
-                reason="ETAG_MISMATCH",
-            )
+        check_etag(etag, self.etag, "order")
 
     def _move(self, target: State, now: datetime, **changes: object) -> Order:
-        if target not in TRANSITIONS[self.state]:
-            raise FailedPrecondition(
-                f"an order in state {self.state.name} cannot become {target.name}",
-                reason="INVALID_STATE_TRANSITION",
-                metadata={"state": self.state.name, "target": target.name},
-            )
+        check_transition(TRANSITIONS, self.state, target, "an order")
         return replace(self, state=target, update_time=now, version=self.version + 1, **changes)
 
     def release(self, now: datetime) -> Order:
@@ -124,3 +114,14 @@ class Order:
                 metadata={"state": self.state.name},
             )
         return replace(self, content=content, update_time=now, version=self.version + 1)
+
+
+@dataclass(frozen=True)
+class ActivePlan:
+    """Which of a client's orders the fleet's new active plan serves and which it leaves out,
+    including those only the plan it replaced had (ids, not names; ad-hoc shipments are
+    skipped). Routing's route.planned / route.updated events say so."""
+
+    client_id: str
+    planned: frozenset[str]
+    unassigned: frozenset[str]

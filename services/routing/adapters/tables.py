@@ -67,6 +67,12 @@ route_plans = sa.Table(
     sa.Column("fleet", sa.LargeBinary, nullable=False),
     sa.Column("trigger", sa.LargeBinary, nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Index("ix_route_plans_client_created", "client_id", "create_time", "id"),
+    # At most one active plan per fleet, whatever happens concurrently.
+    sa.Index("uq_route_plans_one_active", "client_id", unique=True,
+             postgresql_where=sa.text("state = 3")),
+    # Start-up finds the plans left SOLVING.
+    sa.Index("ix_route_plans_solving", "create_time", postgresql_where=sa.text("state = 1")),
 )
 
 operations = sa.Table(
@@ -77,6 +83,7 @@ operations = sa.Table(
     sa.Column("plan_id", sa.Text, nullable=False),
     sa.Column("method", sa.Text, nullable=False),
     _time("create_time"),
+    sa.Index("ix_operations_client_created", "client_id", "create_time", "id"),
 )
 
 decisions = sa.Table(
@@ -92,6 +99,7 @@ decisions = sa.Table(
     _time("create_time"),
     _time("decide_time", nullable=True),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Index("ix_decisions_client_created", "client_id", "create_time", "id"),
 )
 
 policies = sa.Table(
@@ -112,4 +120,5 @@ incidents = sa.Table(
     _time("start_time"),
     _time("end_time"),
     sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Index("ix_traffic_incidents_client_created", "client_id", "create_time", "id"),
 )

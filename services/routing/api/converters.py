@@ -10,7 +10,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
 from services.kit.errors import ERROR_DOMAIN
-from services.kit.uow import Codec
+from services.kit.idempotency import Codec
 from services.routing.domain import autonomy
 from services.routing.domain.model import (
     AutonomyPolicy,

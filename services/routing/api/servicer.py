@@ -22,9 +22,9 @@ from services.kit.auth import Caller, current_caller
 from services.kit.errors import InvalidArgument
 from services.kit.fieldmask import apply_update_mask, check_update_mask
 from services.kit.filtering import Condition, parse_filter
+from services.kit.idempotency import IdempotencyKey
 from services.kit.log import request_id_var
 from services.kit.pagination import PageToken, clamp_page_size, query_fingerprint
-from services.kit.uow import IdempotencyKey
 from services.kit.validation import Violations, parse_name
 from services.routing.adapters.repository import Page
 from services.routing.api import converters, geojson, validation

@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from cartage.routing.v1 import vehicle_pb2
 from services.kit.db import constraint_name
 from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
-from services.kit.uow import Codec, IdempotencyKey, Transaction, UnitOfWork, idempotent
+from services.kit.idempotency import Codec, IdempotencyKey, idempotent
+from services.kit.uow import Transaction, UnitOfWork
 from services.routing.adapters.events import RoutingEvents
 from services.routing.adapters.repository import Page, RoutingRepository
 from services.routing.api import converters

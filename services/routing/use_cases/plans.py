@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from cartage.order.v1 import order_pb2
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.kit.uow import Codec, IdempotencyKey, Transaction, UnitOfWork, idempotent
+from services.kit.idempotency import Codec, IdempotencyKey, idempotent
+from services.kit.uow import Transaction, UnitOfWork
 from services.kit.validation import Violations
 from services.routing.adapters.events import RoutingEvents
 from services.routing.adapters.repository import OperationRow, Page, RoutingRepository

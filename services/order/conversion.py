@@ -1,16 +1,16 @@
-"""Contract messages to and from the domain. Pure functions, no I/O."""
+"""Contract messages to and from the domain, and the codecs of stored responses. Pure
+functions, no I/O. The api and the adapters use them; the use cases never do (the composition
+root hands them the codecs they store responses with)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TypeVar
 
-from google.protobuf import timestamp_pb2
-
 from cartage.order.v1 import order_pb2, order_service_pb2
-from services.kit.uow import Codec
+from services.kit.clock import set_timestamp, to_datetime
+from services.kit.idempotency import Codec
 from services.kit.wire import embedded
 from services.order.domain.model import Order, State
 
@@ -41,7 +41,6 @@ def content_from_proto(message: order_pb2.Order) -> order_pb2.Order:
 # Callers copy the message (or only serialize it), never mutate it.
 _RECENT: OrderedDict[tuple[str, int], order_pb2.Order] = OrderedDict()
 _RECENT_MAX = 4096
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _remembered(cache: OrderedDict[tuple[str, int], T], order: Order,
@@ -81,13 +80,6 @@ def order_bytes(order: Order) -> bytes:
     return _remembered(_RECENT_BYTES, order, lambda o: order_to_proto(o).SerializeToString())
 
 
-def set_timestamp(target: timestamp_pb2.Timestamp, moment: datetime) -> None:
-    """Timestamp.FromDatetime is pure Python and slow; aware datetimes convert exactly so."""
-    delta = moment - _EPOCH
-    target.seconds = delta.days * 86400 + delta.seconds
-    target.nanos = delta.microseconds * 1000
-
-
 def order_from_proto(message: order_pb2.Order) -> Order:
     """Rebuild the aggregate from a stored response (idempotent replays)."""
     return Order(
@@ -96,8 +88,8 @@ def order_from_proto(message: order_pb2.Order) -> Order:
         external_reference=message.external_reference,
         state=State(message.state),
         content=content_from_proto(message),
-        create_time=message.create_time.ToDatetime(tzinfo=UTC),
-        update_time=message.update_time.ToDatetime(tzinfo=UTC),
+        create_time=to_datetime(message.create_time),
+        update_time=to_datetime(message.update_time),
         version=int(message.etag.removeprefix("v") or 1),
         cancel_reason=message.cancel_reason,
     )
