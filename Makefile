@@ -31,6 +31,7 @@ proto: $(STAMP)
 lint: proto $(BUF)
 	$(BUF) lint build/cartage.binpb --config proto/buf.yaml
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
