@@ -38,8 +38,10 @@ clients = sa.Table(
     sa.Column("rate_tier", sa.Text, nullable=False),
     sa.Column("ip_allowlist", postgresql.ARRAY(sa.Text), nullable=False),
     sa.Column("enabled", sa.Boolean, nullable=False),
-    sa.Column("create_time", sa.DateTime(timezone=True), server_default=sa.func.now()),
-    sa.Column("update_time", sa.DateTime(timezone=True), server_default=sa.func.now()),
+    sa.Column("create_time", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.Column("update_time", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
 )
 revoked = sa.Table(
     "revoked_tokens",
