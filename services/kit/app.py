@@ -139,7 +139,7 @@ class ServiceDefinition:
     settings: type[ServiceSettings]
     tables: KitTables
     migrations: Path
-    stream: str  # the JetStream stream this service's outbox publishes to
+    stream: str | None  # the JetStream stream its outbox publishes to (None: no events)
     compose: Compose = field(repr=False)
 
     async def migrate(self, settings: ServiceSettings) -> None:
@@ -153,7 +153,7 @@ class ServiceDefinition:
             await self.migrate(settings)
         engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
         relay = OutboxRelay(engine, self.tables, settings.nats_url, name=self.name,
-                            streams=catalog().stream(self.stream),
+                            streams=catalog().stream(self.stream) if self.stream else {},
                             crash_after_publish=settings.fault_relay_crash_after_publish)
         uow = UnitOfWork(engine, self.tables, on_events=relay.wake)
         composition: Composition | None = None

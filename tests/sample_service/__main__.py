@@ -1,0 +1,3 @@
+from tests.sample_service.app import DEFINITION
+
+DEFINITION.main()
