@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 
 from gateway import contracts
-from gateway.policy import POLICY, Rule
+from gateway.policy import POLICY, Rule, rules_of
 
 F = descriptor_pb2.FieldDescriptorProto
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -148,7 +148,10 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
     paths: dict[str, dict[str, Any]] = {}
     for rpc in contracts.rest_rpcs(files):
         request = schemas.messages[rpc.input_type]
-        rule = policy.get(rpc.path.lstrip("/"))
+        # Operations: any one owner's scope (each owner's operations need its own).
+        rules = [rule for _, _, rule in rules_of(rpc, policy)]
+        security = ([{"oauth2": [rule.scope]} for rule in dict.fromkeys(rules) if rule]
+                    if all(rules) else [{"oauth2": ["-"]}])
         for binding in rpc.bindings:
             path, bound, bound_fields = _path(binding.template)
             operation: dict[str, Any] = {
@@ -165,7 +168,7 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
                         "application/json": {"schema": {"$ref":
                                                         "#/components/schemas/Status"}}}},
                 },
-                "security": [{"oauth2": [rule.scope]}] if rule else [{"oauth2": ["-"]}],
+                "security": security,
             }
             if binding.body == "*":
                 operation["requestBody"] = {"required": True, "content": {
