@@ -58,6 +58,12 @@ async def test_rest_operation_calls_reach_the_service_the_name_names(
                                      headers={"x-cartage-operation-service": "order"})
     assert spoofed.status_code == 404 and spoofed.json()["details"], spoofed.text
     assert sent_to_routing(envoy) == before + 4
+    # A percent-encoded slash is no separator in the name (the transcoder keeps it encoded in
+    # a multi-segment variable): one segment, an old-form name, routing's to refuse. Hence
+    # OpenAPI's second path with `{service}` as a parameter of its own.
+    encoded = await partner.http.get(f"/v1/operations/nosuch%2F{unknown}")
+    assert encoded.status_code == 400 and encoded.json()["details"], encoded.text
+    assert sent_to_routing(envoy) == before + 5
 
 
 async def test_an_unknown_service_in_the_name_is_the_gateways_404(

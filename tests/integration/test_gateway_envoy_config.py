@@ -238,6 +238,11 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
     assert "WaitOperation" not in operation_ids
     get = document["paths"]["/v1/operations/{operation_id}"]["get"]
     assert get["security"] == [{"oauth2": ["routes.read"]}]
+    # The service is a path parameter of its own (an encoded slash would stay encoded).
+    by_service = document["paths"]["/v1/operations/{service}/{operation_id}"]
+    assert [p["name"] for p in by_service["get"]["parameters"]] == ["service", "operation_id"]
+    assert set(by_service) == {"get", "delete"}
+    assert "/v1/operations/{service}/{operation_id}:cancel" in document["paths"]
     # `{name=operations}` binds `name` in the path: not a query parameter as well.
     listed = document["paths"]["/v1/operations"]["get"]
     assert "name" not in {p["name"] for p in listed["parameters"]}
