@@ -25,11 +25,15 @@ The HTTP filter chain, in order, and why that order:
 5. `grpc_json_transcoder` turns REST into gRPC and re-matches the route on
    `/<package>.<Service>/<Method>`: every filter below sees one route per RPC, so REST and native
    gRPC callers meet the same policy.
-6. `rbac`: an empty ALLOW policy at the listener denies everything; each RPC route allows the
+6. `cartage.operations` (google.longrunning.Operations routes only; gateway.operations) reads
+   the operation's name from the gRPC request, sets the owning service's header and re-matches
+   the route, so everything below sees that service's route. After the transcoder, so REST
+   and native gRPC callers meet the same code.
+7. `rbac`: an empty ALLOW policy at the listener denies everything; each RPC route allows the
    token scopes its policy line names (deny by default).
-7. `local_ratelimit`: a token bucket per client id (a wildcard descriptor), sized by the
+8. `local_ratelimit`: a token bucket per client id (a wildcard descriptor), sized by the
    client's tier and the RPC's class; 429 with Retry-After.
-8. `router`.
+9. `router`.
 
 Every local reply (401, 403, 404, 429, 503 …) has a JSON body shaped like the `google.rpc.Status`
 the transcoder produces for service errors, so a partner parses one error format.
