@@ -1,7 +1,8 @@
 """`make run`: the whole suite on one machine, as one supervised process tree.
 
-Postgres, NATS, the services, the OAuth2 authorization server and Envoy (the edge: REST + JSON
-with bearer tokens on CARTAGE_GATEWAY_PORT, default 8080). On first run a demo partner with every
+Postgres, NATS, every service of services.registry (each on its {PREFIX}_GRPC_PORT), the
+OAuth2 authorization server and Envoy (the edge: REST + JSON with bearer tokens on
+CARTAGE_GATEWAY_PORT, default 8080). On first run a demo partner with every
 scope is registered; its credentials go to .cartage/run.json (and .cartage/demo-client.json).
 
     python -m services.stack          start everything; Ctrl-C stops it cleanly

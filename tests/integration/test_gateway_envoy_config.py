@@ -265,6 +265,11 @@ def test_the_registry_imports_no_service() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout.strip() == "['services.registry']", result.stdout
+    # ... and the kit, which knows no service, never reads it.
+    kit = Path(registry.__file__).parent / "kit"
+    assert not [p for p in kit.rglob("*.py") if "registry" in p.read_text()
+                and ("from services import registry" in p.read_text()
+                     or "services.registry" in p.read_text())]
 
 
 def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> None:
