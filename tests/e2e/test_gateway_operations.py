@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.longrunning import operations_pb2_grpc, operations_proto_pb2
 
+from services import registry
 from tests.e2e.conftest import Partner
 from tests.e2e.harness import EnvoyProcess
 
@@ -20,7 +21,7 @@ pytestmark = [pytest.mark.integration,
 
 ops = operations_proto_pb2
 ROUTING_READ = ("routes.read",)
-UPSTREAM = "cluster.svc_routing.upstream_rq_total"
+UPSTREAM = f"cluster.{registry.get('routing').cluster}.upstream_rq_total"
 
 
 def sent_to_routing(envoy: EnvoyProcess) -> int:
