@@ -1,6 +1,6 @@
-"""What the contracts say about the edge's surface: the RPCs of every `cartage.*` service, plus
-the few standard services a Cartage service also serves (EXTRA_SERVICES), with their
-`google.api.http` rules.
+"""What the contracts say about the edge's surface: the RPCs of every service in the registry
+(services.registry), plus google.longrunning.Operations, which every service that
+`serves_operations` serves for its own operations, with their `google.api.http` rules.
 
 Read from the descriptor set `proto/generate.py` writes (build/cartage.binpb), so the Envoy
 config, the strict-JSON check and the OpenAPI document can never drift from the protos.
@@ -8,26 +8,22 @@ config, the strict-JSON check and the OpenAPI document can never drift from the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
+from services import registry
+from services.registry import ServiceEntry
+
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTOR_SET = ROOT / "build" / "cartage.binpb"
 HTTP_VERBS = ("get", "put", "post", "delete", "patch")
 
-# Services outside `cartage.*` that a Cartage service serves too, and which domain (upstream)
-# serves them: the domain of a `cartage.<domain>.v1` service comes from its package, these have
-# no such package. A service named here but absent from the descriptor set is simply not there
-# (no route, no OpenAPI entry). One domain per service: the gRPC path of its methods is the
-# same whoever serves it.
-EXTRA_SERVICES: dict[str, str] = {
-    # The routing service's long-running operations (PlanRoutes, ReplanRoutes).
-    "google.longrunning.Operations": "routing",
-}
+#: The one standard service several Cartage services serve (each its own operations, named
+#: `operations/{service}/{id}`); the gateway routes each call by the name in its request.
+OPERATIONS = "google.longrunning.Operations"
 
 
 @dataclass(frozen=True)
@@ -46,7 +42,26 @@ class Rpc:
     output_type: str
     bindings: tuple[HttpBinding, ...]  # empty: native gRPC only
     comment: str
-    domain: str  # the upstream that serves it: `order` for `cartage.order.v1`
+    # The services (registry names) that serve it: one, except for Operations (every service
+    # that serves operations; the gateway picks one per call from the operation's name).
+    owners: tuple[str, ...]
+    server_streaming: bool = False
+    client_streaming: bool = False
+    name_field: int = 0  # the number of the request's `name` field (0: none)
+
+    @property
+    def domain(self) -> str:
+        """The service that serves it (the first owner for Operations)."""
+        return self.owners[0]
+
+    @property
+    def shared(self) -> bool:
+        """Served by several services, routed per call (google.longrunning.Operations)."""
+        return self.service_name == OPERATIONS
+
+    @property
+    def streaming(self) -> bool:
+        return self.server_streaming or self.client_streaming
 
     @property
     def service_name(self) -> str:
@@ -79,30 +94,48 @@ def _comments(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...],
             for loc in file.source_code_info.location if loc.leading_comments}
 
 
-def _domain(package: str, service: str,
-            extra: Mapping[str, str]) -> str | None:
-    """The domain that serves a service: `order` for `cartage.order.v1.*`, the EXTRA_SERVICES
-    entry for a standard service, None for anything else (not exposed)."""
-    full = f"{package}.{service}"
-    if full in extra:
-        return extra[full]
-    parts = package.split(".")
-    if parts[0] == "cartage" and len(parts) > 2:
-        return parts[1]
-    return None
+def _owners(full_name: str, services: tuple[ServiceEntry, ...]) -> tuple[str, ...]:
+    """Who serves a gRPC service: the registry entry that lists it; every entry that serves
+    operations, for google.longrunning.Operations; for a `cartage.<domain>.v1` service the
+    registry does not list (a contract whose service is not built yet, a test's probe), the
+    domain, which no upstream can be configured for (the gateway accepts registry names only),
+    so it is described but never routed; nobody (not exposed) for anything else."""
+    if full_name == OPERATIONS:
+        return tuple(s.name for s in services if s.serves_operations)
+    listed = tuple(s.name for s in services if full_name in s.grpc_services)
+    if listed:
+        return listed[:1]
+    parts = full_name.split(".")
+    if parts[0] == "cartage" and len(parts) > 3:
+        return (parts[1],)
+    return ()
+
+
+def _name_fields(descriptors: descriptor_pb2.FileDescriptorSet) -> dict[str, int]:
+    """Message full name -> the number of its `name` field."""
+    found: dict[str, int] = {}
+    for file in descriptors.file:
+        for message in file.message_type:
+            for f in message.field:
+                if f.name == "name" and f.type == f.TYPE_STRING:
+                    found[f"{file.package}.{message.name}"] = f.number
+    return found
 
 
 def rpcs(descriptors: descriptor_pb2.FileDescriptorSet,
-         extra: Mapping[str, str] = EXTRA_SERVICES) -> list[Rpc]:
-    """Every RPC the edge exposes: all methods of `cartage.*` services and of `extra` services,
+         services: tuple[ServiceEntry, ...] = registry.SERVICES) -> list[Rpc]:
+    """Every RPC the edge exposes: all methods of the registered services and Operations,
     with their HTTP rules (none: reachable over native gRPC only)."""
     found: list[Rpc] = []
+    name_fields: dict[str, int] | None = None
     for file in descriptors.file:
         comments: dict[tuple[int, ...], str] | None = None
         for s_index, service in enumerate(file.service):
-            domain = _domain(file.package, service.name, extra)
-            if domain is None:
+            owners = _owners(f"{file.package}.{service.name}", services)
+            if not owners:
                 continue
+            if name_fields is None:
+                name_fields = _name_fields(descriptors)
             if comments is None:
                 comments = _comments(file)
             for m_index, method in enumerate(service.method):
@@ -112,11 +145,13 @@ def rpcs(descriptors: descriptor_pb2.FileDescriptorSet,
                 found.append(Rpc(
                     file.package, service.name, method.name, method.input_type.lstrip("."),
                     method.output_type.lstrip("."), rules,
-                    comments.get((6, s_index, 2, m_index), ""), domain))
+                    comments.get((6, s_index, 2, m_index), ""), owners,
+                    method.server_streaming, method.client_streaming,
+                    name_fields.get(method.input_type.lstrip("."), 0)))
     return found
 
 
 def rest_rpcs(descriptors: descriptor_pb2.FileDescriptorSet,
-              extra: Mapping[str, str] = EXTRA_SERVICES) -> list[Rpc]:
+              services: tuple[ServiceEntry, ...] = registry.SERVICES) -> list[Rpc]:
     """The RPCs with an HTTP rule (the REST surface)."""
-    return [rpc for rpc in rpcs(descriptors, extra) if rpc.bindings]
+    return [rpc for rpc in rpcs(descriptors, services) if rpc.bindings]

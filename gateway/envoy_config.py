@@ -25,19 +25,25 @@ The HTTP filter chain, in order, and why that order:
 5. `grpc_json_transcoder` turns REST into gRPC and re-matches the route on
    `/<package>.<Service>/<Method>`: every filter below sees one route per RPC, so REST and native
    gRPC callers meet the same policy.
-6. `rbac`: an empty ALLOW policy at the listener denies everything; each RPC route allows the
+6. `cartage.operations` (google.longrunning.Operations routes only; gateway.operations) reads
+   the operation's name from the gRPC request, sets the owning service's header and re-matches
+   the route, so everything below sees that service's route. After the transcoder, so REST
+   and native gRPC callers meet the same code.
+7. `rbac`: an empty ALLOW policy at the listener denies everything; each RPC route allows the
    token scopes its policy line names (deny by default).
-7. `local_ratelimit`: a token bucket per client id (a wildcard descriptor), sized by the
+8. `local_ratelimit`: a token bucket per client id (a wildcard descriptor), sized by the
    client's tier and the RPC's class; 429 with Retry-After.
-8. `router`.
+9. `router`.
 
 Every local reply (401, 403, 404, 429, 503 …) has a JSON body shaped like the `google.rpc.Status`
 the transcoder produces for service errors, so a partner parses one error format.
 
-Each RPC goes to the upstream of its domain (`--upstream routing=host:port`): the package's
-second part for `cartage.<domain>.v1`, contracts.EXTRA_SERVICES for the standard services a
-Cartage service serves too (google.longrunning.Operations: routing). RPCs of a domain without
-an upstream are left out entirely.
+Each RPC goes to the upstream of the registered service (services.registry) that lists its gRPC
+service (`--upstream routing=host:port`); RPCs of a service without an upstream are left out
+entirely. google.longrunning.Operations goes, call by call, to the service named in the
+operation's name (gateway.operations: a Lua filter between the transcoder and RBAC, on those
+routes only). Unary routes time out after `unary_timeout_seconds` (30 s); streaming routes
+never do.
 """
 
 from __future__ import annotations
@@ -51,13 +57,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway import contracts, openapi, strict_json
+from gateway import contracts, openapi, operations, strict_json
 from gateway.envoy_lua import LUA_ACCESS
-from gateway.policy import POLICY, TIERS, Bucket, Rule
+from gateway.policy import POLICY, TIERS, Bucket, Rule, rules_of
+from services import registry
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 PROVIDER = "cartage"
-IDENTITY_HEADERS = ("x-cartage-client-id", "x-cartage-scopes", "x-cartage-tier")
+IDENTITY_HEADERS = ("x-cartage-client-id", "x-cartage-scopes", "x-cartage-tier",
+                    operations.SERVICE_HEADER)
 T = "type.googleapis.com/"
 
 # The largest REST body (a BatchCreateOrders of 1000 orders is ~1.2 MB of JSON); more is 413.
@@ -75,8 +83,9 @@ class GatewayConfig:
     admin_port: int
     auth_address: str  # host:port of the authorization server (JWKS)
     issuer: str
-    # domain (`order`) → its gRPC service: `host:port`, or the workers' own addresses separated
-    # by commas (`unix:/run/order-0.sock,unix:/run/order-1.sock`, services.order.settings)
+    # registry name (`order`) → its gRPC service: `host:port`, or the workers' own addresses
+    # separated by commas (`unix:/run/order-0.sock,unix:/run/order-1.sock`,
+    # services.order.settings). A registered service without one is left out entirely.
     upstreams: Mapping[str, str]
     audience: str = "cartage-api"
     jwks_cache_seconds: int = 300
@@ -87,6 +96,13 @@ class GatewayConfig:
     jwt_cache_size: int = 1000  # verified tokens kept per Envoy worker (tokens up to 4 KiB)
     policy: Mapping[str, Rule] = field(default_factory=lambda: dict(POLICY))
     tiers: Mapping[str, Mapping[str, Bucket]] = field(default_factory=lambda: dict(TIERS))
+    # Route timeouts. Unary calls get `unary_timeout_seconds`; streaming RPCs (WatchRoutePlan)
+    # none at all (0s: a watch lasts as long as the caller wants; the HCM's stream idle timeout,
+    # 5 min, still ends a silent one); WaitOperation, a long poll the service bounds at 60 s,
+    # `wait_timeout_seconds`.
+    unary_timeout_seconds: float = 30.0
+    wait_timeout_seconds: float = 90.0
+    services: tuple[registry.ServiceEntry, ...] = registry.SERVICES
 
 
 def envoy_binary() -> str:
@@ -186,6 +202,17 @@ def _rate_limit(rate_class: str, tiers: Mapping[str, Mapping[str, Bucket]]) -> d
     }
 
 
+WAIT_RPCS = frozenset({"/google.longrunning.Operations/WaitOperation"})
+
+
+def _timeout(config: GatewayConfig, rpc: contracts.Rpc) -> str:
+    if rpc.streaming:
+        return "0s"
+    if rpc.path in WAIT_RPCS:
+        return f"{config.wait_timeout_seconds:g}s"
+    return f"{config.unary_timeout_seconds:g}s"
+
+
 def _routes(config: GatewayConfig, rpcs: list[contracts.Rpc]) -> list[dict[str, Any]]:
     public = {"envoy.filters.http.grpc_json_transcoder": {
         "@type": T + "envoy.config.route.v3.FilterConfig", "disabled": True},
@@ -209,21 +236,39 @@ def _routes(config: GatewayConfig, rpcs: list[contracts.Rpc]) -> list[dict[str, 
         "typed_per_filter_config": public,
     }]
     for rpc in rpcs:
-        if rpc.domain not in config.upstreams:
-            continue
-        rule = config.policy.get(rpc.path.lstrip("/"))
-        route: dict[str, Any] = {
-            "name": rpc.path.lstrip("/"),
-            "match": {"path": rpc.path},
-            "route": {"cluster": f"svc_{rpc.domain}", "timeout": "30s"},
-            # Deny by default: no policy line, no principal.
-            "typed_per_filter_config": {
-                "envoy.filters.http.rbac": _scope_rbac(rule.scope if rule else None)},
-        }
-        if rule is not None:
-            route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"] = (
-                _rate_limit(rule.rate_class, config.tiers))
-        routes.append(route)
+        served = [(owner, key, rule) for owner, key, rule in rules_of(rpc, config.policy)
+                  if owner in config.upstreams]
+        for owner, key, rule in served:
+            route: dict[str, Any] = {
+                "name": key,
+                "match": operations.owner_match(rpc, owner) if rpc.shared
+                else {"path": rpc.path},
+                "route": {"cluster": registry.get(owner).cluster,
+                          "timeout": _timeout(config, rpc)},
+                # Deny by default: no policy line, no principal.
+                "typed_per_filter_config": {
+                    "envoy.filters.http.rbac": _scope_rbac(rule.scope if rule else None)},
+            }
+            if rule is not None:
+                route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"] = (
+                    _rate_limit(rule.rate_class, config.tiers))
+            if rpc.shared:
+                # A request that arrives with the header already set (a caller's own) still
+                # goes through the filter, which sets it from the name and re-matches.
+                route["typed_per_filter_config"][operations.FILTER] = operations.per_route()
+            routes.append(route)
+        if rpc.shared and served:
+            # Where every Operations call first lands: the filter picks the owner's route
+            # above (or answers 404 itself). Nothing is ever sent from here.
+            routes.append({
+                "name": rpc.path.lstrip("/"),
+                "match": {"path": rpc.path},
+                "direct_response": {"status": 404, "body": {
+                    "inline_string": "no service serves this operation"}},
+                "typed_per_filter_config": {
+                    "envoy.filters.http.rbac": _scope_rbac(None),
+                    operations.FILTER: operations.per_route()},
+            })
     # Anything else: 404 (after authentication, so the surface is not probed anonymously).
     routes.append({
         "name": "not_found",
@@ -380,11 +425,19 @@ def _access_log(path: str) -> list[dict[str, Any]]:
 
 def build(config: GatewayConfig) -> dict[str, Any]:
     """The Envoy bootstrap as a JSON-able dict."""
+    unknown = sorted(set(config.upstreams) - {s.name for s in config.services})
+    if unknown:
+        raise ValueError(f"upstreams for services not in services.registry: {unknown}")
     descriptors = contracts.load(config.descriptor_set)
-    rpcs = contracts.rpcs(descriptors)
+    rpcs = contracts.rpcs(descriptors, config.services)
     # The transcoder serves the REST rules of the services whose upstream is configured.
     services = sorted({r.service_name for r in rpcs
-                       if r.bindings and r.domain in config.upstreams})
+                       if r.bindings and set(r.owners) & set(config.upstreams)})
+    operation_owners = [s.name for s in config.services if s.serves_operations
+                        and s.name in config.upstreams and any(r.shared for r in rpcs)]
+    default_owner = (registry.DEFAULT_OPERATIONS_OWNER
+                     if registry.DEFAULT_OPERATIONS_OWNER in operation_owners
+                     else next(iter(operation_owners), ""))
     filters: list[dict[str, Any]] = [
         {"name": "envoy.filters.http.header_mutation", "typed_config": {
             "@type": T + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
@@ -436,6 +489,8 @@ def build(config: GatewayConfig) -> dict[str, Any]:
             # for spaces; without this the service would see literal plus signs.
             "query_param_unescape_plus": True,
         }},
+        *([operations.http_filter(rpcs, operation_owners, default_owner)]
+          if operation_owners else []),
         {"name": "envoy.filters.http.rbac", "typed_config": {
             "@type": T + "envoy.extensions.filters.http.rbac.v3.RBAC",
             "rules": {"action": "ALLOW", "policies": {}}}},
@@ -463,8 +518,8 @@ def build(config: GatewayConfig) -> dict[str, Any]:
         + ([_audit_log()] if config.audit_address else []),
     }
     clusters = [upstream_cluster("auth", config.auth_address, http2=False)]
-    clusters += [upstream_cluster(f"svc_{domain}", address, http2=True)
-                 for domain, address in sorted(config.upstreams.items())]
+    clusters += [upstream_cluster(registry.get(name).cluster, address, http2=True)
+                 for name, address in sorted(config.upstreams.items())]
     if config.audit_address:
         clusters.append(upstream_cluster("audit", config.audit_address, http2=True))
     return {
@@ -482,10 +537,12 @@ def build(config: GatewayConfig) -> dict[str, Any]:
     }
 
 
-def unguarded_rpcs(descriptor_set: Path = contracts.DESCRIPTOR_SET) -> list[str]:
-    """Exposed RPCs without a policy line (reachable by nobody until they get one)."""
-    return [r.path.lstrip("/") for r in contracts.rpcs(contracts.load(descriptor_set))
-            if r.path.lstrip("/") not in POLICY]
+def unguarded_rpcs(descriptor_set: Path = contracts.DESCRIPTOR_SET,
+                   policy: Mapping[str, Rule] | None = None) -> list[str]:
+    """Exposed RPCs without a policy line (reachable by nobody until they get one): policy
+    keys, `google.longrunning.Operations/<Method>@<owner>` for Operations."""
+    return [key for rpc in contracts.rpcs(contracts.load(descriptor_set))
+            for _, key, rule in rules_of(rpc, policy) if rule is None]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -495,13 +552,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--admin-port", type=int, default=9901)
     p.add_argument("--auth", default="127.0.0.1:8090")
     p.add_argument("--issuer", default="http://127.0.0.1:8090")
-    p.add_argument("--upstream", action="append", default=["order=127.0.0.1:50051"],
-                   help="domain=host:port of a gRPC service (repeatable), e.g. "
-                        "routing=127.0.0.1:50052; several comma-separated addresses "
+    p.add_argument("--upstream", action="append", default=None,
+                   help="service=host:port of a gRPC service of services.registry "
+                        "(repeatable; default: every registered service on its default port), "
+                        "e.g. routing=127.0.0.1:50052; several comma-separated addresses "
                         "(unix:/path too) for a service's workers")
     p.add_argument("--audit", default=None, help="host:port of the audit collector")
     args = p.parse_args(argv)
-    upstreams = dict(u.split("=", 1) for u in args.upstream)
+    upstreams = (dict(u.split("=", 1) for u in args.upstream) if args.upstream else
+                 {s.name: f"127.0.0.1:{s.default_port}" for s in registry.SERVICES})
     config = GatewayConfig(args.port, args.admin_port, args.auth, args.issuer, upstreams,
                            audit_address=args.audit)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 
 from gateway import contracts
-from gateway.policy import POLICY, Rule
+from gateway.policy import POLICY, Rule, rules_of
 
 F = descriptor_pb2.FieldDescriptorProto
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -140,6 +140,25 @@ def _path(template: str) -> tuple[str, list[tuple[str, str]], set[str]]:
     return re.sub(r"\{([^}]*)\}", replace, template), params, fields
 
 
+def _variants(rpc: contracts.Rpc
+              ) -> list[tuple[Any, str, list[tuple[str, str]], set[str], str]]:
+    """(binding, path, params, bound fields, operationId suffix) per documented path. An
+    Operations name has the owning service in it (`operations/{service}/{id}`): its `**`
+    template gets a second path with both as parameters, since a generated client would
+    percent-encode a slash inside one parameter, which the transcoder keeps encoded in a
+    multi-segment variable (the name would not be the operation's). The one-parameter path
+    stays for the old names (`operations/{id}`)."""
+    found = []
+    for binding in rpc.bindings:
+        path, bound, fields = _path(binding.template)
+        found.append((binding, path, bound, fields, ""))
+        if rpc.shared and "{name=operations/**}" in binding.template:
+            [(param, field)] = bound
+            found.append((binding, path.replace("{" + param + "}", "{service}/{" + param + "}"),
+                          [("service", field), (param, field)], fields, "_byService"))
+    return found
+
+
 def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
           token_url: str = "/oauth/token", policy: Mapping[str, Rule] = POLICY
           ) -> dict[str, Any]:
@@ -148,12 +167,14 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
     paths: dict[str, dict[str, Any]] = {}
     for rpc in contracts.rest_rpcs(files):
         request = schemas.messages[rpc.input_type]
-        rule = policy.get(rpc.path.lstrip("/"))
-        for binding in rpc.bindings:
-            path, bound, bound_fields = _path(binding.template)
+        # Operations: any one owner's scope (each owner's operations need its own).
+        rules = [rule for _, _, rule in rules_of(rpc, policy)]
+        security = ([{"oauth2": [rule.scope]} for rule in dict.fromkeys(rules) if rule]
+                    if all(rules) else [{"oauth2": ["-"]}])
+        for binding, path, bound, bound_fields, suffix in _variants(rpc):
             operation: dict[str, Any] = {
-                "operationId": rpc.method if len(rpc.bindings) == 1
-                else f"{rpc.method}_{binding.verb.lower()}",
+                "operationId": (rpc.method if len(rpc.bindings) == 1
+                                else f"{rpc.method}_{binding.verb.lower()}") + suffix,
                 "tags": [rpc.service],
                 "description": rpc.comment,
                 "parameters": [{"name": p, "in": "path", "required": True,
@@ -165,7 +186,7 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
                         "application/json": {"schema": {"$ref":
                                                         "#/components/schemas/Status"}}}},
                 },
-                "security": [{"oauth2": [rule.scope]}] if rule else [{"oauth2": ["-"]}],
+                "security": security,
             }
             if binding.body == "*":
                 operation["requestBody"] = {"required": True, "content": {

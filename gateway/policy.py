@@ -2,14 +2,30 @@
 
 Everything else in Envoy's config is generated from the contracts. An RPC without a line here
 is still routed, but every call to it is refused with 403 (deny by default), so adding an RPC
-to a proto exposes nothing until someone decides who may call it.
+to a proto exposes nothing until someone decides who may call it; a test
+(tests/integration/test_gateway_envoy_config.py) fails the build on such an RPC.
+
+google.longrunning.Operations is served by every service that serves operations (the
+registry's `serves_operations`), and a call needs the scope of the service that owns the
+operation: its lines are keyed `google.longrunning.Operations/<Method>@<service>` and made
+from the registry's `operation_scopes` with OPERATION_METHODS below, so a new service that
+serves operations declares its scopes in its registry entry, not here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from services import registry
+from services.registry import ServiceEntry
+
+if TYPE_CHECKING:
+    from gateway.contracts import Rpc
 
 READ, WRITE = "read", "write"
+OPERATIONS = "google.longrunning.Operations"
 
 
 @dataclass(frozen=True)
@@ -47,13 +63,49 @@ POLICY: dict[str, Rule] = {
     "cartage.routing.v1.RoutingService/RejectDecision": Rule("decisions.approve", WRITE),
     "cartage.routing.v1.RoutingService/GetAutonomyPolicy": Rule("routes.read", READ),
     "cartage.routing.v1.RoutingService/UpdateAutonomyPolicy": Rule("decisions.approve", WRITE),
-    # Long-running operations (PlanRoutes, ReplanRoutes); the routing service serves them.
-    "google.longrunning.Operations/GetOperation": Rule("routes.read", READ),
-    "google.longrunning.Operations/ListOperations": Rule("routes.read", READ),
-    "google.longrunning.Operations/WaitOperation": Rule("routes.read", READ),
-    "google.longrunning.Operations/CancelOperation": Rule("routes.write", WRITE),
-    "google.longrunning.Operations/DeleteOperation": Rule("routes.write", WRITE),
 }
+
+
+# Which of an owner's two operation scopes each Operations method needs.
+OPERATION_METHODS: dict[str, str] = {
+    "GetOperation": READ,
+    "ListOperations": READ,
+    "WaitOperation": READ,
+    "CancelOperation": WRITE,
+    "DeleteOperation": WRITE,
+}
+
+
+def operation_key(method: str, owner: str) -> str:
+    """The policy key of an Operations method on the operations `owner` serves."""
+    return f"{OPERATIONS}/{method}@{owner}"
+
+
+def operation_rules(services: tuple[ServiceEntry, ...] = registry.SERVICES) -> dict[str, Rule]:
+    rules: dict[str, Rule] = {}
+    for entry in services:
+        if not entry.serves_operations or entry.operation_scopes is None:
+            continue
+        for method, rate_class in OPERATION_METHODS.items():
+            scope = (entry.operation_scopes.read if rate_class == READ
+                     else entry.operation_scopes.write)
+            rules[operation_key(method, entry.name)] = Rule(scope, rate_class)
+    return rules
+
+
+POLICY.update(operation_rules())
+
+
+def rules_of(rpc: Rpc, policy: Mapping[str, Rule] | None = None
+             ) -> list[tuple[str, str, Rule | None]]:
+    """(owner, policy key, its line or None) for each service that serves `rpc`: one for a
+    service's own RPC, one per operations owner for an Operations method."""
+    table = POLICY if policy is None else policy
+    path = rpc.path.lstrip("/")
+    if rpc.shared:
+        return [(owner, operation_key(rpc.method, owner),
+                 table.get(operation_key(rpc.method, owner))) for owner in rpc.owners]
+    return [(rpc.domain, path, table.get(path))]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """`make run`: the whole suite on one machine, as one supervised process tree.
 
-Postgres, NATS, the services, the OAuth2 authorization server and Envoy (the edge: REST + JSON
-with bearer tokens on CARTAGE_GATEWAY_PORT, default 8080). On first run a demo partner with every
+Postgres, NATS, every service of services.registry (each on its {PREFIX}_GRPC_PORT), the
+OAuth2 authorization server and Envoy (the edge: REST + JSON with bearer tokens on
+CARTAGE_GATEWAY_PORT, default 8080). On first run a demo partner with every
 scope is registered; its credentials go to .cartage/run.json (and .cartage/demo-client.json).
 
     python -m services.stack          start everything; Ctrl-C stops it cleanly
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -26,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.order.settings import UNIX_PATH_MAX, worker_sockets
+from services import registry
 from services.stack.components import (
     Nats,
     Postgres,
@@ -77,6 +79,17 @@ def _port(env: os._Environ[str] | dict[str, str], name: str, default: int) -> in
         except OSError:
             return free_port()
     return default
+
+
+def _worker_sockets(entry: registry.ServiceEntry, directory: Path, workers: int) -> list[str]:
+    """The addresses of the service's workers' own sockets in `directory`, as the service
+    itself derives them (`{package}.settings.worker_sockets`); none when the paths would be
+    too long for a Unix socket (a checkout too deep: Envoy uses the shared port instead)."""
+    settings = importlib.import_module(f"{entry.package}.settings")
+    addresses: list[str] = settings.worker_sockets(str(directory), workers)
+    if max(len(a.removeprefix("unix:").encode()) for a in addresses) > settings.UNIX_PATH_MAX:
+        return []
+    return addresses
 
 
 def _key_encryption_key(data: Path) -> str:
@@ -161,26 +174,25 @@ def run() -> int:
         nats = Nats(data / "jetstream", port, log_file=logs / "nats.log")
         nats_url = nats.start()
 
-    order_port = int(env.get("ORDER_GRPC_PORT", "50051"))
-    routing_port = _port(env, "ROUTING_GRPC_PORT", 50052)
     child_env = {**env, "DATABASE_URL": database_url, "NATS_URL": nats_url}
-    # Envoy reaches each order worker on its own socket and balances requests over them.
     sockets = (data / "sockets").resolve()  # the same path for Envoy and the workers
     sockets.mkdir(exist_ok=True)
-    order_sockets = worker_sockets(str(sockets), int(env.get("ORDER_WORKERS") or 1))
-    if max(len(a.removeprefix("unix:").encode()) for a in order_sockets) > UNIX_PATH_MAX:
-        # A checkout too deep for socket paths: Envoy uses the shared port instead.
-        order_sockets = [f"127.0.0.1:{order_port}"]
-    order_env = {"ORDER_GRPC_ADDRESS": f"127.0.0.1:{order_port}"}
-    if order_sockets[0].startswith("unix:"):
-        order_env["ORDER_WORKER_SOCKET_DIR"] = str(sockets)
-    children = [
-        Child("order", "services.order", order_port, {**child_env, **order_env},
-              logs / "order.log"),
-        Child("routing", "services.routing", routing_port,
-              {**child_env, "ROUTING_GRPC_ADDRESS": f"127.0.0.1:{routing_port}"},
-              logs / "routing.log"),
-    ]
+    # Every registered service, on its port ({PREFIX}_GRPC_PORT, else its default if free);
+    # `upstreams` is where Envoy reaches each.
+    children: list[Child] = []
+    upstreams: dict[str, str] = {}
+    for entry in registry.SERVICES:
+        port = _port(env, entry.port_env, entry.default_port)
+        service_env = {entry.address_env: f"127.0.0.1:{port}"}
+        upstreams[entry.name] = f"127.0.0.1:{port}"
+        if entry.worker_sockets:
+            # Envoy reaches each worker on its own socket and balances requests over them.
+            addresses = _worker_sockets(entry, sockets, int(env.get(entry.workers_env) or 1))
+            if addresses:
+                service_env[entry.socket_dir_env] = str(sockets)
+                upstreams[entry.name] = ",".join(addresses)
+        children.append(Child(entry.name, entry.package, port, {**child_env, **service_env},
+                              logs / f"{entry.name}.log"))
     auth_port = _port(env, "AUTH_HTTP_PORT", 8090)
     gateway_port = _port(env, "CARTAGE_GATEWAY_PORT", 8080)
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
@@ -206,8 +218,6 @@ def run() -> int:
         audit.start()
         credentials = _demo_credentials(database_url, data)
         _write_samples(data)
-        upstreams = {c.name: f"127.0.0.1:{c.port}" for c in children}
-        upstreams["order"] = ",".join(order_sockets)
         envoy = _envoy(data, logs, gateway_port, admin_port, auth_port, issuer, upstreams,
                        audit_port)
         gateway.append(envoy)
@@ -218,7 +228,7 @@ def run() -> int:
             "database_url": database_url,
             "nats_url": nats_url,
             "services": {c.name: f"127.0.0.1:{c.port}" for c in children
-                         if c.name not in ("auth", "audit", "envoy")},
+                         if registry.find(c.name) is not None},
             "gateway_url": f"http://127.0.0.1:{gateway_port}",
             "token_url": f"{issuer}/oauth/token",
             "jwks_url": f"{issuer}/.well-known/jwks.json",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from gateway.audit import start_collector
 from gateway.auth.clients import ClientRegistry
 from gateway.envoy_config import GatewayConfig, build
 from gateway.policy import READ, TIERS, WRITE, Bucket
+from services import registry as service_registry
 from services.kit.db import create_engine
 from services.stack.components import free_port
 from tests.conftest import Stack
@@ -52,20 +54,34 @@ async def audit_address(stack: Stack, gateway_auth: RunningAuth) -> AsyncIterato
 
 
 @pytest.fixture(scope="session")
-def envoy(stack: Stack, gateway_auth: RunningAuth, order_address: str, routing_address: str,
-          audit_address: str) -> Iterator[EnvoyProcess]:
+def upstreams(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Every registered service, from its `<name>_address` fixture (tests/conftest.py): a
+    service added to services.registry gets its upstream here by providing that fixture."""
+    return {entry.name: request.getfixturevalue(f"{entry.name}_address")
+            for entry in service_registry.SERVICES}
+
+
+def gateway_config(stack: Stack, gateway_auth: RunningAuth, upstreams: dict[str, str],
+                   audit_address: str | None, **overrides: Any) -> GatewayConfig:
     port = free_port()
-    config = GatewayConfig(
+    return replace(GatewayConfig(
         listen_port=port, admin_port=free_port(),
         auth_address=f"127.0.0.1:{gateway_auth.settings.port}",
         issuer=gateway_auth.settings.issuer,
-        upstreams={"order": order_address, "routing": routing_address},
+        upstreams=upstreams,
         jwks_cache_seconds=JWKS_CACHE_SECONDS, audit_address=audit_address,
         status_cache_seconds=STATUS_CACHE_SECONDS,
-        access_log_path=str(stack.tmp / f"envoy-access-{port}.log"),
+        access_log_path=str(stack.tmp / f"envoy-access-{port}.log")), **overrides)
+
+
+@pytest.fixture(scope="session")
+def envoy(stack: Stack, gateway_auth: RunningAuth, upstreams: dict[str, str],
+          audit_address: str) -> Iterator[EnvoyProcess]:
+    config = gateway_config(
+        stack, gateway_auth, upstreams, audit_address,
         # "premium" gets a tiny bucket here so that the 429 journey needs a handful of calls.
         tiers={**TIERS, "premium": {READ: RATE_TEST_BUCKET, WRITE: RATE_TEST_BUCKET}})
-    process = EnvoyProcess(build(config), stack.tmp, port).start()
+    process = EnvoyProcess(build(config), stack.tmp, config.listen_port).start()
     yield process
     process.stop()
 

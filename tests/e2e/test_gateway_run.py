@@ -14,6 +14,7 @@ import httpx
 import pytest
 from authlib.integrations.httpx_client import OAuth2Client
 
+from services import registry
 from services.stack.components import free_port, wait_for_port
 from tests.conftest import ROOT
 
@@ -25,9 +26,10 @@ def test_make_run_serves_the_demo_partner_through_the_gateway(tmp_path: Path) ->
     gateway_port = free_port()
     env = {**os.environ, "CARTAGE_DATA_DIR": str(tmp_path),
            "CARTAGE_PG_PORT": str(free_port()), "CARTAGE_NATS_PORT": str(free_port()),
-           "ORDER_GRPC_PORT": str(free_port()), "AUTH_HTTP_PORT": str(free_port()),
+           "AUTH_HTTP_PORT": str(free_port()),
            "CARTAGE_GATEWAY_PORT": str(gateway_port), "ENVOY_ADMIN_PORT": str(free_port()),
-           "AUDIT_GRPC_PORT": str(free_port())}
+           "AUDIT_GRPC_PORT": str(free_port()),
+           **{entry.port_env: str(free_port()) for entry in registry.SERVICES}}
     env.pop("DATABASE_URL", None)
     env.pop("NATS_URL", None)
     process = subprocess.Popen([sys.executable, "-m", "services.stack"], cwd=ROOT, env=env,

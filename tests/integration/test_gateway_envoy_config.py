@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway import contracts, openapi
-from gateway.envoy_config import GatewayConfig, build, envoy_binary
-from gateway.policy import POLICY
+from gateway import contracts, openapi, operations
+from gateway.envoy_config import GatewayConfig, build, envoy_binary, unguarded_rpcs
+from gateway.policy import POLICY, operation_key, rules_of
+from services import registry
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +74,25 @@ def test_a_service_with_worker_sockets_is_balanced_per_request() -> None:
     assert h2(one_worker["svc_order"]) == {} and "lb_policy" not in one_worker["svc_order"]
 
 
+def test_every_rpc_has_a_policy_line() -> None:
+    """The build fails on an RPC nobody decided who may call (it would be refused to all)."""
+    assert unguarded_rpcs() == []
+    policy = dict(POLICY)
+    del policy["cartage.routing.v1.RoutingService/WatchRoutePlan"]
+    del policy[operation_key("CancelOperation", "routing")]
+    assert sorted(unguarded_rpcs(policy=policy)) == [
+        "cartage.routing.v1.RoutingService/WatchRoutePlan",
+        "google.longrunning.Operations/CancelOperation@routing"]
+
+
 def test_every_annotated_rpc_gets_a_route_with_its_policy_scope() -> None:
     rpcs = contracts.rest_rpcs(contracts.load())
     assert rpcs, "no annotated RPCs in build/cartage.binpb"
     generated = routes(build(config()))
     for rpc in rpcs:
-        key = rpc.path.lstrip("/")
-        assert generated[key]["match"] == {"path": rpc.path}
-        assert allowed_scopes(generated[key]) == ([POLICY[key].scope] if key in POLICY else [])
+        for _, key, rule in rules_of(rpc):
+            assert generated[key]["match"]["path"] == rpc.path
+            assert allowed_scopes(generated[key]) == ([rule.scope] if rule else [])
     transcoder = next(
         f for f in build(config())["static_resources"]["listeners"][0]["filter_chains"][0]
         ["filters"][0]["typed_config"]["http_filters"] if "transcoder" in f["name"])
@@ -103,7 +116,7 @@ def test_identity_headers_are_stripped_before_anything_else() -> None:
     assert {"x-cartage-client-id", "x-cartage-scopes"} <= removed
 
 
-# --- domains: the package's, or EXTRA_SERVICES for standard services ------------------------
+# --- services: the registry's; Operations: per call, the operation's owner -----------------
 
 OPERATIONS = "google.longrunning.Operations"
 
@@ -118,23 +131,60 @@ def transcoded_services(bootstrap: dict[str, Any]) -> list[str]:
     return list(transcoder["typed_config"]["services"])
 
 
-def test_each_domain_is_routed_to_its_own_upstream() -> None:
+def http_filters(bootstrap: dict[str, Any]) -> list[dict[str, Any]]:
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    return list(hcm["typed_config"]["http_filters"])
+
+
+def test_each_service_is_routed_to_its_own_upstream() -> None:
     bootstrap = build(config())
     clusters = {c["name"] for c in bootstrap["static_resources"]["clusters"]}
-    assert {"svc_order", "svc_routing"} <= clusters
+    assert {entry.cluster for entry in registry.SERVICES} <= clusters
     generated = routes(bootstrap)
     for rpc in contracts.rpcs(contracts.load()):
-        assert rpc.domain == contracts.EXTRA_SERVICES.get(
-            rpc.service_name, rpc.package.split(".")[1])
-        assert generated[rpc.path.lstrip("/")]["route"]["cluster"] == f"svc_{rpc.domain}"
-    # Without the routing upstream, nothing of the routing domain is routed or transcoded.
+        if rpc.shared:
+            continue
+        [entry] = [e for e in registry.SERVICES if rpc.service_name in e.grpc_services]
+        assert rpc.owners == (entry.name,)
+        assert generated[rpc.path.lstrip("/")]["route"]["cluster"] == entry.cluster
+    # Without the routing upstream, nothing of the routing service is routed or transcoded.
     order_only = build(config(upstreams={"order": "127.0.0.1:50051"}))
     assert all(r["route"]["cluster"] == "svc_order" for r in routes(order_only).values()
                if "route" in r)
     assert all(s.startswith("cartage.order.") for s in transcoded_services(order_only))
+    assert operations.FILTER not in [f["name"] for f in http_filters(order_only)]
+    with pytest.raises(ValueError, match="nosuch"):
+        build(config(upstreams={"order": "127.0.0.1:50051", "nosuch": "127.0.0.1:1"}))
 
 
-def test_standard_services_are_served_by_the_domain_extra_services_names() -> None:
+def test_every_service_in_the_contracts_is_registered() -> None:
+    served = {f"{f.package}.{s.name}" for f in contracts.load().file for s in f.service
+              if f.package.startswith("cartage.")}
+    registered = {name for entry in registry.SERVICES for name in entry.grpc_services}
+    assert served == registered
+    for entry in registry.SERVICES:
+        assert all(s.startswith(entry.proto_package + ".") for s in entry.grpc_services)
+
+
+def test_unary_routes_time_out_and_streaming_routes_do_not() -> None:
+    generated = routes(build(config(unary_timeout_seconds=2.5)))
+    rpcs = contracts.rpcs(contracts.load())
+    streaming = [r for r in rpcs if r.streaming]
+    assert [r.method for r in streaming] == ["WatchRoutePlan"]
+    for rpc in rpcs:
+        for _, key, _ in rules_of(rpc):
+            timeout = generated[key]["route"]["timeout"]
+            if rpc.streaming:
+                assert timeout == "0s", key
+            elif rpc.method == "WaitOperation":
+                assert timeout == "90s", key  # longer than the service's 60 s wait
+            else:
+                assert timeout == "2.5s", key
+    assert routes(build(config()))["cartage.order.v1.OrderService/GetOrder"]["route"][
+        "timeout"] == "30s"
+
+
+def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
     descriptors = contracts.load()
     if not has_operations(descriptors):
         pytest.skip("the contracts do not use google.longrunning yet")
@@ -143,13 +193,41 @@ def test_standard_services_are_served_by_the_domain_extra_services_names() -> No
     ops = [r for r in contracts.rpcs(descriptors) if r.service_name == OPERATIONS]
     assert {r.method for r in ops} >= {"GetOperation", "ListOperations", "CancelOperation",
                                        "DeleteOperation", "WaitOperation"}
+    owners = registry.operations_owners()
+    assert [o.name for o in owners] == ["routing"]
+    names = list(generated)
     for rpc in ops:
-        route = generated[rpc.path.lstrip("/")]
-        assert route["match"] == {"path": rpc.path}
-        assert route["route"]["cluster"] == "svc_routing"
-        # Deny by default until policy.py has a line for it.
-        key = rpc.path.lstrip("/")
-        assert allowed_scopes(route) == ([POLICY[key].scope] if key in POLICY else [])
+        assert rpc.owners == ("routing",)
+        first = generated[rpc.path.lstrip("/")]  # where a call lands before the filter
+        assert first["match"] == {"path": rpc.path} and "route" not in first
+        assert allowed_scopes(first) == []
+        for owner in owners:
+            route = generated[operation_key(rpc.method, owner.name)]
+            assert route["match"] == {"path": rpc.path, "headers": [{
+                "name": operations.SERVICE_HEADER, "string_match": {"exact": owner.name}}]}
+            assert route["route"]["cluster"] == owner.cluster
+            assert owner.operation_scopes is not None
+            read = rpc.method in ("GetOperation", "ListOperations", "WaitOperation")
+            assert allowed_scopes(route) == [owner.operation_scopes.read if read
+                                             else owner.operation_scopes.write]
+            assert names.index(route["name"]) < names.index(first["name"])
+            assert route["typed_per_filter_config"][operations.FILTER] == (
+                operations.per_route())
+    assert registry.get("routing").operation_scopes == (
+        registry.OperationScopes("routes.read", "routes.write"))
+    # The Lua filter sits between the transcoder and RBAC, with no code for other routes.
+    names_in_chain = [f["name"] for f in http_filters(bootstrap)]
+    assert (names_in_chain.index("envoy.filters.http.grpc_json_transcoder")
+            < names_in_chain.index(operations.FILTER)
+            < names_in_chain.index("envoy.filters.http.rbac"))
+    [lua] = [f for f in http_filters(bootstrap) if f["name"] == operations.FILTER]
+    assert "default_source_code" not in lua["typed_config"]
+    assert all(operations.FILTER not in r.get("typed_per_filter_config", {})
+               for name, r in generated.items() if not name.startswith(OPERATIONS))
+    # A caller cannot pre-set the owner header.
+    removed = {m["remove"] for m in http_filters(bootstrap)[0]["typed_config"]["mutations"][
+        "request_mutations"]}
+    assert operations.SERVICE_HEADER in removed
     assert OPERATIONS in transcoded_services(bootstrap)
     # WaitOperation has no HTTP rule: routed for native gRPC, absent from the REST document.
     document = openapi.build(descriptors)
@@ -159,21 +237,44 @@ def test_standard_services_are_served_by_the_domain_extra_services_names() -> No
             } <= operation_ids
     assert "WaitOperation" not in operation_ids
     get = document["paths"]["/v1/operations/{operation_id}"]["get"]
-    rule = POLICY.get(f"{OPERATIONS}/GetOperation")
-    assert get["security"] == [{"oauth2": [rule.scope if rule else "-"]}]
+    assert get["security"] == [{"oauth2": ["routes.read"]}]
+    # The service is a path parameter of its own (an encoded slash would stay encoded).
+    by_service = document["paths"]["/v1/operations/{service}/{operation_id}"]
+    assert [p["name"] for p in by_service["get"]["parameters"]] == ["service", "operation_id"]
+    assert set(by_service) == {"get", "delete"}
+    assert "/v1/operations/{service}/{operation_id}:cancel" in document["paths"]
     # `{name=operations}` binds `name` in the path: not a query parameter as well.
     listed = document["paths"]["/v1/operations"]["get"]
     assert "name" not in {p["name"] for p in listed["parameters"]}
-    # The mapping is the only thing that makes it a routing RPC.
-    moved = contracts.rpcs(descriptors, extra={OPERATIONS: "order"})
-    assert {r.domain for r in moved if r.service_name == OPERATIONS} == {"order"}
-    unmapped = contracts.rpcs(descriptors, extra={})
-    assert not any(r.service_name == OPERATIONS for r in unmapped)
+    # Who serves Operations is the registry's say only.
+    moved = tuple(registry.ServiceEntry(**{**e.__dict__, "serves_operations": e.name == "order",
+                                           "operation_scopes": registry.OperationScopes(
+                                               "orders.read", "orders.write")})
+                  for e in registry.SERVICES)
+    assert {r.owners for r in contracts.rpcs(descriptors, moved)
+            if r.service_name == OPERATIONS} == {("order",)}
+    nobody = tuple(registry.ServiceEntry(**{**e.__dict__, "serves_operations": False})
+                   for e in registry.SERVICES)
+    assert not any(r.service_name == OPERATIONS for r in contracts.rpcs(descriptors, nobody))
+
+
+def test_the_registry_imports_no_service() -> None:
+    code = ("import sys, services.registry; "
+            "print(sorted(m for m in sys.modules if m.startswith(('services.', 'cartage', "
+            "'grpc', 'google'))))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "['services.registry']", result.stdout
+    # ... and the kit, which knows no service, never reads it.
+    kit = Path(registry.__file__).parent / "kit"
+    assert not [p for p in kit.rglob("*.py") if "registry" in p.read_text()
+                and ("from services import registry" in p.read_text()
+                     or "services.registry" in p.read_text())]
 
 
 def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> None:
-    """As before the routing contracts landed: EXTRA_SERVICES names a service that is not in
-    the descriptor set, and a `routing` upstream may be configured already."""
+    """As before the routing contracts landed: the registry names a service (and an
+    operations owner) that is not in the descriptor set, and its upstream is configured."""
     descriptors = contracts.load()
     kept = [f for f in descriptors.file
             if not f.package.startswith(("cartage.routing", "google.longrunning"))]

@@ -15,18 +15,20 @@ import httpx
 
 from gateway.auth.clients import ClientRegistry
 from gateway.policy import all_scopes
+from services import registry
 from services.kit.db import create_engine
 from services.stack.__main__ import DEMO_CLIENT
 from services.stack.components import free_port, wait_for_port
 from tests.conftest import ROOT
 
 
-def _start(data_dir, ports) -> subprocess.Popen[bytes]:
+def _start(data_dir, ports, service_ports) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CARTAGE_DATA_DIR": str(data_dir),
            "CARTAGE_PG_PORT": str(ports[0]), "CARTAGE_NATS_PORT": str(ports[1]),
-           "ORDER_GRPC_PORT": str(ports[2]), "CARTAGE_GATEWAY_PORT": str(ports[3]),
+           "CARTAGE_GATEWAY_PORT": str(ports[3]),
            "AUTH_HTTP_PORT": str(ports[4]), "AUDIT_GRPC_PORT": str(ports[5]),
-           "ENVOY_ADMIN_PORT": str(ports[6]), "ROUTING_GRPC_PORT": str(ports[7])}
+           "ENVOY_ADMIN_PORT": str(ports[6]),
+           **{registry.get(name).port_env: str(port) for name, port in service_ports.items()}}
     env.pop("DATABASE_URL", None)
     env.pop("NATS_URL", None)
     process = subprocess.Popen([sys.executable, "-m", "services.stack"], cwd=ROOT, env=env,
@@ -59,16 +61,19 @@ async def _registry(database_url: str, scopes: list[str] | None = None) -> tuple
 
 
 def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
-    ports = tuple(free_port() for _ in range(8))
-    first = _start(tmp_path, ports)
+    ports = tuple(free_port() for _ in range(7))
+    # Every registered service is started, on the port its {PREFIX}_GRPC_PORT names.
+    service_ports = {entry.name: free_port() for entry in registry.SERVICES}
+    first = _start(tmp_path, ports, service_ports)
     try:
         for _ in range(100):
             if (tmp_path / "run.json").exists():
                 break
             time.sleep(0.1)
         endpoints = json.loads((tmp_path / "run.json").read_text())
-        assert endpoints["services"] == {"order": f"127.0.0.1:{ports[2]}",
-                                         "routing": f"127.0.0.1:{ports[7]}"}
+        assert endpoints["services"] == {name: f"127.0.0.1:{port}"
+                                         for name, port in service_ports.items()}
+        assert set(endpoints["services"]) >= {"order", "routing"}
         assert endpoints["database_url"].startswith("postgresql://postgres@127.0.0.1:")
         first_demo = _demo(tmp_path)
         assert "has 1 order(s)" in first_demo
@@ -94,7 +99,7 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
     assert first.returncode == 0, output
     assert "stopped." in output
 
-    second = _start(tmp_path, ports)
+    second = _start(tmp_path, ports, service_ports)
     try:
         assert "has 2 order(s)" in _demo(tmp_path)
         # The second run gave the demo partner every scope of the current policy again.
