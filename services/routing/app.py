@@ -20,11 +20,12 @@ from services.kit.messaging import (
     consumer_job,
 )
 from services.kit.migrations import upgrade_async
+from services.kit.operations import OperationsServicer
 from services.kit.server import Service
 from services.kit.uow import Transaction, UnitOfWork
 from services.routing.adapters import events, tables
 from services.routing.adapters.repository import RoutingRepository
-from services.routing.api.operations import OperationsServicer
+from services.routing.api.operations import RoutingOperations, operation_names
 from services.routing.api.servicer import RoutingServicer
 from services.routing.planning import Planner
 from services.routing.settings import Settings
@@ -79,9 +80,10 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
                         osrm_url=settings.osrm_url)
     planner = Planner(jobs, processes=settings.solver_processes)
     plans.connect_planner(planner.wake, planner.cancel)
-    servicer = RoutingServicer(fleet, plans, max_shipments=settings.max_shipments,
+    store = RoutingOperations(plans, operation_names())
+    servicer = RoutingServicer(fleet, plans, store, max_shipments=settings.max_shipments,
                                max_time_limit=settings.max_time_limit)
-    operations = OperationsServicer(plans)
+    operations = OperationsServicer(store.names, store)
 
     def register(server) -> None:
         routing_service_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from google.longrunning import operations_proto_pb2
-from google.protobuf import any_pb2, timestamp_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.protobuf import timestamp_pb2
 
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
-from services.kit.errors import ERROR_DOMAIN
+from cartage.routing.v1 import decision_pb2, route_plan_pb2, vehicle_pb2
 from services.kit.uow import Codec
 from services.routing.domain import autonomy
 from services.routing.domain.model import (
     AutonomyPolicy,
     Decision,
     DecisionDomain,
-    PlanState,
     RoutePlan,
     TrafficIncident,
     Vehicle,
@@ -35,12 +31,6 @@ def set_timestamp(target: timestamp_pb2.Timestamp, moment: datetime) -> None:
 
 def to_datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
-
-
-def _pack(message: object) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
-    return packed
 
 
 # --------------------------------------------------------------------------- vehicles
@@ -150,40 +140,6 @@ def policy_for(policy: AutonomyPolicy, domain: DecisionDomain) -> autonomy.Domai
     entry = domain_policy(policy, domain)
     return autonomy.DomainPolicy(autonomy.Level(entry.level), entry.max_moved_share,
                                  entry.max_cost_increase)
-
-
-# --------------------------------------------------------------------------- operations
-
-
-def _status(code: int, message: str, reason: str, plan: str) -> status_pb2.Status:
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN,
-                                       metadata={"route_plan": plan})
-    return status_pb2.Status(code=code, message=message, details=[_pack(info)])
-
-
-def operation_to_proto(operation_id: str, plan: RoutePlan) -> operations_proto_pb2.Operation:
-    """An operation is a view of its plan: done once the plan left SOLVING; its response is
-    the plan, or an error when no plan came out (cancelled before a feasible plan was found,
-    or no plan passed the feasibility check)."""
-    message = plan_to_proto(plan)
-    metadata = routing_service_pb2.PlanRoutesMetadata(
-        route_plan=plan.name, progress=plan.content.progress,
-        shipments=len(plan.request.shipments), vehicles=len(plan.request.vehicles))
-    operation = operations_proto_pb2.Operation(
-        name=f"operations/{operation_id}", metadata=_pack(metadata),
-        done=plan.state != PlanState.SOLVING)
-    if plan.state == PlanState.CANCELLED:
-        operation.error.CopyFrom(_status(
-            code_pb2.CANCELLED, "cancelled before a feasible plan was found",
-            "OPERATION_CANCELLED", plan.name))
-    elif plan.state == PlanState.FAILED:
-        problems = "; ".join(plan.content.violations[:3]) or "no details"
-        operation.error.CopyFrom(_status(
-            code_pb2.FAILED_PRECONDITION, f"no plan passed the feasibility check: {problems}",
-            "NO_FEASIBLE_PLAN", plan.name))
-    elif operation.done:
-        operation.response.Pack(message)
-    return operation
 
 
 def _encode_text(value: str) -> bytes:

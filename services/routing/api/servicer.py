@@ -28,6 +28,7 @@ from services.kit.uow import IdempotencyKey
 from services.kit.validation import Violations, parse_name
 from services.routing.adapters.repository import Page
 from services.routing.api import converters, geojson, validation
+from services.routing.api.operations import RoutingOperations
 from services.routing.domain.model import DecisionDomain, DecisionState, PlanState, VehicleStatus
 from services.routing.use_cases import FleetUseCases, PlanUseCases
 
@@ -97,17 +98,14 @@ def _iso(value: Any) -> bool:
 
 
 class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
-    def __init__(self, fleet: FleetUseCases, plans: PlanUseCases, *, max_shipments: int,
+    def __init__(self, fleet: FleetUseCases, plans: PlanUseCases,
+                 operations: RoutingOperations, *, max_shipments: int,
                  max_time_limit: float) -> None:
         self._fleet = fleet
         self._plans = plans
+        self._operations = operations
         self._max_shipments = max_shipments
         self._max_time_limit = max_time_limit
-
-    async def _operation(self, caller: Caller, operation_id: str
-                         ) -> operations_proto_pb2.Operation:
-        return converters.operation_to_proto(
-            *await self._plans.get_operation(caller.client_id, operation_id))
 
     # vehicles ------------------------------------------------------------------------------
 
@@ -202,7 +200,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         operation_id = await self._plans.plan_routes(
             caller.client_id, request, idempotency(caller, "PlanRoutes", request),
             request_id_var.get())
-        return await self._operation(caller, operation_id)
+        return await self._operations.get(caller.client_id, operation_id)
 
     async def ReplanRoutes(self, request: pb.ReplanRoutesRequest,
                            context: grpc.aio.ServicerContext) -> operations_proto_pb2.Operation:
@@ -217,7 +215,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         operation_id = await self._plans.replan_routes(
             caller.client_id, limit, request.reason,
             idempotency(caller, "ReplanRoutes", request), request_id_var.get())
-        return await self._operation(caller, operation_id)
+        return await self._operations.get(caller.client_id, operation_id)
 
     async def GetRoutePlan(self, request: pb.GetRoutePlanRequest,
                            context: grpc.aio.ServicerContext) -> route_plan_pb2.RoutePlan:

@@ -10,8 +10,10 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
-from services.kit.errors import Aborted, FailedPrecondition
+from services.kit.errors import Aborted, FailedPrecondition, InvalidArgument
+from services.kit.operations import OperationNames
 from services.routing.api import converters
+from services.routing.api.operations import operation_names, operation_to_proto
 from services.routing.domain import autonomy
 from services.routing.domain.ids import shipment_of, stop_ids
 from services.routing.domain.model import (
@@ -134,24 +136,40 @@ def test_domains_match_the_autonomy_module() -> None:
 
 def test_an_operation_shows_its_plan() -> None:
     solving = plan()
-    operation = converters.operation_to_proto("op1", solving)
-    assert operation.name == "operations/op1" and not operation.done
+    name = operation_names().name("op1")
+    operation = operation_to_proto(name, solving)
+    assert operation.name == "operations/routing/op1" and not operation.done
     metadata = routing_service_pb2.PlanRoutesMetadata()
     assert operation.metadata.Unpack(metadata) and metadata.route_plan == "routePlans/p1"
-    proposed = converters.operation_to_proto("op1", solving.move(PlanState.PROPOSED, LATER))
+    proposed = operation_to_proto(name, solving.move(PlanState.PROPOSED, LATER))
     shown = route_plan_pb2.RoutePlan()
     assert proposed.done and proposed.response.Unpack(shown)
     assert shown.state == route_plan_pb2.RoutePlan.STATE_PROPOSED
 
-    cancelled = converters.operation_to_proto("op1", solving.move(PlanState.CANCELLED, LATER))
+    cancelled = operation_to_proto(name, solving.move(PlanState.CANCELLED, LATER))
     assert cancelled.done and cancelled.error.code == code_pb2.CANCELLED
     failed_plan = solving.move(PlanState.FAILED, LATER, content=route_plan_pb2.RoutePlan(
         violations=["capacity: vehicle=a"]))
-    failed = converters.operation_to_proto("op1", failed_plan)
+    failed = operation_to_proto(name, failed_plan)
     assert failed.error.code == code_pb2.FAILED_PRECONDITION
     assert "capacity: vehicle=a" in failed.error.message
     info = error_details_pb2.ErrorInfo()
     assert failed.error.details[0].Unpack(info) and info.reason == "NO_FEASIBLE_PLAN"
+
+
+def test_operation_names_carry_the_service_and_old_names_still_parse() -> None:
+    names = operation_names()
+    hex_id = "ab" * 16
+    assert names.name(hex_id) == f"operations/routing/{hex_id}"
+    assert names.parse_one(f"operations/routing/{hex_id}") == hex_id
+    assert names.parse_one(f"operations/{hex_id}") == hex_id  # issued before names had it
+    for wrong in (f"operations/order/{hex_id}", "operations/routing/xyz", f"routing/{hex_id}",
+                  "operations/routing/", ""):
+        with pytest.raises(InvalidArgument):
+            names.parse_one(wrong)
+    strict = OperationNames("order")
+    with pytest.raises(InvalidArgument):
+        strict.parse_one(f"operations/{hex_id}")
 
 
 async def test_plan_changes_wake_waiters_and_forget_them() -> None:
