@@ -27,6 +27,7 @@ from services.routing.adapters import events, tables
 from services.routing.adapters.repository import RoutingRepository
 from services.routing.api.operations import RoutingOperations, operation_names
 from services.routing.api.servicer import RoutingServicer
+from services.routing.conversion import Codecs
 from services.routing.planning import Planner
 from services.routing.settings import Settings
 from services.routing.use_cases import FleetUseCases, PlanChanges, PlanningJobs, PlanUseCases
@@ -71,11 +72,12 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
                         streams={events.STREAM: events.SUBJECTS})
     uow = UnitOfWork(engine, tables.kit, on_events=relay.wake)
     repository, outgoing, changes = RoutingRepository(), events.RoutingEvents(), PlanChanges()
-    fleet = FleetUseCases(uow, repository, outgoing)
+    codecs = Codecs()
+    fleet = FleetUseCases(uow, repository, outgoing, codecs)
     plans = PlanUseCases(
-        uow, repository, outgoing, changes,
+        uow, repository, outgoing, codecs, changes,
         max_shipments=settings.max_shipments, default_time_limit=settings.default_time_limit)
-    jobs = PlanningJobs(uow, repository, outgoing, changes,
+    jobs = PlanningJobs(uow, repository, outgoing, codecs, changes,
                         default_time_limit=settings.default_time_limit,
                         osrm_url=settings.osrm_url)
     planner = Planner(jobs, processes=settings.solver_processes)

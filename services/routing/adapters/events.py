@@ -17,9 +17,15 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from cartage.order.v1 import events_pb2 as order_events
-from cartage.routing.v1 import decision_pb2, events_pb2, route_plan_pb2, vehicle_pb2
+from cartage.routing.v1 import events_pb2, vehicle_pb2
 from services.kit.uow import OutgoingEvent
-from services.routing.api.converters import set_timestamp
+from services.routing.conversion import (
+    decision_to_proto,
+    plan_to_proto,
+    set_timestamp,
+    vehicle_to_proto,
+)
+from services.routing.domain.model import Decision, RoutePlan, Vehicle, VehicleStatus
 
 STREAM = "ROUTING"
 SUBJECTS = ("route.>", "decision.>", "vehicle.>")
@@ -43,27 +49,28 @@ def _outgoing(subject: str, event: Any, client_id: str, when: datetime) -> Outgo
 
 
 class RoutingEvents:
-    def route_planned(self, client_id: str, plan: route_plan_pb2.RoutePlan,
-                      when: datetime) -> OutgoingEvent:
-        return _outgoing("route.planned", events_pb2.RoutePlannedEvent(route_plan=plan),
-                         client_id, when)
+    """The use cases' `ports.Events`: each event from the domain objects it is about."""
 
-    def route_updated(self, client_id: str, plan: route_plan_pb2.RoutePlan,
-                      decision: decision_pb2.Decision, when: datetime) -> OutgoingEvent:
-        event = events_pb2.RouteUpdatedEvent(route_plan=plan, decision=decision)
-        return _outgoing("route.updated", event, client_id, when)
+    def route_planned(self, plan: RoutePlan, when: datetime) -> OutgoingEvent:
+        return _outgoing("route.planned", events_pb2.RoutePlannedEvent(
+            route_plan=plan_to_proto(plan)), plan.client_id, when)
 
-    def decision_pending(self, client_id: str, decision: decision_pb2.Decision,
-                         when: datetime) -> OutgoingEvent:
-        return _outgoing("decision.pending", events_pb2.DecisionPendingEvent(decision=decision),
-                         client_id, when)
+    def route_updated(self, plan: RoutePlan, decision: Decision, when: datetime
+                      ) -> OutgoingEvent:
+        event = events_pb2.RouteUpdatedEvent(route_plan=plan_to_proto(plan),
+                                             decision=decision_to_proto(decision))
+        return _outgoing("route.updated", event, plan.client_id, when)
 
-    def vehicle_status_changed(self, client_id: str, vehicle: vehicle_pb2.Vehicle,
-                               previous: int, reason: str, when: datetime) -> OutgoingEvent:
+    def decision_pending(self, decision: Decision, when: datetime) -> OutgoingEvent:
+        return _outgoing("decision.pending", events_pb2.DecisionPendingEvent(
+            decision=decision_to_proto(decision)), decision.client_id, when)
+
+    def vehicle_status_changed(self, vehicle: Vehicle, previous: VehicleStatus, reason: str,
+                               when: datetime) -> OutgoingEvent:
         event = events_pb2.VehicleStatusChangedEvent(
-            vehicle=vehicle, previous_status=vehicle_pb2.Vehicle.Status.ValueType(previous),
-            reason=reason)
-        return _outgoing(VEHICLE_STATUS_CHANGED, event, client_id, when)
+            vehicle=vehicle_to_proto(vehicle),
+            previous_status=vehicle_pb2.Vehicle.Status.ValueType(previous), reason=reason)
+        return _outgoing(VEHICLE_STATUS_CHANGED, event, vehicle.client_id, when)
 
 
 def decode_order_event(msg: Msg) -> tuple[str, Any] | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,25 +29,16 @@ from services.routing.domain.model import (
     Decision,
     DecisionDomain,
     DecisionState,
+    Operation,
     PlanState,
     RoutePlan,
     TrafficIncident,
     Vehicle,
     VehicleStatus,
 )
+from services.routing.use_cases.ports import Page
 
 _OPERATORS = {"=": operator.eq, "!=": operator.ne}
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a client's rows, newest first (or by id for vehicles). `filters` are
-    (column name, operator, typed value) triples already validated by the API layer."""
-
-    client_id: str
-    filters: tuple[tuple[str, str, Any], ...]
-    after: tuple[Any, ...] | None
-    limit: int
 
 
 def _where(table: sa.Table, page: Page) -> list[sa.ColumnElement[bool]]:
@@ -141,19 +131,12 @@ def _incident(row: Any) -> TrafficIncident:
                            decision_pb2.TrafficIncident.FromString(row.body), row.create_time)
 
 
-@dataclass(frozen=True, slots=True)
-class OperationRow:
-    id: str
-    client_id: str
-    plan_id: str
-    method: str
-    create_time: datetime
-
-
 # --------------------------------------------------------------------------- repository
 
 
 class RoutingRepository:
+    """The use cases' `ports.Repository`."""
+
     async def lock_fleet(self, tx: Transaction, client_id: str) -> None:
         """Serialise the transactions that change a client's active plan or its decisions."""
         await tx.execute(sa.select(sa.func.pg_advisory_xact_lock(
@@ -276,20 +259,20 @@ class RoutingRepository:
 
     # operations ----------------------------------------------------------------------------
 
-    def insert_operation(self, tx: Transaction, row: OperationRow) -> None:
+    def insert_operation(self, tx: Transaction, row: Operation) -> None:
         tx.insert(operations, [{"id": row.id, "client_id": row.client_id,
                                 "plan_id": row.plan_id, "method": row.method,
                                 "create_time": row.create_time}])
 
     async def operation(self, tx: Transaction, client_id: str, operation_id: str
-                        ) -> OperationRow | None:
+                        ) -> Operation | None:
         row = (await tx.execute(sa.select(operations).where(
             operations.c.client_id == client_id, operations.c.id == operation_id))
         ).one_or_none()
-        return None if row is None else OperationRow(**row._mapping)
+        return None if row is None else Operation(**row._mapping)
 
     async def operation_page(self, tx: Transaction, page: Page, done: bool | None
-                             ) -> list[tuple[OperationRow, RoutePlan]]:
+                             ) -> list[tuple[Operation, RoutePlan]]:
         plans = route_plans.alias("p")
         query = sa.select(operations, plans).join(
             plans, plans.c.id == operations.c.plan_id).where(
@@ -306,7 +289,7 @@ class RoutingRepository:
         out = []
         for row in (await tx.execute(query.limit(page.limit))).all():
             values = row._mapping
-            operation = OperationRow(*(values[c] for c in operations.c))
+            operation = Operation(*(values[c] for c in operations.c))
             plan = _plan(_Prefixed(values, plans))
             out.append((operation, plan))
         return out

@@ -18,10 +18,10 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from cartage.routing.v1 import routing_service_pb2
 from services.kit.errors import ERROR_DOMAIN, InvalidArgument
 from services.kit.operations import ListedOperation, OperationNames
-from services.routing.adapters.repository import Page
-from services.routing.api import converters
+from services.routing import conversion
 from services.routing.domain.model import PlanState, RoutePlan
 from services.routing.use_cases import PlanUseCases
+from services.routing.use_cases.ports import Page
 
 SERVICE = "routing"
 
@@ -61,7 +61,7 @@ def operation_to_proto(name: str, plan: RoutePlan) -> operations_proto_pb2.Opera
             code_pb2.FAILED_PRECONDITION, f"no plan passed the feasibility check: {problems}",
             "NO_FEASIBLE_PLAN", plan.name))
     elif operation.done:
-        operation.response.Pack(converters.plan_to_proto(plan))
+        operation.response.Pack(conversion.plan_to_proto(plan))
     return operation
 
 

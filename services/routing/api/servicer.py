@@ -26,11 +26,12 @@ from services.kit.log import request_id_var
 from services.kit.pagination import PageToken, clamp_page_size, query_fingerprint
 from services.kit.uow import IdempotencyKey
 from services.kit.validation import Violations, parse_name
-from services.routing.adapters.repository import Page
-from services.routing.api import converters, geojson, validation
+from services.routing import conversion
+from services.routing.api import geojson, validation
 from services.routing.api.operations import RoutingOperations
 from services.routing.domain.model import DecisionDomain, DecisionState, PlanState, VehicleStatus
 from services.routing.use_cases import FleetUseCases, PlanUseCases
+from services.routing.use_cases.ports import Page
 
 pb = routing_service_pb2
 VEHICLE_UPDATABLE = frozenset({
@@ -120,9 +121,9 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             v.add("vehicle", "is required", "REQUIRED")
         v.raise_if_any()
         vehicle = await self._fleet.create_vehicle(
-            caller.client_id, request.vehicle_id, converters.vehicle_content(request.vehicle),
+            caller.client_id, request.vehicle_id, conversion.vehicle_content(request.vehicle),
             idempotency(caller, "CreateVehicle", request), request_id_var.get())
-        return converters.vehicle_to_proto(vehicle)
+        return conversion.vehicle_to_proto(vehicle)
 
     async def GetVehicle(self, request: pb.GetVehicleRequest,
                          context: grpc.aio.ServicerContext) -> vehicle_pb2.Vehicle:
@@ -130,7 +131,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v = Violations()
         vehicle_id = validation.check_vehicle_name(request.name, v)
         v.raise_if_any()
-        return converters.vehicle_to_proto(
+        return conversion.vehicle_to_proto(
             await self._fleet.get_vehicle(caller.client_id, vehicle_id))
 
     async def ListVehicles(self, request: pb.ListVehiclesRequest,
@@ -141,7 +142,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         page, fingerprint, limit = page_of(caller, request, filters, keyset=1)
         rows = await self._fleet.list_vehicles(page)
         return pb.ListVehiclesResponse(
-            vehicles=[converters.vehicle_to_proto(r) for r in rows[:limit]],
+            vehicles=[conversion.vehicle_to_proto(r) for r in rows[:limit]],
             next_page_token=next_token(rows, limit, fingerprint, lambda r: (r.id,)))
 
     async def UpdateVehicle(self, request: pb.UpdateVehicleRequest,
@@ -163,7 +164,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
 
         vehicle = await self._fleet.update_vehicle(
             caller.client_id, vehicle_id, request.vehicle.etag, apply, request_id_var.get())
-        return converters.vehicle_to_proto(vehicle)
+        return conversion.vehicle_to_proto(vehicle)
 
     async def DeleteVehicle(self, request: pb.DeleteVehicleRequest,
                             context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
@@ -186,7 +187,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         vehicle = await self._fleet.set_vehicle_status(
             caller.client_id, vehicle_id, VehicleStatus(request.status), request.reason,
             request_id_var.get())
-        return converters.vehicle_to_proto(vehicle)
+        return conversion.vehicle_to_proto(vehicle)
 
     # planning ------------------------------------------------------------------------------
 
@@ -221,7 +222,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                            context: grpc.aio.ServicerContext) -> route_plan_pb2.RoutePlan:
         caller = current_caller()
         plan_id = parse_name(request.name, "routePlans")
-        return converters.plan_to_proto(await self._plans.get_plan(caller.client_id, plan_id))
+        return conversion.plan_to_proto(await self._plans.get_plan(caller.client_id, plan_id))
 
     async def ListRoutePlans(self, request: pb.ListRoutePlansRequest,
                              context: grpc.aio.ServicerContext) -> pb.ListRoutePlansResponse:
@@ -231,7 +232,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         page, fingerprint, limit = page_of(caller, request, filters)
         rows = await self._plans.list_plans(page)
         return pb.ListRoutePlansResponse(
-            route_plans=[converters.plan_to_proto(r) for r in rows[:limit]],
+            route_plans=[conversion.plan_to_proto(r) for r in rows[:limit]],
             next_page_token=next_token(rows, limit, fingerprint, newest_key))
 
     async def WatchRoutePlan(self, request: pb.WatchRoutePlanRequest,
@@ -246,7 +247,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             plan = await self._plans.get_plan(caller.client_id, plan_id)
             if plan.version != sent:
                 sent = plan.version
-                yield converters.plan_to_proto(plan)
+                yield conversion.plan_to_proto(plan)
             if plan.final:
                 return
             await self._plans.changes.wait(plan_id, WATCH_REREAD_S)
@@ -256,7 +257,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         caller = current_caller()
         plan_id = parse_name(request.name, "routePlans")
         plan = await self._plans.get_plan(caller.client_id, plan_id)
-        body = geojson.encode(converters.plan_to_proto(plan),
+        body = geojson.encode(conversion.plan_to_proto(plan),
                               {vehicle.name: vehicle for vehicle in plan.fleet},
                               {s.id: s for s in plan.request.shipments})
         return httpbody_pb2.HttpBody(content_type=geojson.MEDIA_TYPE, data=body)
@@ -280,7 +281,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         incident = await self._plans.report_incident(
             caller.client_id, content, idempotency(caller, "ReportTrafficIncident", request),
             request_id_var.get())
-        return converters.incident_to_proto(incident)
+        return conversion.incident_to_proto(incident)
 
     async def ListTrafficIncidents(self, request: pb.ListTrafficIncidentsRequest,
                                    context: grpc.aio.ServicerContext
@@ -289,7 +290,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         page, fingerprint, limit = page_of(caller, request, ())
         rows = await self._plans.list_incidents(page)
         return pb.ListTrafficIncidentsResponse(
-            traffic_incidents=[converters.incident_to_proto(r) for r in rows[:limit]],
+            traffic_incidents=[conversion.incident_to_proto(r) for r in rows[:limit]],
             next_page_token=next_token(rows, limit, fingerprint, newest_key))
 
     # decisions and autonomy ----------------------------------------------------------------
@@ -298,7 +299,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                           context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
         caller = current_caller()
         decision_id = parse_name(request.name, "decisions")
-        return converters.decision_to_proto(
+        return conversion.decision_to_proto(
             await self._plans.get_decision(caller.client_id, decision_id))
 
     async def ListDecisions(self, request: pb.ListDecisionsRequest,
@@ -312,14 +313,14 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         page, fingerprint, limit = page_of(caller, request, filters)
         rows = await self._plans.list_decisions(page)
         return pb.ListDecisionsResponse(
-            decisions=[converters.decision_to_proto(r) for r in rows[:limit]],
+            decisions=[conversion.decision_to_proto(r) for r in rows[:limit]],
             next_page_token=next_token(rows, limit, fingerprint, newest_key))
 
     async def ApproveDecision(self, request: pb.ApproveDecisionRequest,
                               context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
         caller = current_caller()
         decision_id = parse_name(request.name, "decisions")
-        return converters.decision_to_proto(
+        return conversion.decision_to_proto(
             await self._plans.approve_decision(caller.client_id, decision_id))
 
     async def RejectDecision(self, request: pb.RejectDecisionRequest,
@@ -329,7 +330,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         decision_id = v.resource_id(request.name, "decisions")
         v.text(request.reason, "reason", max_len=500)
         v.raise_if_any()
-        return converters.decision_to_proto(
+        return conversion.decision_to_proto(
             await self._plans.reject_decision(caller.client_id, decision_id, request.reason))
 
     async def GetAutonomyPolicy(self, request: pb.GetAutonomyPolicyRequest,
@@ -338,7 +339,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         caller = current_caller()
         if request.name != "autonomyPolicy":
             raise InvalidArgument.single("name", "must be autonomyPolicy")
-        return converters.policy_to_proto(await self._plans.get_policy(caller.client_id))
+        return conversion.policy_to_proto(await self._plans.get_policy(caller.client_id))
 
     async def UpdateAutonomyPolicy(self, request: pb.UpdateAutonomyPolicyRequest,
                                    context: grpc.aio.ServicerContext
@@ -352,4 +353,4 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         policy = await self._plans.update_policy(
             caller.client_id, list(request.autonomy_policy.domains),
             request.autonomy_policy.etag)
-        return converters.policy_to_proto(policy)
+        return conversion.policy_to_proto(policy)

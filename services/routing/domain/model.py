@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
 from services.kit.errors import Aborted, FailedPrecondition
+from services.routing.domain import autonomy
 
 
 def new_id() -> str:
@@ -209,6 +210,18 @@ class RoutePlan:
         return self._touch(now, cancel_requested=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A long-running operation of PlanRoutes or ReplanRoutes: a handle on the plan it solves
+    (its state and result are the plan's). `method` is the RPC that started it."""
+
+    id: str
+    client_id: str
+    plan_id: str
+    method: str
+    create_time: datetime
+
+
 # --------------------------------------------------------------------------- decisions
 
 
@@ -319,6 +332,20 @@ class AutonomyPolicy:
 
     def check_etag(self, etag: str) -> None:
         check_etag(etag, self.etag, "autonomy policy")
+
+    def for_domain(self, domain: DecisionDomain) -> autonomy.DomainPolicy:
+        """The domain's level and guardrails, the defaults (L1, 10 % moved, 5 % cost) filling
+        in what its entry leaves unset."""
+        defaults = autonomy.DomainPolicy()
+        stored = self.domains.get(domain)
+        if stored is None:
+            return defaults
+        return autonomy.DomainPolicy(
+            autonomy.Level(stored.level or defaults.level),
+            stored.max_moved_share if stored.HasField("max_moved_share")
+            else defaults.max_moved_share,
+            stored.max_cost_increase if stored.HasField("max_cost_increase")
+            else defaults.max_cost_increase)
 
     def replace_domains(self, entries: list[decision_pb2.DomainPolicy], now: datetime
                         ) -> AutonomyPolicy:

@@ -18,9 +18,6 @@ from typing import Any
 from cartage.order.v1 import order_pb2
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
 from services.kit.uow import Transaction, UnitOfWork
-from services.routing.adapters.events import RoutingEvents
-from services.routing.adapters.repository import RoutingRepository
-from services.routing.api import converters
 from services.routing.domain import autonomy, problem
 from services.routing.domain.ids import stop_ids
 from services.routing.domain.model import (
@@ -33,6 +30,7 @@ from services.routing.domain.model import (
     new_id,
 )
 from services.routing.planning import JobResult, ReplanInput, SolveJob
+from services.routing.use_cases.ports import Events, Messages, Repository
 from services.routing.use_cases.shared import PlanChanges, UseCaseBase, utc_now
 
 
@@ -40,15 +38,16 @@ class PlanningJobs(UseCaseBase):
     def __init__(
         self,
         uow: UnitOfWork,
-        repository: RoutingRepository,
-        events: RoutingEvents,
+        repository: Repository,
+        events: Events,
+        messages: Messages,
         changes: PlanChanges,
         *,
         default_time_limit: float,
         osrm_url: str = "",
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        super().__init__(uow, repository, events, changes,
+        super().__init__(uow, repository, events, messages, changes,
                          default_time_limit=default_time_limit, clock=clock)
         self._osrm_url = osrm_url
 
@@ -153,7 +152,7 @@ class PlanningJobs(UseCaseBase):
         keys = {s.id for s in (*active.request.shipments, *proposed)} | change.added
         orders = await self._repo.orders(tx, plan.client_id,
                                          [k for k in keys if k.startswith("orders/")])
-        vehicles = [converters.vehicle_to_proto(v)
+        vehicles = [self._messages.vehicle_message(v)
                     for v in await self._repo.vehicles(tx, plan.client_id)]
         scope = problem.replan_scope(active.content, active.request.shipments, proposed,
                                      change.added, orders, vehicles, now)
@@ -214,14 +213,14 @@ class PlanningJobs(UseCaseBase):
                  for sid in _stop_ids(s, shipments)}
         diff = autonomy.diff_plans(before, proposed, vehicles=problem.cost_models(fleets),
                                    fixed=fixed)
-        policy = converters.policy_for(await self._repo.policy(tx, client_id), plan.domain)
+        policy = (await self._repo.policy(tx, client_id)).for_domain(plan.domain)
         verdict = autonomy.decide(policy, diff)
         decision = Decision(
             id=new_id(), client_id=client_id, state=DecisionState.PENDING, domain=plan.domain,
             level=int(policy.level), plan_id=plan.id,
             previous_plan_id=active.id if active else "",
             content=decision_pb2.Decision(inputs=plan.trigger,
-                                          diff=converters.diff_to_proto(diff),
+                                          diff=self._messages.diff_message(diff),
                                           flagged=verdict.flagged,
                                           flag_reasons=list(verdict.reasons)),
             create_time=now)
@@ -241,8 +240,7 @@ class PlanningJobs(UseCaseBase):
         else:
             self._repo.insert_decision(tx, decision)
             await self._repo.save_plan(tx, plan)
-            tx.publish(self._events.decision_pending(
-                client_id, converters.decision_to_proto(decision), now))
+            tx.publish(self._events.decision_pending(decision, now))
         return touched
 
 

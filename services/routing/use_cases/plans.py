@@ -14,17 +14,15 @@ from datetime import datetime, timedelta
 from cartage.order.v1 import order_pb2
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.kit.uow import Codec, IdempotencyKey, Transaction, UnitOfWork, idempotent
+from services.kit.uow import IdempotencyKey, Transaction, UnitOfWork, idempotent
 from services.kit.validation import Violations
-from services.routing.adapters.events import RoutingEvents
-from services.routing.adapters.repository import OperationRow, Page, RoutingRepository
-from services.routing.api import converters
 from services.routing.domain import problem
 from services.routing.domain.model import (
     AutonomyPolicy,
     Change,
     Decision,
     DecisionDomain,
+    Operation,
     PlanState,
     RoutePlan,
     TrafficIncident,
@@ -32,7 +30,8 @@ from services.routing.domain.model import (
     VehicleStatus,
     new_id,
 )
-from services.routing.use_cases.shared import PlanChanges, UseCaseBase, utc_now
+from services.routing.use_cases.ports import Events, Messages, Page, Repository
+from services.routing.use_cases.shared import ID_CODEC, PlanChanges, UseCaseBase, utc_now
 
 PLANNABLE_ORDER_STATES = (order_pb2.Order.STATE_RELEASED, order_pb2.Order.STATE_PLANNED)
 
@@ -41,15 +40,16 @@ class PlanUseCases(UseCaseBase):
     def __init__(
         self,
         uow: UnitOfWork,
-        repository: RoutingRepository,
-        events: RoutingEvents,
+        repository: Repository,
+        events: Events,
+        messages: Messages,
         changes: PlanChanges,
         *,
         max_shipments: int,
         default_time_limit: float,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        super().__init__(uow, repository, events, changes,
+        super().__init__(uow, repository, events, messages, changes,
                          default_time_limit=default_time_limit, clock=clock)
         self._max_shipments = max_shipments
         self._wake_planner: Callable[[], None] = lambda: None
@@ -84,7 +84,7 @@ class PlanUseCases(UseCaseBase):
                 shipments=shipments, vehicles=[v.name for v in fleet],
                 objective=request.objective)
             resolved.time_limit.FromTimedelta(timedelta(seconds=limit))
-            fleet_protos = tuple(converters.vehicle_to_proto(v) for v in fleet)
+            fleet_protos = tuple(self._messages.vehicle_message(v) for v in fleet)
             trigger = decision_pb2.DecisionInputs(
                 trigger="PlanRoutes", trigger_id=request.request_id or request_id,
                 subjects=[*resolved.orders, *resolved.vehicles],
@@ -96,11 +96,11 @@ class PlanUseCases(UseCaseBase):
                 epoch=problem.epoch_of(fleet_protos), content=route_plan_pb2.RoutePlan(),
                 trigger=trigger, create_time=now, update_time=now)
             self._repo.insert_plan(tx, plan)
-            operation = OperationRow(new_id(), client_id, plan.id, "PlanRoutes", now)
+            operation = Operation(new_id(), client_id, plan.id, "PlanRoutes", now)
             self._repo.insert_operation(tx, operation)
             return operation.id
 
-        operation_id = await idempotent(self._uow, key, converters.ID_CODEC, work,
+        operation_id = await idempotent(self._uow, key, ID_CODEC, work,
                                         request_id=request_id)
         self._wake_planner()
         return operation_id
@@ -172,12 +172,12 @@ class PlanUseCases(UseCaseBase):
                 summary=reason or "replan asked for")
             plan = self._replan_job(tx, active, Change(DecisionDomain.MANUAL_REPLAN,
                                                        reason=reason), trigger, time_limit)
-            operation = OperationRow(new_id(), client_id, plan.id, "ReplanRoutes",
+            operation = Operation(new_id(), client_id, plan.id, "ReplanRoutes",
                                      plan.create_time)
             self._repo.insert_operation(tx, operation)
             return operation.id
 
-        operation_id = await idempotent(self._uow, key, converters.ID_CODEC, work,
+        operation_id = await idempotent(self._uow, key, ID_CODEC, work,
                                         request_id=request_id)
         self._wake_planner()
         return operation_id
@@ -214,7 +214,7 @@ class PlanUseCases(UseCaseBase):
         return row.id, await self._plan(tx, client_id, row.plan_id)
 
     async def list_operations(self, page: Page, done: bool | None
-                              ) -> list[tuple[OperationRow, RoutePlan]]:
+                              ) -> list[tuple[Operation, RoutePlan]]:
         async with self._uow.transaction() as tx:
             return await self._repo.operation_page(tx, page, done)
 
@@ -306,12 +306,7 @@ class PlanUseCases(UseCaseBase):
         """Store the incident; if an active route drives through its area while it lasts,
         store a TRAFFIC replan in the same transaction."""
 
-        def decode(data: bytes) -> TrafficIncident:
-            message = decision_pb2.TrafficIncident.FromString(data)
-            return TrafficIncident(message.name.removeprefix("trafficIncidents/"), client_id,
-                                   message, converters.to_datetime(message.create_time))
-
-        codec = Codec(lambda i: converters.incident_to_proto(i).SerializeToString(), decode)
+        codec = self._messages.incident_codec(client_id)
 
         async def work(tx: Transaction) -> TrafficIncident:
             incident = TrafficIncident(new_id(), client_id, content, self._clock())

@@ -9,15 +9,25 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
-from services.kit.uow import Transaction, UnitOfWork
-from services.routing.adapters.events import RoutingEvents
-from services.routing.adapters.repository import RoutingRepository
-from services.routing.api import converters
+from services.kit.uow import Codec, Transaction, UnitOfWork
 from services.routing.domain.model import Change, Decision, PlanState, RoutePlan, new_id
+from services.routing.use_cases.ports import Events, Messages, Repository
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _encode_text(value: str) -> bytes:
+    return value.encode()
+
+
+def _decode_text(data: bytes) -> str:
+    return data.decode()
+
+
+#: Idempotent verbs that start a job store the id they created; a repeat reads it afresh.
+ID_CODEC: Codec[str] = Codec(_encode_text, _decode_text)
 
 
 class PlanChanges:
@@ -58,8 +68,9 @@ class UseCaseBase:
     def __init__(
         self,
         uow: UnitOfWork,
-        repository: RoutingRepository,
-        events: RoutingEvents,
+        repository: Repository,
+        events: Events,
+        messages: Messages,
         changes: PlanChanges,
         *,
         default_time_limit: float,
@@ -68,6 +79,7 @@ class UseCaseBase:
         self._uow = uow
         self._repo = repository
         self._events = events
+        self._messages = messages
         self.changes = changes
         self._default_time_limit = default_time_limit
         self._clock = clock
@@ -98,10 +110,8 @@ class UseCaseBase:
             await self._repo.save_plan(tx, active.move(PlanState.SUPERSEDED, now))
         plan = plan.move(PlanState.ACTIVE, now)
         await self._repo.save_plan(tx, plan)
-        message = converters.plan_to_proto(plan)
         if active is None:
-            tx.publish(self._events.route_planned(plan.client_id, message, now))
+            tx.publish(self._events.route_planned(plan, now))
         else:
-            tx.publish(self._events.route_updated(
-                plan.client_id, message, converters.decision_to_proto(decision), now))
+            tx.publish(self._events.route_updated(plan, decision, now))
         return decision, plan

@@ -12,7 +12,7 @@ from google.rpc import code_pb2, error_details_pb2
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
 from services.kit.errors import Aborted, FailedPrecondition, InvalidArgument
 from services.kit.operations import OperationNames
-from services.routing.api import converters
+from services.routing import conversion
 from services.routing.api.operations import operation_names, operation_to_proto
 from services.routing.domain import autonomy
 from services.routing.domain.ids import shipment_of, stop_ids
@@ -116,15 +116,15 @@ def test_policy_update_replaces_only_the_named_domains() -> None:
     second = first.replace_domains([decision_pb2.DomainPolicy(
         domain=decision_pb2.DECISION_DOMAIN_TRAFFIC, level=decision_pb2.AUTONOMY_LEVEL_L1)], LATER)
     assert second.etag == "v2"
-    assert converters.policy_for(second, DecisionDomain.BREAKDOWN).level is autonomy.Level.L3
-    traffic = converters.policy_for(second, DecisionDomain.TRAFFIC)
+    assert second.for_domain(DecisionDomain.BREAKDOWN).level is autonomy.Level.L3
+    traffic = second.for_domain(DecisionDomain.TRAFFIC)
     assert traffic == autonomy.DomainPolicy(autonomy.Level.L1, 0.1, 0.05)
-    assert converters.policy_for(first, DecisionDomain.TRAFFIC) == autonomy.DomainPolicy(
+    assert first.for_domain(DecisionDomain.TRAFFIC) == autonomy.DomainPolicy(
         autonomy.Level.L2, 0.3, 0.05)
-    assert converters.policy_for(first, DecisionDomain.INITIAL_PLAN).level is autonomy.Level.L1
+    assert first.for_domain(DecisionDomain.INITIAL_PLAN).level is autonomy.Level.L1
     with pytest.raises(Aborted):
         second.check_etag("v1")
-    shown = converters.policy_to_proto(second)
+    shown = conversion.policy_to_proto(second)
     assert len(shown.domains) == 6 and shown.etag == "v2"
 
 

@@ -1,4 +1,9 @@
-"""Contract messages to and from the domain. Pure functions, no I/O."""
+"""Contract messages to and from the routing domain, and the codecs built on them. Pure, no I/O.
+
+Neutral ground between the rooms: the api (servicer) and the adapters (events, planner) use it;
+the use cases do not import it (they get `Codecs` from the composition root, typed by their
+`ports.Messages`), so they never depend on how a domain object looks on the wire.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from services.routing.domain.model import (
     RoutePlan,
     TrafficIncident,
     Vehicle,
+    VehicleStatus,
 )
 
 # Fields of `Vehicle` the server owns; whatever a client sends there is ignored.
@@ -109,21 +115,13 @@ def incident_to_proto(incident: TrafficIncident) -> decision_pb2.TrafficIncident
 
 
 def domain_policy(policy: AutonomyPolicy, domain: DecisionDomain) -> decision_pb2.DomainPolicy:
-    """The domain's entry with the defaults filled in (L1, 10 % moved, 5 % cost)."""
-    defaults = autonomy.DomainPolicy()
-    entry = decision_pb2.DomainPolicy(
+    """The domain's entry with the defaults filled in (`AutonomyPolicy.for_domain`)."""
+    in_force = policy.for_domain(domain)
+    return decision_pb2.DomainPolicy(
         domain=decision_pb2.DecisionDomain.ValueType(domain),
-        level=decision_pb2.AutonomyLevel.ValueType(defaults.level),
-        max_moved_share=defaults.max_moved_share,
-        max_cost_increase=defaults.max_cost_increase)
-    stored = policy.domains.get(domain)
-    if stored is not None:
-        entry.level = stored.level or entry.level
-        if stored.HasField("max_moved_share"):
-            entry.max_moved_share = stored.max_moved_share
-        if stored.HasField("max_cost_increase"):
-            entry.max_cost_increase = stored.max_cost_increase
-    return entry
+        level=decision_pb2.AutonomyLevel.ValueType(in_force.level),
+        max_moved_share=in_force.max_moved_share,
+        max_cost_increase=in_force.max_cost_increase)
 
 
 def policy_to_proto(policy: AutonomyPolicy) -> decision_pb2.AutonomyPolicy:
@@ -136,19 +134,33 @@ def policy_to_proto(policy: AutonomyPolicy) -> decision_pb2.AutonomyPolicy:
     return message
 
 
-def policy_for(policy: AutonomyPolicy, domain: DecisionDomain) -> autonomy.DomainPolicy:
-    entry = domain_policy(policy, domain)
-    return autonomy.DomainPolicy(autonomy.Level(entry.level), entry.max_moved_share,
-                                 entry.max_cost_increase)
+# --------------------------------------------------------------------------- the use cases' port
 
 
-def _encode_text(value: str) -> bytes:
-    return value.encode()
+class Codecs:
+    """`use_cases.ports.Messages`: what the use cases need in contract form (the vehicles a plan
+    was made for, a decision's diff) and how idempotent results are stored and replayed."""
 
+    def vehicle_message(self, vehicle: Vehicle) -> vehicle_pb2.Vehicle:
+        return vehicle_to_proto(vehicle)
 
-def _decode_text(data: bytes) -> str:
-    return data.decode()
+    def diff_message(self, diff: autonomy.PlanDiff) -> decision_pb2.PlanDiff:
+        return diff_to_proto(diff)
 
+    def vehicle_codec(self, client_id: str, vehicle_id: str) -> Codec[Vehicle]:
+        def decode(data: bytes) -> Vehicle:
+            message = vehicle_pb2.Vehicle.FromString(data)
+            return Vehicle(vehicle_id, client_id, VehicleStatus(message.status),
+                           vehicle_content(message), to_datetime(message.create_time),
+                           to_datetime(message.update_time),
+                           int(message.etag.removeprefix("v")))
 
-#: Idempotent verbs that start a job store the id they created; a repeat reads it afresh.
-ID_CODEC: Codec[str] = Codec(_encode_text, _decode_text)
+        return Codec(lambda v: vehicle_to_proto(v).SerializeToString(), decode)
+
+    def incident_codec(self, client_id: str) -> Codec[TrafficIncident]:
+        def decode(data: bytes) -> TrafficIncident:
+            message = decision_pb2.TrafficIncident.FromString(data)
+            return TrafficIncident(message.name.removeprefix("trafficIncidents/"), client_id,
+                                   message, to_datetime(message.create_time))
+
+        return Codec(lambda i: incident_to_proto(i).SerializeToString(), decode)
