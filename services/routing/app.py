@@ -25,10 +25,11 @@ from services.kit.server import Service
 from services.kit.uow import Transaction, UnitOfWork
 from services.routing.adapters import events, tables
 from services.routing.adapters.repository import RoutingRepository
+from services.routing.adapters.solving.planner import Planner
+from services.routing.adapters.solving.plans import PlanComparer
 from services.routing.api.operations import RoutingOperations, operation_names
 from services.routing.api.servicer import RoutingServicer
 from services.routing.conversion import Codecs
-from services.routing.planning import Planner
 from services.routing.settings import Settings
 from services.routing.use_cases import FleetUseCases, PlanChanges, PlanningJobs, PlanUseCases
 
@@ -77,7 +78,7 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
     plans = PlanUseCases(
         uow, repository, outgoing, codecs, changes,
         max_shipments=settings.max_shipments, default_time_limit=settings.default_time_limit)
-    jobs = PlanningJobs(uow, repository, outgoing, codecs, changes,
+    jobs = PlanningJobs(uow, repository, outgoing, codecs, changes, PlanComparer(),
                         default_time_limit=settings.default_time_limit,
                         osrm_url=settings.osrm_url)
     planner = Planner(jobs, processes=settings.solver_processes)

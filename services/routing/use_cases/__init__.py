@@ -1,10 +1,11 @@
 """What the routing service does, independent of gRPC: each use case is one transaction.
 
-Plans go SOLVING → (the planner solves them in a worker process, see planning.py) → PROPOSED
-with a Decision, which the caller's autonomy policy applies at once (ACTIVE, the old active plan
-SUPERSEDED, `route.planned` / `route.updated`) or leaves PENDING (`decision.pending`). A newer
-decision supersedes a pending one, so a client has at most one pending decision. Every change
-of a client's active plan or decisions runs under a per-client lock (`lock_fleet`).
+Plans go SOLVING → (the planner solves them in a worker process, `adapters/solving`) →
+PROPOSED with a Decision, which the caller's autonomy policy applies at once (ACTIVE, the old
+active plan SUPERSEDED, `route.planned` / `route.updated`) or leaves PENDING
+(`decision.pending`). A newer decision supersedes a pending one, so a client has at most one
+pending decision. Every change of a client's active plan or decisions runs under a per-client
+lock (`lock_fleet`).
 
 Live replanning: order events, vehicle status changes, traffic incidents and ReplanRoutes store
 a replan job (a SOLVING plan with its `Change`) in the transaction of what caused it. The job's

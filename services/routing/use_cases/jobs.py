@@ -1,7 +1,7 @@
 """The planning jobs' use cases: what the event consumers and the planner call.
 
 Event handlers (`on_order_event`, `on_vehicle_status`) run in the consumer's transaction and
-store a replan job when the active plan is affected. The planner (see `planning.py`) finds
+store a replan job when the active plan is affected. The planner (`adapters/solving`) finds
 SOLVING plans (`solving_plans`), gets each job's inputs (`start_job`: a replan's problem is
 built now, from the plan that is active now), records progress (`record_progress`) and the
 result (`finish`): FAILED or CANCELLED without a feasible plan, else PROPOSED with a decision
@@ -18,8 +18,7 @@ from typing import Any
 from cartage.order.v1 import order_pb2
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
 from services.kit.uow import Transaction, UnitOfWork
-from services.routing.domain import autonomy, problem
-from services.routing.domain.ids import stop_ids
+from services.routing.domain import autonomy
 from services.routing.domain.model import (
     Change,
     Decision,
@@ -29,8 +28,16 @@ from services.routing.domain.model import (
     RoutePlan,
     new_id,
 )
-from services.routing.planning import JobResult, ReplanInput, SolveJob
-from services.routing.use_cases.ports import Events, Messages, Repository
+from services.routing.domain.shipments import replan_scope
+from services.routing.use_cases.ports import (
+    Events,
+    JobResult,
+    Messages,
+    PlanComparer,
+    ReplanInput,
+    Repository,
+    SolveJob,
+)
 from services.routing.use_cases.shared import PlanChanges, UseCaseBase, utc_now
 
 
@@ -42,6 +49,7 @@ class PlanningJobs(UseCaseBase):
         events: Events,
         messages: Messages,
         changes: PlanChanges,
+        comparer: PlanComparer,
         *,
         default_time_limit: float,
         osrm_url: str = "",
@@ -49,6 +57,7 @@ class PlanningJobs(UseCaseBase):
     ) -> None:
         super().__init__(uow, repository, events, messages, changes,
                          default_time_limit=default_time_limit, clock=clock)
+        self._comparer = comparer
         self._osrm_url = osrm_url
 
     # events in -----------------------------------------------------------------------------
@@ -139,7 +148,7 @@ class PlanningJobs(UseCaseBase):
 
     async def _replan_inputs(self, tx: Transaction, plan: RoutePlan, active: RoutePlan,
                              now: datetime) -> tuple[RoutePlan, ReplanInput]:
-        """The replan's problem as it should be now (see `problem.replan_scope`). What is
+        """The replan's problem as it should be now (see `shipments.replan_scope`). What is
         cancelled or broken is read from the current state, not from the trigger: a vehicle
         repaired before the job starts is planned again."""
         assert plan.change is not None
@@ -154,7 +163,7 @@ class PlanningJobs(UseCaseBase):
                                          [k for k in keys if k.startswith("orders/")])
         vehicles = [self._messages.vehicle_message(v)
                     for v in await self._repo.vehicles(tx, plan.client_id)]
-        scope = problem.replan_scope(active.content, active.request.shipments, proposed,
+        scope = replan_scope(active.content, active.request.shipments, proposed,
                                      change.added, orders, vehicles, now)
         request = routing_service_pb2.PlanRoutesRequest(
             orders=[s.id for s in scope.shipments if s.id.startswith("orders/")],
@@ -201,18 +210,7 @@ class PlanningJobs(UseCaseBase):
         """Make the decision for a solved plan; returns the other plans it changed."""
         client_id = plan.client_id
         active = await self._repo.active_plan(tx, client_id, for_update=True)
-        shipments = {s.id: s for s in plan.request.shipments}
-        proposed = problem.solution_from_plan(plan.content, shipments, plan.epoch)
-        before = None
-        fleets = list(plan.fleet)
-        if active is not None:
-            before = problem.solution_from_plan(
-                active.content, {s.id: s for s in active.request.shipments}, active.epoch)
-            fleets += active.fleet
-        fixed = {sid for r in plan.content.routes for s in r.stops if s.fixed
-                 for sid in _stop_ids(s, shipments)}
-        diff = autonomy.diff_plans(before, proposed, vehicles=problem.cost_models(fleets),
-                                   fixed=fixed)
+        diff = self._comparer.diff(active, plan)
         policy = (await self._repo.policy(tx, client_id)).for_domain(plan.domain)
         verdict = autonomy.decide(policy, diff)
         decision = Decision(
@@ -243,11 +241,3 @@ class PlanningJobs(UseCaseBase):
             tx.publish(self._events.decision_pending(decision, now))
         return touched
 
-
-def _stop_ids(stop: route_plan_pb2.RouteStop,
-              shipments: dict[str, routing_service_pb2.Shipment]) -> list[str]:
-    shipment = shipments.get(stop.shipment)
-    if shipment is None:
-        return []
-    ids = stop_ids(stop.shipment, shipment.HasField("pickup"))
-    return [ids[0] if stop.kind == route_plan_pb2.RouteStop.KIND_PICKUP else ids[-1]]

@@ -16,7 +16,8 @@ from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
 from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.kit.uow import IdempotencyKey, Transaction, UnitOfWork, idempotent
 from services.kit.validation import Violations
-from services.routing.domain import problem
+from services.routing.domain import shipments as shipping
+from services.routing.domain import traffic
 from services.routing.domain.model import (
     AutonomyPolicy,
     Change,
@@ -73,7 +74,7 @@ class PlanUseCases(UseCaseBase):
             paths = [f"shipments[{i}]" for i in range(len(shipments))]
             if request.orders or not request.shipments:
                 orders = await self._plan_orders(tx, client_id, list(request.orders))
-                shipments += [problem.order_shipment(o, measured) for o in orders]
+                shipments += [shipping.order_shipment(o, measured) for o in orders]
                 paths += ([f"orders[{i}]" for i in range(len(orders))] if request.orders
                           else ["orders"] * len(orders))
             _check_dimensions(shipments, paths, fleet)
@@ -93,7 +94,7 @@ class PlanUseCases(UseCaseBase):
             plan = RoutePlan(
                 id=new_id(), client_id=client_id, state=PlanState.SOLVING,
                 domain=DecisionDomain.INITIAL_PLAN, request=resolved, fleet=fleet_protos,
-                epoch=problem.epoch_of(fleet_protos), content=route_plan_pb2.RoutePlan(),
+                epoch=shipping.epoch_of(fleet_protos), content=route_plan_pb2.RoutePlan(),
                 trigger=trigger, create_time=now, update_time=now)
             self._repo.insert_plan(tx, plan)
             operation = Operation(new_id(), client_id, plan.id, "PlanRoutes", now)
@@ -313,7 +314,7 @@ class PlanUseCases(UseCaseBase):
             self._repo.insert_incident(tx, incident)
             active = await self._repo.active_plan(tx, client_id)
             if (active is not None and incident.end > incident.create_time
-                    and problem.passes_through(content, problem.route_legs(
+                    and traffic.passes_through(content, traffic.route_legs(
                         active.content, {v.name: v for v in active.fleet}))):
                 trigger = decision_pb2.DecisionInputs(
                     trigger="ReportTrafficIncident", trigger_id=key.key if key else request_id,
@@ -346,7 +347,7 @@ def _check_dimensions(shipments: Sequence[routing_service_pb2.Shipment], paths: 
                 continue
             lacking = [name for name, dims in declared.items() if quantity.dimension not in dims]
             if lacking:
-                label = problem.dimension_label(quantity.dimension)
+                label = shipping.dimension_label(quantity.dimension)
                 names = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more"
                                                    if len(lacking) > 3 else "")
                 field = (f"{path}.demands[{j}].dimension" if path.startswith("shipments")

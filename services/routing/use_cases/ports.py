@@ -114,6 +114,13 @@ class Messages(Protocol):
     def incident_codec(self, client_id: str) -> Codec[TrafficIncident]: ...
 
 
+class PlanComparer(Protocol):
+    """How a solved plan differs from the active one (`adapters.solving.plans.PlanComparer`):
+    the comparison runs on the solver's model of both plans, which the use cases never see."""
+
+    def diff(self, before: RoutePlan | None, proposed: RoutePlan) -> PlanDiff: ...
+
+
 # --------------------------------------------------------------------------- solver jobs
 
 
