@@ -31,7 +31,16 @@ from services.routing.api.operations import RoutingOperations, operation_names
 from services.routing.api.servicer import RoutingServicer
 from services.routing.conversion import Codecs
 from services.routing.settings import Settings
-from services.routing.use_cases import FleetUseCases, PlanChanges, PlanningJobs, PlanUseCases
+from services.routing.use_cases import (
+    DecisionUseCases,
+    FleetUseCases,
+    IncidentUseCases,
+    OperationUseCases,
+    PlanChanges,
+    PlannerSignals,
+    PlanningJobs,
+    PlanUseCases,
+)
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 SERVICE_NAME = routing_service_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
@@ -73,18 +82,25 @@ async def serve(settings: Settings, *, handle_signals: bool = True,
                         streams={events.STREAM: events.SUBJECTS})
     uow = UnitOfWork(engine, tables.kit, on_events=relay.wake)
     repository, outgoing, changes = RoutingRepository(), events.RoutingEvents(), PlanChanges()
-    codecs = Codecs()
+    codecs, signals = Codecs(), PlannerSignals()
+    limit = settings.default_time_limit
     fleet = FleetUseCases(uow, repository, outgoing, codecs)
-    plans = PlanUseCases(
-        uow, repository, outgoing, codecs, changes,
-        max_shipments=settings.max_shipments, default_time_limit=settings.default_time_limit)
+    plans = PlanUseCases(uow, repository, outgoing, codecs, changes, planner=signals,
+                         max_shipments=settings.max_shipments, default_time_limit=limit)
+    decisions = DecisionUseCases(uow, repository, outgoing, codecs, changes,
+                                 default_time_limit=limit)
+    incidents = IncidentUseCases(uow, repository, outgoing, codecs, changes, planner=signals,
+                                 default_time_limit=limit)
     jobs = PlanningJobs(uow, repository, outgoing, codecs, changes, PlanComparer(),
-                        default_time_limit=settings.default_time_limit,
-                        osrm_url=settings.osrm_url)
+                        default_time_limit=limit, osrm_url=settings.osrm_url)
     planner = Planner(jobs, processes=settings.solver_processes)
-    plans.connect_planner(planner.wake, planner.cancel)
-    store = RoutingOperations(plans, operation_names())
-    servicer = RoutingServicer(fleet, plans, store, max_shipments=settings.max_shipments,
+    signals.connect(planner.wake, planner.cancel)
+    store = RoutingOperations(
+        OperationUseCases(uow, repository, outgoing, codecs, changes, planner=signals,
+                          default_time_limit=limit),
+        operation_names())
+    servicer = RoutingServicer(fleet, plans, decisions, incidents, store,
+                               max_shipments=settings.max_shipments,
                                max_time_limit=settings.max_time_limit)
     operations = OperationsServicer(store.names, store)
 

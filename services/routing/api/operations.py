@@ -20,7 +20,7 @@ from services.kit.errors import ERROR_DOMAIN, InvalidArgument
 from services.kit.operations import ListedOperation, OperationNames
 from services.routing import conversion
 from services.routing.domain.model import PlanState, RoutePlan
-from services.routing.use_cases import PlanUseCases
+from services.routing.use_cases import OperationUseCases
 from services.routing.use_cases.ports import Page
 
 SERVICE = "routing"
@@ -74,32 +74,32 @@ def _iso(value: str) -> bool:
 
 
 class RoutingOperations:
-    """The kit's `OperationStore` over the plan use cases; newest first."""
+    """The kit's `OperationStore` over the operation use cases; newest first."""
 
-    def __init__(self, plans: PlanUseCases, names: OperationNames) -> None:
-        self._plans = plans
+    def __init__(self, operations: OperationUseCases, names: OperationNames) -> None:
+        self._operations = operations
         self.names = names
 
     async def get(self, client_id: str, operation_id: str) -> operations_proto_pb2.Operation:
-        operation_id, plan = await self._plans.get_operation(client_id, operation_id)
+        operation_id, plan = await self._operations.get_operation(client_id, operation_id)
         return operation_to_proto(self.names.name(operation_id), plan)
 
     async def list(self, client_id: str, done: bool | None, after: tuple[str, ...] | None,
                    limit: int) -> Sequence[ListedOperation]:
         if after is not None and not _iso(after[0]):
             raise InvalidArgument.single("page_token", "is not a token this API issued")
-        rows = await self._plans.list_operations(Page(client_id, (), after, limit), done)
+        rows = await self._operations.list_operations(Page(client_id, (), after, limit), done)
         return [ListedOperation((row.create_time.isoformat(), row.id),
                                 operation_to_proto(self.names.name(row.id), plan))
                 for row, plan in rows]
 
     async def cancel(self, client_id: str, operation_id: str) -> None:
-        await self._plans.cancel_operation(client_id, operation_id)
+        await self._operations.cancel_operation(client_id, operation_id)
 
     async def delete(self, client_id: str, operation_id: str) -> None:
-        await self._plans.delete_operation(client_id, operation_id)
+        await self._operations.delete_operation(client_id, operation_id)
 
     async def wait(self, client_id: str, operation_id: str, seconds: float) -> None:
         # The operation's plan never changes, so this read only finds the plan to wait on.
-        _, plan = await self._plans.get_operation(client_id, operation_id)
-        await self._plans.changes.wait(plan.id, seconds)
+        _, plan = await self._operations.get_operation(client_id, operation_id)
+        await self._operations.changes.wait(plan.id, seconds)

@@ -30,7 +30,12 @@ from services.routing import conversion
 from services.routing.api import geojson, validation
 from services.routing.api.operations import RoutingOperations
 from services.routing.domain.model import DecisionDomain, DecisionState, PlanState, VehicleStatus
-from services.routing.use_cases import FleetUseCases, PlanUseCases
+from services.routing.use_cases import (
+    DecisionUseCases,
+    FleetUseCases,
+    IncidentUseCases,
+    PlanUseCases,
+)
 from services.routing.use_cases.ports import Page
 
 pb = routing_service_pb2
@@ -99,11 +104,13 @@ def _iso(value: Any) -> bool:
 
 
 class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
-    def __init__(self, fleet: FleetUseCases, plans: PlanUseCases,
-                 operations: RoutingOperations, *, max_shipments: int,
-                 max_time_limit: float) -> None:
+    def __init__(self, fleet: FleetUseCases, plans: PlanUseCases, decisions: DecisionUseCases,
+                 incidents: IncidentUseCases, operations: RoutingOperations, *,
+                 max_shipments: int, max_time_limit: float) -> None:
         self._fleet = fleet
         self._plans = plans
+        self._decisions = decisions
+        self._incidents = incidents
         self._operations = operations
         self._max_shipments = max_shipments
         self._max_time_limit = max_time_limit
@@ -278,7 +285,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         content.CopyFrom(request.traffic_incident)
         content.ClearField("name")
         content.ClearField("create_time")
-        incident = await self._plans.report_incident(
+        incident = await self._incidents.report_incident(
             caller.client_id, content, idempotency(caller, "ReportTrafficIncident", request),
             request_id_var.get())
         return conversion.incident_to_proto(incident)
@@ -288,7 +295,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                                    ) -> pb.ListTrafficIncidentsResponse:
         caller = current_caller()
         page, fingerprint, limit = page_of(caller, request, ())
-        rows = await self._plans.list_incidents(page)
+        rows = await self._incidents.list_incidents(page)
         return pb.ListTrafficIncidentsResponse(
             traffic_incidents=[conversion.incident_to_proto(r) for r in rows[:limit]],
             next_page_token=next_token(rows, limit, fingerprint, newest_key))
@@ -300,7 +307,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         caller = current_caller()
         decision_id = parse_name(request.name, "decisions")
         return conversion.decision_to_proto(
-            await self._plans.get_decision(caller.client_id, decision_id))
+            await self._decisions.get_decision(caller.client_id, decision_id))
 
     async def ListDecisions(self, request: pb.ListDecisionsRequest,
                             context: grpc.aio.ServicerContext) -> pb.ListDecisionsResponse:
@@ -311,7 +318,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             enum_filter(c, DecisionState, "STATE_") if c.field == "state"
             else enum_filter(c, DecisionDomain, "DECISION_DOMAIN_") for c in conditions)
         page, fingerprint, limit = page_of(caller, request, filters)
-        rows = await self._plans.list_decisions(page)
+        rows = await self._decisions.list_decisions(page)
         return pb.ListDecisionsResponse(
             decisions=[conversion.decision_to_proto(r) for r in rows[:limit]],
             next_page_token=next_token(rows, limit, fingerprint, newest_key))
@@ -321,7 +328,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         caller = current_caller()
         decision_id = parse_name(request.name, "decisions")
         return conversion.decision_to_proto(
-            await self._plans.approve_decision(caller.client_id, decision_id))
+            await self._decisions.approve_decision(caller.client_id, decision_id))
 
     async def RejectDecision(self, request: pb.RejectDecisionRequest,
                              context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
@@ -331,7 +338,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v.text(request.reason, "reason", max_len=500)
         v.raise_if_any()
         return conversion.decision_to_proto(
-            await self._plans.reject_decision(caller.client_id, decision_id, request.reason))
+            await self._decisions.reject_decision(caller.client_id, decision_id, request.reason))
 
     async def GetAutonomyPolicy(self, request: pb.GetAutonomyPolicyRequest,
                                 context: grpc.aio.ServicerContext
@@ -339,7 +346,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         caller = current_caller()
         if request.name != "autonomyPolicy":
             raise InvalidArgument.single("name", "must be autonomyPolicy")
-        return conversion.policy_to_proto(await self._plans.get_policy(caller.client_id))
+        return conversion.policy_to_proto(await self._decisions.get_policy(caller.client_id))
 
     async def UpdateAutonomyPolicy(self, request: pb.UpdateAutonomyPolicyRequest,
                                    context: grpc.aio.ServicerContext
@@ -350,7 +357,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             v.add("update_mask", "only `domains` can be updated", "INVALID")
         validation.check_policy(request.autonomy_policy, v)
         v.raise_if_any()
-        policy = await self._plans.update_policy(
+        policy = await self._decisions.update_policy(
             caller.client_id, list(request.autonomy_policy.domains),
             request.autonomy_policy.etag)
         return conversion.policy_to_proto(policy)

@@ -12,20 +12,37 @@ a replan job (a SOLVING plan with its `Change`) in the transaction of what cause
 problem is built when it starts, from the plan that is active then, so queued replans of one
 client (the planner runs them one at a time) each see the result of the one before.
 
-Where things are:
+Where things are (one module per aggregate the RPCs work on):
 
-- `fleet.FleetUseCases` - vehicles (RoutingService's vehicle RPCs);
-- `plans.PlanUseCases` - PlanRoutes, ReplanRoutes, plans, operations, decisions, the autonomy
-  policy and traffic incidents (RoutingService's other RPCs and google.longrunning.Operations);
+- `fleet.FleetUseCases` - vehicles;
+- `plans.PlanUseCases` - PlanRoutes, ReplanRoutes and route plans;
+- `operations.OperationUseCases` - the plans' long-running operations;
+- `decisions.DecisionUseCases` - decisions and the autonomy policy;
+- `incidents.IncidentUseCases` - traffic incidents;
 - `jobs.PlanningJobs` - the event handlers and the planner's side (start a job, record its
   progress and its result, propose and maybe apply its decision);
-- `shared` - the clock, `PlanChanges` and `UseCaseBase`: the dependencies the plan and job sides
-  share and the steps both take (store a replan job, apply a decision).
+- `shared` - the clock, `PlanChanges`, `PlannerSignals` and `UseCaseBase`: the dependencies
+  every side shares and the steps several take (store a replan job, apply a decision);
+- `ports` - the Protocols the composition root fills in (repository, events, messages, plan
+  comparer) and the values of list queries and solver jobs.
 """
 
+from services.routing.use_cases.decisions import DecisionUseCases
 from services.routing.use_cases.fleet import FleetUseCases
+from services.routing.use_cases.incidents import IncidentUseCases
 from services.routing.use_cases.jobs import PlanningJobs
+from services.routing.use_cases.operations import OperationUseCases
 from services.routing.use_cases.plans import PlanUseCases
-from services.routing.use_cases.shared import PlanChanges, utc_now
+from services.routing.use_cases.shared import PlanChanges, PlannerSignals, utc_now
 
-__all__ = ["FleetUseCases", "PlanChanges", "PlanUseCases", "PlanningJobs", "utc_now"]
+__all__ = [
+    "DecisionUseCases",
+    "FleetUseCases",
+    "IncidentUseCases",
+    "OperationUseCases",
+    "PlanChanges",
+    "PlanUseCases",
+    "PlannerSignals",
+    "PlanningJobs",
+    "utc_now",
+]

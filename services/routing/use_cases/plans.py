@@ -1,9 +1,9 @@
-"""The plan side of the requests, independent of gRPC: each method is one transaction.
+"""Route plans, independent of gRPC: each method is one transaction.
 
-PlanRoutes and ReplanRoutes store a SOLVING plan and its operation for the planner; route plans
-and their operations are read, cancelled and forgotten here; decisions are approved or rejected
-and the autonomy policy kept; a traffic incident is recorded, with a TRAFFIC replan when an
-active route drives through it. What the planner and the event consumers call is in `jobs.py`.
+PlanRoutes and ReplanRoutes store a SOLVING plan and its operation for the planner, and plans
+are read here. Their operations are in `operations.py`, decisions and the autonomy policy in
+`decisions.py`, traffic incidents in `incidents.py`; what the planner and the event consumers
+call is in `jobs.py`.
 """
 
 from __future__ import annotations
@@ -13,26 +13,28 @@ from datetime import datetime, timedelta
 
 from cartage.order.v1 import order_pb2
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
-from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.kit.errors import FailedPrecondition, InvalidArgument
 from services.kit.uow import IdempotencyKey, Transaction, UnitOfWork, idempotent
 from services.kit.validation import Violations
 from services.routing.domain import shipments as shipping
-from services.routing.domain import traffic
 from services.routing.domain.model import (
-    AutonomyPolicy,
     Change,
-    Decision,
     DecisionDomain,
     Operation,
     PlanState,
     RoutePlan,
-    TrafficIncident,
     Vehicle,
     VehicleStatus,
     new_id,
 )
 from services.routing.use_cases.ports import Events, Messages, Page, Repository
-from services.routing.use_cases.shared import ID_CODEC, PlanChanges, UseCaseBase, utc_now
+from services.routing.use_cases.shared import (
+    ID_CODEC,
+    PlanChanges,
+    PlannerSignals,
+    UseCaseBase,
+    utc_now,
+)
 
 PLANNABLE_ORDER_STATES = (order_pb2.Order.STATE_RELEASED, order_pb2.Order.STATE_PLANNED)
 
@@ -49,15 +51,11 @@ class PlanUseCases(UseCaseBase):
         max_shipments: int,
         default_time_limit: float,
         clock: Callable[[], datetime] = utc_now,
+        planner: PlannerSignals | None = None,
     ) -> None:
         super().__init__(uow, repository, events, messages, changes,
-                         default_time_limit=default_time_limit, clock=clock)
+                         default_time_limit=default_time_limit, clock=clock, planner=planner)
         self._max_shipments = max_shipments
-        self._wake_planner: Callable[[], None] = lambda: None
-        self._cancel_job: Callable[[str], None] = lambda plan_id: None
-
-    def connect_planner(self, wake: Callable[[], None], cancel: Callable[[str], None]) -> None:
-        self._wake_planner, self._cancel_job = wake, cancel
 
     # planning requests ---------------------------------------------------------------------
 
@@ -103,7 +101,7 @@ class PlanUseCases(UseCaseBase):
 
         operation_id = await idempotent(self._uow, key, ID_CODEC, work,
                                         request_id=request_id)
-        self._wake_planner()
+        self._planner.wake()
         return operation_id
 
     async def _plan_fleet(self, tx: Transaction, client_id: str, names: list[str]
@@ -180,10 +178,10 @@ class PlanUseCases(UseCaseBase):
 
         operation_id = await idempotent(self._uow, key, ID_CODEC, work,
                                         request_id=request_id)
-        self._wake_planner()
+        self._planner.wake()
         return operation_id
 
-    # plans and operations ------------------------------------------------------------------
+    # plans ---------------------------------------------------------------------------------
 
     async def get_plan(self, client_id: str, plan_id: str) -> RoutePlan:
         async with self._uow.transaction() as tx:
@@ -192,145 +190,6 @@ class PlanUseCases(UseCaseBase):
     async def list_plans(self, page: Page) -> list[RoutePlan]:
         async with self._uow.transaction() as tx:
             return await self._repo.plan_page(tx, page)
-
-    async def _plan(self, tx: Transaction, client_id: str, plan_id: str, *,
-                    for_update: bool = False) -> RoutePlan:
-        plan = await self._repo.plan(tx, client_id, plan_id, for_update=for_update)
-        if plan is None:
-            raise NotFound(f"route plan routePlans/{plan_id} not found",
-                           reason="ROUTE_PLAN_NOT_FOUND")
-        return plan
-
-    async def get_operation(self, client_id: str, operation_id: str
-                            ) -> tuple[str, RoutePlan]:
-        async with self._uow.transaction() as tx:
-            return await self._operation(tx, client_id, operation_id)
-
-    async def _operation(self, tx: Transaction, client_id: str, operation_id: str
-                         ) -> tuple[str, RoutePlan]:
-        row = await self._repo.operation(tx, client_id, operation_id)
-        if row is None:
-            raise NotFound(f"operation operations/{operation_id} not found",
-                           reason="OPERATION_NOT_FOUND")
-        return row.id, await self._plan(tx, client_id, row.plan_id)
-
-    async def list_operations(self, page: Page, done: bool | None
-                              ) -> list[tuple[Operation, RoutePlan]]:
-        async with self._uow.transaction() as tx:
-            return await self._repo.operation_page(tx, page, done)
-
-    async def cancel_operation(self, client_id: str, operation_id: str) -> None:
-        """Ask the solver to stop: the best feasible plan so far is kept (and decided on like
-        any other), else the plan ends CANCELLED. A finished operation is left as it is."""
-        async with self._uow.transaction() as tx:
-            _, plan = await self._operation(tx, client_id, operation_id)
-            plan = await self._plan(tx, client_id, plan.id, for_update=True)
-            if plan.state != PlanState.SOLVING or plan.cancel_requested:
-                return
-            await self._repo.save_plan(tx, plan.request_cancel(self._clock()))
-        self._cancel_job(plan.id)
-        self._wake_planner()
-
-    async def delete_operation(self, client_id: str, operation_id: str) -> None:
-        """Forget the operation; its plan stays."""
-        async with self._uow.transaction() as tx:
-            await self._operation(tx, client_id, operation_id)
-            self._repo.delete_operation(tx, client_id, operation_id)
-
-    # decisions and autonomy ----------------------------------------------------------------
-
-    async def get_decision(self, client_id: str, decision_id: str) -> Decision:
-        async with self._uow.transaction() as tx:
-            return await self._decision(tx, client_id, decision_id)
-
-    async def list_decisions(self, page: Page) -> list[Decision]:
-        async with self._uow.transaction() as tx:
-            return await self._repo.decision_page(tx, page)
-
-    async def _decision(self, tx: Transaction, client_id: str, decision_id: str, *,
-                        for_update: bool = False) -> Decision:
-        decision = await self._repo.decision(tx, client_id, decision_id, for_update=for_update)
-        if decision is None:
-            raise NotFound(f"decision decisions/{decision_id} not found",
-                           reason="DECISION_NOT_FOUND")
-        return decision
-
-    async def approve_decision(self, client_id: str, decision_id: str) -> Decision:
-        """Apply a pending decision, if the plan it was made against is still the active one."""
-        async with self._uow.transaction() as tx:
-            await self._repo.lock_fleet(tx, client_id)
-            decision = await self._decision(tx, client_id, decision_id, for_update=True)
-            decision.check_pending()
-            active = await self._repo.active_plan(tx, client_id, for_update=True)
-            if (active.id if active else "") != decision.previous_plan_id:
-                raise FailedPrecondition(
-                    "the active plan changed since this decision was made; replan instead",
-                    reason="PREVIOUS_PLAN_NOT_ACTIVE",
-                    metadata={"active_plan": active.name if active else ""})
-            plan = await self._plan(tx, client_id, decision.plan_id, for_update=True)
-            decision, plan = await self._apply(tx, decision, plan, active, client_id)
-            await self._repo.save_decision(tx, decision)
-        self.changes.changed([plan.id, *([active.id] if active else [])])
-        return decision
-
-    async def reject_decision(self, client_id: str, decision_id: str, reason: str) -> Decision:
-        async with self._uow.transaction() as tx:
-            await self._repo.lock_fleet(tx, client_id)
-            decision = await self._decision(tx, client_id, decision_id, for_update=True)
-            now = self._clock()
-            decision = decision.reject(client_id, reason, now)
-            plan = await self._plan(tx, client_id, decision.plan_id, for_update=True)
-            await self._repo.save_plan(tx, plan.move(PlanState.REJECTED, now))
-            await self._repo.save_decision(tx, decision)
-        self.changes.changed([plan.id])
-        return decision
-
-    async def get_policy(self, client_id: str) -> AutonomyPolicy:
-        async with self._uow.transaction() as tx:
-            return await self._repo.policy(tx, client_id)
-
-    async def update_policy(self, client_id: str, entries: list[decision_pb2.DomainPolicy],
-                            etag: str) -> AutonomyPolicy:
-        async with self._uow.transaction() as tx:
-            await self._repo.lock_fleet(tx, client_id)
-            policy = await self._repo.policy(tx, client_id, for_update=True)
-            policy.check_etag(etag)
-            updated = policy.replace_domains(entries, self._clock())
-            await self._repo.save_policy(tx, updated)
-            return updated
-
-    # traffic incidents ---------------------------------------------------------------------
-
-    async def report_incident(self, client_id: str, content: decision_pb2.TrafficIncident,
-                              key: IdempotencyKey | None, request_id: str = ""
-                              ) -> TrafficIncident:
-        """Store the incident; if an active route drives through its area while it lasts,
-        store a TRAFFIC replan in the same transaction."""
-
-        codec = self._messages.incident_codec(client_id)
-
-        async def work(tx: Transaction) -> TrafficIncident:
-            incident = TrafficIncident(new_id(), client_id, content, self._clock())
-            self._repo.insert_incident(tx, incident)
-            active = await self._repo.active_plan(tx, client_id)
-            if (active is not None and incident.end > incident.create_time
-                    and traffic.passes_through(content, traffic.route_legs(
-                        active.content, {v.name: v for v in active.fleet}))):
-                trigger = decision_pb2.DecisionInputs(
-                    trigger="ReportTrafficIncident", trigger_id=key.key if key else request_id,
-                    subjects=[incident.name],
-                    summary=content.description or f"traffic incident {incident.name}")
-                self._replan_job(tx, active, Change(DecisionDomain.TRAFFIC,
-                                                    reason=trigger.summary), trigger)
-            return incident
-
-        incident = await idempotent(self._uow, key, codec, work, request_id=request_id)
-        self._wake_planner()
-        return incident
-
-    async def list_incidents(self, page: Page) -> list[TrafficIncident]:
-        async with self._uow.transaction() as tx:
-            return await self._repo.incident_page(tx, page)
 
 
 

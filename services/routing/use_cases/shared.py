@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
+from services.kit.errors import NotFound
 from services.kit.uow import Codec, Transaction, UnitOfWork
 from services.routing.domain.model import Change, Decision, PlanState, RoutePlan, new_id
 from services.routing.use_cases.ports import Events, Messages, Repository
@@ -60,6 +61,25 @@ class PlanChanges:
                     self._events[plan_id] = (event, current[1] - 1)
 
 
+class PlannerSignals:
+    """Wakes the planner when a job was stored and cancels a running one. The composition root
+    connects it once the planner exists (the planner needs the jobs' use cases first); until
+    then, and in tests without a planner, the signals do nothing."""
+
+    def __init__(self) -> None:
+        self._wake: Callable[[], None] = lambda: None
+        self._cancel: Callable[[str], None] = lambda plan_id: None
+
+    def connect(self, wake: Callable[[], None], cancel: Callable[[str], None]) -> None:
+        self._wake, self._cancel = wake, cancel
+
+    def wake(self) -> None:
+        self._wake()
+
+    def cancel(self, plan_id: str) -> None:
+        self._cancel(plan_id)
+
+
 class UseCaseBase:
     """The dependencies both sides hold, and the steps both take: storing a replan job (a
     request or an event can cause one) and applying a decision (approved by a caller, or by the
@@ -75,6 +95,7 @@ class UseCaseBase:
         *,
         default_time_limit: float,
         clock: Callable[[], datetime] = utc_now,
+        planner: PlannerSignals | None = None,
     ) -> None:
         self._uow = uow
         self._repo = repository
@@ -83,6 +104,7 @@ class UseCaseBase:
         self.changes = changes
         self._default_time_limit = default_time_limit
         self._clock = clock
+        self._planner = planner or PlannerSignals()
 
     def _replan_job(self, tx: Transaction, active: RoutePlan, change: Change,
                     trigger: decision_pb2.DecisionInputs, time_limit: float | None = None
@@ -98,6 +120,14 @@ class UseCaseBase:
             content=route_plan_pb2.RoutePlan(), trigger=trigger, create_time=now,
             update_time=now, change=change, previous_plan_id=active.id)
         self._repo.insert_plan(tx, plan)
+        return plan
+
+    async def _plan(self, tx: Transaction, client_id: str, plan_id: str, *,
+                    for_update: bool = False) -> RoutePlan:
+        plan = await self._repo.plan(tx, client_id, plan_id, for_update=for_update)
+        if plan is None:
+            raise NotFound(f"route plan routePlans/{plan_id} not found",
+                           reason="ROUTE_PLAN_NOT_FOUND")
         return plan
 
     async def _apply(self, tx: Transaction, decision: Decision, plan: RoutePlan,
