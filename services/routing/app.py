@@ -61,7 +61,7 @@ def consumers(uow: UnitOfWork, nats_url: str, jobs: PlanningJobs):
     async def on_order(tx: Transaction, msg: Msg) -> None:
         decoded = events.decode_order_event(msg)
         if decoded is not None:
-            await jobs.on_order_event(tx, *decoded)
+            await jobs.on_order_event(tx, decoded)
 
     async def on_vehicle(tx: Transaction, msg: Msg) -> None:
         await jobs.on_vehicle_status(tx, events.decode_vehicle_event(msg))

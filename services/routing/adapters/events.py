@@ -25,6 +25,7 @@ from services.routing.conversion import (
     set_timestamp,
     vehicle_to_proto,
 )
+from services.routing.domain.incoming import OrderChanged, VehicleStatusChanged
 from services.routing.domain.model import Decision, RoutePlan, Vehicle, VehicleStatus
 
 STREAM = "ROUTING"
@@ -73,11 +74,19 @@ class RoutingEvents:
         return _outgoing(VEHICLE_STATUS_CHANGED, event, vehicle.client_id, when)
 
 
-def decode_order_event(msg: Msg) -> tuple[str, Any] | None:
-    """(subject, event) of an order event; None for a subject this service does not read."""
+def decode_order_event(msg: Msg) -> OrderChanged | None:
+    """An order event; None for a subject this service does not read."""
     kind = ORDER_EVENTS.get(msg.subject)
-    return None if kind is None else (msg.subject, kind.FromString(msg.data))
+    if kind is None:
+        return None
+    event = kind.FromString(msg.data)
+    changed = tuple(event.update_mask.paths) if msg.subject == "order.updated" else ()
+    return OrderChanged(msg.subject, event.order, event.event_id, changed)
 
 
-def decode_vehicle_event(msg: Msg) -> events_pb2.VehicleStatusChangedEvent:
-    return events_pb2.VehicleStatusChangedEvent.FromString(msg.data)
+def decode_vehicle_event(msg: Msg) -> VehicleStatusChanged:
+    event = events_pb2.VehicleStatusChangedEvent.FromString(msg.data)
+    known = {int(s) for s in VehicleStatus}
+    status = VehicleStatus(event.vehicle.status) if event.vehicle.status in known else None
+    return VehicleStatusChanged(event.client_id, event.vehicle.name, status, event.reason,
+                                event.event_id)

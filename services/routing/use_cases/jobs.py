@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from cartage.order.v1 import order_pb2
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
+from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
 from services.kit.uow import Transaction, UnitOfWork
 from services.routing.domain import autonomy
+from services.routing.domain.incoming import OrderChanged, VehicleStatusChanged
 from services.routing.domain.model import (
     Change,
     Decision,
@@ -26,6 +26,7 @@ from services.routing.domain.model import (
     DecisionState,
     PlanState,
     RoutePlan,
+    VehicleStatus,
     new_id,
 )
 from services.routing.domain.shipments import replan_scope
@@ -62,11 +63,11 @@ class PlanningJobs(UseCaseBase):
 
     # events in -----------------------------------------------------------------------------
 
-    async def on_order_event(self, tx: Transaction, subject: str, event: Any) -> None:
+    async def on_order_event(self, tx: Transaction, event: OrderChanged) -> None:
         """Keep the order read model and replan the active plan when one of its orders is
         cancelled or changed, or an urgent order is released while a plan is active (other
         released orders wait for the next PlanRoutes or ReplanRoutes)."""
-        order: order_pb2.Order = event.order
+        order, subject = event.order, event.subject
         if not order.client_id or not await self._repo.upsert_order(tx, order):
             return  # a stale redelivery: a newer version is stored already
         active = await self._repo.active_plan(tx, order.client_id)
@@ -82,7 +83,7 @@ class PlanningJobs(UseCaseBase):
             change = Change(DecisionDomain.URGENT_INSERTION, added=frozenset({order.name}),
                             reason=f"urgent order {order.name} was released")
         elif subject == "order.updated" and in_plan:
-            fields = ", ".join(event.update_mask.paths) or "content"
+            fields = ", ".join(event.changed_fields) or "content"
             change = Change(DecisionDomain.MANUAL_REPLAN,
                             reason=f"{order.name} changed ({fields})")
         else:
@@ -91,20 +92,19 @@ class PlanningJobs(UseCaseBase):
                                               subjects=[order.name], summary=change.reason)
         self._replan_job(tx, active, change, trigger)
 
-    async def on_vehicle_status(self, tx: Transaction, event: Any) -> None:
+    async def on_vehicle_status(self, tx: Transaction, event: VehicleStatusChanged) -> None:
         """A vehicle with a route in the active plan broke down or went off duty: replan."""
-        vehicle: vehicle_pb2.Vehicle = event.vehicle
-        if vehicle.status not in (vehicle_pb2.Vehicle.STATUS_BROKEN_DOWN,
-                                  vehicle_pb2.Vehicle.STATUS_OFF_DUTY):
+        if event.status not in (VehicleStatus.BROKEN_DOWN, VehicleStatus.OFF_DUTY):
             return
+        vehicle = event.vehicle
         active = await self._repo.active_plan(tx, event.client_id)
-        if active is None or not any(r.vehicle == vehicle.name for r in active.content.routes):
+        if active is None or not any(r.vehicle == vehicle for r in active.content.routes):
             return
-        status = vehicle_pb2.Vehicle.Status.Name(vehicle.status).removeprefix("STATUS_")
-        summary = f"{vehicle.name} is {status}" + (f": {event.reason}" if event.reason else "")
+        summary = (f"{vehicle} is {event.status.name}"
+                   + (f": {event.reason}" if event.reason else ""))
         trigger = decision_pb2.DecisionInputs(
             trigger="vehicle.status_changed", trigger_id=event.event_id,
-            subjects=[vehicle.name], summary=summary)
+            subjects=[vehicle], summary=summary)
         self._replan_job(tx, active, Change(DecisionDomain.BREAKDOWN, reason=summary), trigger)
 
     # the planner's side --------------------------------------------------------------------
