@@ -104,9 +104,14 @@ class OperationStore(Protocol):
 
 
 class OperationsServicer(operations_pb2_grpc.OperationsServicer):
-    def __init__(self, names: OperationNames, store: OperationStore, *, key_length: int = 2,
-                 max_wait_s: float = MAX_WAIT_S, reread_s: float = REREAD_S) -> None:
-        self.names = names
+    """Serve `store`'s operations under `names` (or the plain service name, which gives the
+    default `OperationNames`; a store that builds operation names shares one with the
+    servicer). `key_length` is the number of parts of the store's keyset sort key."""
+
+    def __init__(self, names: OperationNames | str, store: OperationStore, *,
+                 key_length: int = 2, max_wait_s: float = MAX_WAIT_S,
+                 reread_s: float = REREAD_S) -> None:
+        self.names = OperationNames(names) if isinstance(names, str) else names
         self._store = store
         self._key_length = key_length
         self._max_wait_s = max_wait_s

@@ -163,8 +163,8 @@ class PlanningJobs(UseCaseBase):
                                          [k for k in keys if k.startswith("orders/")])
         vehicles = [self._messages.vehicle_message(v)
                     for v in await self._repo.vehicles(tx, plan.client_id)]
-        scope = replan_scope(active.content, active.request.shipments, proposed,
-                                     change.added, orders, vehicles, now)
+        scope = replan_scope(active.content, active.request.shipments, proposed, change.added,
+                             orders, vehicles, now)
         request = routing_service_pb2.PlanRoutesRequest(
             orders=[s.id for s in scope.shipments if s.id.startswith("orders/")],
             shipments=scope.shipments, vehicles=[v.name for v in scope.fleet],
