@@ -139,10 +139,8 @@ class PlanningJobs(UseCaseBase):
                 await self._repo.save_plan(tx, plan)
             incidents = await self._repo.incidents_until(tx, plan.client_id, now)
         return SolveJob(
-            plan_id=plan.id, request=plan.request.SerializeToString(),
-            fleet=routing_service_pb2.ListVehiclesResponse(
-                vehicles=plan.fleet).SerializeToString(),
-            epoch=plan.epoch, incidents=tuple(i.SerializeToString() for i in incidents),
+            plan_id=plan.id, request=plan.request, fleet=plan.fleet, epoch=plan.epoch,
+            incidents=tuple(incidents),
             time_limit=plan.request.time_limit.ToTimedelta().total_seconds(),
             osrm_url=self._osrm_url, replan=replan)
 
@@ -170,8 +168,7 @@ class PlanningJobs(UseCaseBase):
             shipments=scope.shipments, vehicles=[v.name for v in scope.fleet],
             time_limit=plan.request.time_limit, objective=active.request.objective)
         inputs = ReplanInput(
-            previous=active.content.SerializeToString(),
-            previous_request=active.request.SerializeToString(),
+            previous=active.content, previous_request=active.request,
             now=int((now - active.epoch).total_seconds()), domain=change.domain.name,
             cancelled=tuple(sorted(scope.cancelled)), broken=tuple(sorted(scope.broken)),
             added=tuple(sorted(scope.added)), reason=change.reason)
@@ -196,9 +193,11 @@ class PlanningJobs(UseCaseBase):
                 return
             await self._repo.lock_fleet(tx, plan.client_id)
             now = self._clock()
-            content = route_plan_pb2.RoutePlan.FromString(result.content)
+            content = result.content
             if result.error or not result.feasible:
                 if result.error:
+                    content = route_plan_pb2.RoutePlan()
+                    content.CopyFrom(result.content)
                     content.violations.append(f"solver error: {result.error}")
                 state = PlanState.CANCELLED if result.cancelled else PlanState.FAILED
                 await self._repo.save_plan(tx, plan.move(state, now, content=content))

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from cartage.order.v1 import order_pb2
-from cartage.routing.v1 import decision_pb2, vehicle_pb2
+from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
 from services.kit.uow import Codec, OutgoingEvent, Transaction
 from services.routing.domain.autonomy import PlanDiff
 from services.routing.domain.model import (
@@ -128,8 +128,8 @@ class PlanComparer(Protocol):
 class ReplanInput:
     """What a replan adds to a job: the active plan it starts from and what changed."""
 
-    previous: bytes  # RoutePlan
-    previous_request: bytes  # PlanRoutesRequest (the active plan's shipments)
+    previous: route_plan_pb2.RoutePlan  # the active plan's content
+    previous_request: routing_service_pb2.PlanRoutesRequest  # its shipments
     now: int  # seconds from the epoch
     domain: str  # autonomy.Domain value
     cancelled: tuple[str, ...]
@@ -140,13 +140,14 @@ class ReplanInput:
 
 @dataclass(frozen=True)
 class SolveJob:
-    """Everything a worker process needs, as picklable values (protobuf bytes)."""
+    """Everything a worker process needs. Picklable (protobuf messages pickle as their bytes),
+    which is how the planner hands it to a worker process."""
 
     plan_id: str
-    request: bytes  # PlanRoutesRequest with resolved shipments and vehicle names
-    fleet: bytes  # ListVehiclesResponse
+    request: routing_service_pb2.PlanRoutesRequest  # resolved shipments and vehicle names
+    fleet: tuple[vehicle_pb2.Vehicle, ...]
     epoch: datetime
-    incidents: tuple[bytes, ...]  # TrafficIncident
+    incidents: tuple[decision_pb2.TrafficIncident, ...]
     time_limit: float
     osrm_url: str = ""
     replan: ReplanInput | None = None
@@ -154,11 +155,10 @@ class SolveJob:
 
 @dataclass(frozen=True)
 class JobResult:
-    """The plan's output fields (RoutePlan bytes), whether it passed the feasibility check,
-    whether the job was cancelled, and an error when no result could be produced."""
+    """The plan's output fields, whether they passed the feasibility check, whether the job was
+    cancelled, and an error when no result could be produced (then `content` is empty)."""
 
-    content: bytes
+    content: route_plan_pb2.RoutePlan
     feasible: bool
     cancelled: bool = False
     error: str = ""
-

@@ -272,13 +272,11 @@ def test_solve_job_plans_a_small_instance_feasibly() -> None:
         shipment(f"s{i}", weight=400, delivery=place(52.4 - i / 100, 13.4)) for i in range(2)]
     request = routing_service_pb2.PlanRoutesRequest(shipments=shipments,
                                                     vehicles=[v.name for v in fleet])
-    job = SolveJob("test", request.SerializeToString(),
-                   routing_service_pb2.ListVehiclesResponse(vehicles=fleet).SerializeToString(),
-                   EPOCH, (), time_limit=1.0)
+    job = SolveJob("test", request, tuple(fleet), EPOCH, (), time_limit=1.0)
     progress = []
     result = solve_job(job, threading.Event(), progress.append)
     assert result.feasible and not result.error and not result.cancelled
-    content = route_plan_pb2.RoutePlan.FromString(result.content)
+    content = result.content
     groups = sorted(sorted(s.shipment[0] for s in r.stops) for r in content.routes)
     assert groups == [["n", "n"], ["s", "s"]]
     assert content.progress.best_cost > 0 and progress

@@ -177,7 +177,7 @@ class Planner:
                 left = deadline - loop.time()
                 if left <= 0:
                     if overdue:
-                        return JobResult(b"", False, cancelled=True,
+                        return JobResult(route_plan_pb2.RoutePlan(), False, cancelled=True,
                                          error="the solver did not stop after its deadline")
                     overdue = True
                     cancel.set()
@@ -189,7 +189,7 @@ class Planner:
                     continue
                 if message is None:
                     await asyncio.to_thread(process.join, STOP_GRACE_S)
-                    return JobResult(b"", False, cancelled=cancel.is_set(),
+                    return JobResult(route_plan_pb2.RoutePlan(), False, cancelled=cancel.is_set(),
                                      error=f"the solver process exited with {process.exitcode}")
                 kind, payload = message
                 if kind == "done":

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
+from cartage.routing.v1 import route_plan_pb2
 from services.routing.adapters.solving import plans
 from services.routing.adapters.solving import problem as building
 from services.routing.domain import replanning
@@ -54,23 +54,19 @@ def solve_job(job: SolveJob, cancel: threading.Event,
               on_progress: Callable[[Progress], None]) -> JobResult:
     """Build the job's problem and solve it (or replan from the active plan). Pure
     computation; the worker process runs it, tests may call it directly."""
-    request = routing_service_pb2.PlanRoutesRequest.FromString(job.request)
-    fleet = routing_service_pb2.ListVehiclesResponse.FromString(job.fleet).vehicles
-    incidents = [decision_pb2.TrafficIncident.FromString(i) for i in job.incidents]
-    replan = job.replan
+    request, replan = job.request, job.replan
     pp = building.build_problem(
-        fleet, list(request.shipments), epoch=job.epoch, objective=request.objective,
-        provider=_provider(job.osrm_url), incidents=incidents,
+        job.fleet, list(request.shipments), epoch=job.epoch, objective=request.objective,
+        provider=_provider(job.osrm_url), incidents=job.incidents,
         depart_at=replan.now if replan else None, name=job.plan_id)
     if replan is None:
         solution = solve(pp.problem, job.time_limit, cancel=cancel, on_progress=on_progress)
         fixed: frozenset[str] = frozenset()
         feasible = solution.feasible
     else:
-        before = routing_service_pb2.PlanRoutesRequest.FromString(replan.previous_request)
         previous = plans.solution_from_plan(
-            route_plan_pb2.RoutePlan.FromString(replan.previous),
-            {s.id: s for s in before.shipments}, job.epoch, pp.dimensions)
+            replan.previous, {s.id: s for s in replan.previous_request.shipments}, job.epoch,
+            pp.dimensions)
         change = replanning.Change(Domain(replan.domain), frozenset(replan.cancelled),
                                    frozenset(replan.broken), frozenset(replan.added),
                                    replan.reason)
@@ -84,7 +80,7 @@ def solve_job(job: SolveJob, cancel: threading.Event,
     content.progress.best_cost = _objective(pp.problem, solution)
     content.progress.elapsed.CopyFrom(content.solve_duration)
     content.progress.solver = solution.solver
-    return JobResult(content.SerializeToString(), feasible, cancelled=cancel.is_set())
+    return JobResult(content, feasible, cancelled=cancel.is_set())
 
 
 def worker_main(job: SolveJob, conn: Connection, cancel: Any) -> None:
@@ -109,6 +105,7 @@ def worker_main(job: SolveJob, conn: Connection, cancel: Any) -> None:
         result = solve_job(job, local, report)
     except Exception as error:
         traceback.print_exc()
-        result = JobResult(b"", False, cancelled=local.is_set(), error=repr(error)[:500])
+        result = JobResult(route_plan_pb2.RoutePlan(), False, cancelled=local.is_set(),
+                           error=repr(error)[:500])
     conn.send(("done", result))
     conn.close()
