@@ -27,14 +27,33 @@ Where things are (one module per aggregate the RPCs work on):
   comparer) and the values of list queries and solver jobs.
 """
 
-from services.routing.use_cases.decisions import DecisionUseCases
-from services.routing.use_cases.fleet import FleetUseCases
-from services.routing.use_cases.incidents import IncidentUseCases
-from services.routing.use_cases.jobs import PlanningJobs
-from services.routing.use_cases.operations import OperationUseCases
-from services.routing.use_cases.plans import PlanUseCases
-from services.routing.use_cases.shared import PlanChanges, PlannerSignals, utc_now
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.routing.use_cases.decisions import DecisionUseCases
+    from services.routing.use_cases.fleet import FleetUseCases
+    from services.routing.use_cases.incidents import IncidentUseCases
+    from services.routing.use_cases.jobs import PlanningJobs
+    from services.routing.use_cases.operations import OperationUseCases
+    from services.routing.use_cases.plans import PlanUseCases
+    from services.routing.use_cases.shared import PlanChanges, PlannerSignals, utc_now
+
+# Loaded on first use: a solver worker process imports `ports` for the job values it is given,
+# and importing the package must not make it load SQLAlchemy and the rest of the service.
+_WHERE = {
+    "DecisionUseCases": "decisions",
+    "FleetUseCases": "fleet",
+    "IncidentUseCases": "incidents",
+    "OperationUseCases": "operations",
+    "PlanChanges": "shared",
+    "PlanUseCases": "plans",
+    "PlannerSignals": "shared",
+    "PlanningJobs": "jobs",
+    "utc_now": "shared",
+}
 __all__ = [
     "DecisionUseCases",
     "FleetUseCases",
@@ -46,3 +65,10 @@ __all__ = [
     "PlanningJobs",
     "utc_now",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -11,21 +11,25 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cartage.order.v1 import order_pb2
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
-from services.kit.uow import Codec, OutgoingEvent, Transaction
-from services.routing.domain.autonomy import PlanDiff
-from services.routing.domain.model import (
-    AutonomyPolicy,
-    Decision,
-    Operation,
-    RoutePlan,
-    TrafficIncident,
-    Vehicle,
-    VehicleStatus,
-)
+
+if TYPE_CHECKING:
+    # Only the Protocols use these. A solver worker process imports this module for the job
+    # values and should not load SQLAlchemy (kit.uow) and gRPC (domain.model's errors).
+    from cartage.order.v1 import order_pb2
+    from services.kit.uow import Codec, OutgoingEvent, Transaction
+    from services.routing.domain.autonomy import PlanDiff
+    from services.routing.domain.model import (
+        AutonomyPolicy,
+        Decision,
+        Operation,
+        RoutePlan,
+        TrafficIncident,
+        Vehicle,
+        VehicleStatus,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from google.protobuf import duration_pb2
 from google.type import latlng_pb2
@@ -21,7 +22,6 @@ from services.routing.adapters.solving.problem import (
 )
 from services.routing.domain import autonomy
 from services.routing.domain.ids import shipment_of, stop_ids
-from services.routing.domain.model import RoutePlan
 from services.routing.domain.shipments import shipment_demands
 from services.routing.solver.model import (
     PlannedBreak,
@@ -32,6 +32,9 @@ from services.routing.solver.model import (
     UnassignedReason,
     Visit,
 )
+
+if TYPE_CHECKING:  # the worker process reads plans without the service's domain model
+    from services.routing.domain.model import RoutePlan
 
 Shipment = routing_service_pb2.Shipment
 Reason = route_plan_pb2.UnassignedShipment.Reason
