@@ -20,6 +20,7 @@ from services.routing.domain.model import (
     DecisionDomain,
     RoutePlan,
     TrafficIncident,
+    Trigger,
     Vehicle,
     VehicleStatus,
 )
@@ -103,6 +104,15 @@ def diff_to_proto(diff: autonomy.PlanDiff) -> decision_pb2.PlanDiff:
         cost_change_ratio=diff.cost_change_ratio, distance_delta_meters=diff.distance_delta_m)
 
 
+def trigger_to_proto(trigger: Trigger) -> decision_pb2.DecisionInputs:
+    return decision_pb2.DecisionInputs(trigger=trigger.trigger, trigger_id=trigger.trigger_id,
+                                       subjects=list(trigger.subjects), summary=trigger.summary)
+
+
+def trigger_from_proto(message: decision_pb2.DecisionInputs) -> Trigger:
+    return Trigger(message.trigger, message.trigger_id, tuple(message.subjects), message.summary)
+
+
 def incident_to_proto(incident: TrafficIncident) -> decision_pb2.TrafficIncident:
     message = decision_pb2.TrafficIncident()
     message.CopyFrom(incident.content)
@@ -139,13 +149,15 @@ def policy_to_proto(policy: AutonomyPolicy) -> decision_pb2.AutonomyPolicy:
 
 class Codecs:
     """`use_cases.ports.Messages`: what the use cases need in contract form (the vehicles a plan
-    was made for, a decision's diff) and how idempotent results are stored and replayed."""
+    was made for, a decision's content) and how idempotent results are stored and replayed."""
 
     def vehicle_message(self, vehicle: Vehicle) -> vehicle_pb2.Vehicle:
         return vehicle_to_proto(vehicle)
 
-    def diff_message(self, diff: autonomy.PlanDiff) -> decision_pb2.PlanDiff:
-        return diff_to_proto(diff)
+    def decision_content(self, trigger: Trigger, diff: autonomy.PlanDiff,
+                         verdict: autonomy.Verdict) -> decision_pb2.Decision:
+        return decision_pb2.Decision(inputs=trigger_to_proto(trigger), diff=diff_to_proto(diff),
+                                     flagged=verdict.flagged, flag_reasons=list(verdict.reasons))
 
     def vehicle_codec(self, client_id: str, vehicle_id: str) -> Codec[Vehicle]:
         def decode(data: bytes) -> Vehicle:

@@ -23,6 +23,7 @@ from services.routing.adapters.tables import (
     route_plans,
     vehicles,
 )
+from services.routing.conversion import trigger_from_proto, trigger_to_proto
 from services.routing.domain.model import (
     AutonomyPolicy,
     Change,
@@ -89,7 +90,7 @@ def _plan(row: Any) -> RoutePlan:
         request=routing_service_pb2.PlanRoutesRequest.FromString(row.request),
         fleet=_fleet(row.fleet), epoch=row.epoch,
         content=route_plan_pb2.RoutePlan.FromString(row.body),
-        trigger=decision_pb2.DecisionInputs.FromString(row.trigger),
+        trigger=trigger_from_proto(decision_pb2.DecisionInputs.FromString(row.trigger)),
         create_time=row.create_time, update_time=row.update_time, change=_change(row.change),
         previous_plan_id=row.previous_plan_id, decision_id=row.decision_id,
         cancel_requested=row.cancel_requested, version=row.version)
@@ -105,7 +106,7 @@ def _plan_values(plan: RoutePlan) -> dict[str, Any]:
         "request": plan.request.SerializeToString(),
         "fleet": routing_service_pb2.ListVehiclesResponse(
             vehicles=plan.fleet).SerializeToString(),
-        "trigger": plan.trigger.SerializeToString(),
+        "trigger": trigger_to_proto(plan.trigger).SerializeToString(),
         "body": plan.content.SerializeToString(),
     }
 

@@ -134,6 +134,17 @@ FINAL_PLAN_STATES = frozenset(s for s, targets in PLAN_TRANSITIONS.items() if no
 
 
 @dataclass(frozen=True, slots=True)
+class Trigger:
+    """What caused a plan (the contract's `DecisionInputs`, shown with its decision): the RPC
+    or event, its request or event id, the resources it is about and one sentence."""
+
+    trigger: str
+    trigger_id: str
+    subjects: tuple[str, ...]
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
 class Change:
     """What triggered a replan, as stored with its job: its domain, the shipments it adds and
     why. The replanning module's `Change` is built from it when the job runs, against the plan
@@ -165,7 +176,7 @@ class RoutePlan:
     fleet: tuple[vehicle_pb2.Vehicle, ...]
     epoch: datetime
     content: route_plan_pb2.RoutePlan
-    trigger: decision_pb2.DecisionInputs
+    trigger: Trigger
     create_time: datetime
     update_time: datetime
     change: Change | None = None

@@ -6,7 +6,13 @@ from __future__ import annotations
 from cartage.routing.v1 import decision_pb2
 from services.kit.uow import IdempotencyKey, Transaction, idempotent
 from services.routing.domain import traffic
-from services.routing.domain.model import Change, DecisionDomain, TrafficIncident, new_id
+from services.routing.domain.model import (
+    Change,
+    DecisionDomain,
+    TrafficIncident,
+    Trigger,
+    new_id,
+)
 from services.routing.use_cases.ports import Page
 from services.routing.use_cases.shared import UseCaseBase
 
@@ -27,10 +33,9 @@ class IncidentUseCases(UseCaseBase):
             if (active is not None and incident.end > incident.create_time
                     and traffic.passes_through(content, traffic.route_legs(
                         active.content, {v.name: v for v in active.fleet}))):
-                trigger = decision_pb2.DecisionInputs(
-                    trigger="ReportTrafficIncident", trigger_id=key.key if key else request_id,
-                    subjects=[incident.name],
-                    summary=content.description or f"traffic incident {incident.name}")
+                trigger = Trigger(
+                    "ReportTrafficIncident", key.key if key else request_id, (incident.name,),
+                    content.description or f"traffic incident {incident.name}")
                 self._replan_job(tx, active, Change(DecisionDomain.TRAFFIC,
                                                     reason=trigger.summary), trigger)
             return incident

@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from cartage.order.v1 import order_pb2
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
+from cartage.routing.v1 import route_plan_pb2, routing_service_pb2
 from services.kit.uow import Transaction, UnitOfWork
 from services.routing.domain import autonomy
 from services.routing.domain.incoming import OrderChanged, VehicleStatusChanged
@@ -26,6 +26,7 @@ from services.routing.domain.model import (
     DecisionState,
     PlanState,
     RoutePlan,
+    Trigger,
     VehicleStatus,
     new_id,
 )
@@ -88,8 +89,7 @@ class PlanningJobs(UseCaseBase):
                             reason=f"{order.name} changed ({fields})")
         else:
             return
-        trigger = decision_pb2.DecisionInputs(trigger=subject, trigger_id=event.event_id,
-                                              subjects=[order.name], summary=change.reason)
+        trigger = Trigger(subject, event.event_id, (order.name,), change.reason)
         self._replan_job(tx, active, change, trigger)
 
     async def on_vehicle_status(self, tx: Transaction, event: VehicleStatusChanged) -> None:
@@ -102,9 +102,7 @@ class PlanningJobs(UseCaseBase):
             return
         summary = (f"{vehicle} is {event.status.name}"
                    + (f": {event.reason}" if event.reason else ""))
-        trigger = decision_pb2.DecisionInputs(
-            trigger="vehicle.status_changed", trigger_id=event.event_id,
-            subjects=[vehicle], summary=summary)
+        trigger = Trigger("vehicle.status_changed", event.event_id, (vehicle,), summary)
         self._replan_job(tx, active, Change(DecisionDomain.BREAKDOWN, reason=summary), trigger)
 
     # the planner's side --------------------------------------------------------------------
@@ -216,10 +214,7 @@ class PlanningJobs(UseCaseBase):
             id=new_id(), client_id=client_id, state=DecisionState.PENDING, domain=plan.domain,
             level=int(policy.level), plan_id=plan.id,
             previous_plan_id=active.id if active else "",
-            content=decision_pb2.Decision(inputs=plan.trigger,
-                                          diff=self._messages.diff_message(diff),
-                                          flagged=verdict.flagged,
-                                          flag_reasons=list(verdict.reasons)),
+            content=self._messages.decision_content(plan.trigger, diff, verdict),
             create_time=now)
         plan = plan.move(PlanState.PROPOSED, now, decision_id=decision.id)
         touched = []

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from cartage.order.v1 import order_pb2
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
+from cartage.routing.v1 import route_plan_pb2, routing_service_pb2
 from services.kit.errors import FailedPrecondition, InvalidArgument
 from services.kit.uow import IdempotencyKey, Transaction, UnitOfWork, idempotent
 from services.kit.validation import Violations
@@ -23,6 +23,7 @@ from services.routing.domain.model import (
     Operation,
     PlanState,
     RoutePlan,
+    Trigger,
     Vehicle,
     VehicleStatus,
     new_id,
@@ -84,11 +85,10 @@ class PlanUseCases(UseCaseBase):
                 objective=request.objective)
             resolved.time_limit.FromTimedelta(timedelta(seconds=limit))
             fleet_protos = tuple(self._messages.vehicle_message(v) for v in fleet)
-            trigger = decision_pb2.DecisionInputs(
-                trigger="PlanRoutes", trigger_id=request.request_id or request_id,
-                subjects=[*resolved.orders, *resolved.vehicles],
-                summary=f"plan {_count(len(shipments), 'shipment')} on "
-                        f"{_count(len(fleet), 'vehicle')}")
+            trigger = Trigger(
+                "PlanRoutes", request.request_id or request_id,
+                (*resolved.orders, *resolved.vehicles),
+                f"plan {_count(len(shipments), 'shipment')} on {_count(len(fleet), 'vehicle')}")
             plan = RoutePlan(
                 id=new_id(), client_id=client_id, state=PlanState.SOLVING,
                 domain=DecisionDomain.INITIAL_PLAN, request=resolved, fleet=fleet_protos,
@@ -165,10 +165,8 @@ class PlanUseCases(UseCaseBase):
             if active is None:
                 raise FailedPrecondition("there is no active plan to replan; use PlanRoutes",
                                          reason="NO_ACTIVE_PLAN")
-            trigger = decision_pb2.DecisionInputs(
-                trigger="ReplanRoutes", trigger_id=key.key if key else request_id,
-                subjects=[active.name],
-                summary=reason or "replan asked for")
+            trigger = Trigger("ReplanRoutes", key.key if key else request_id, (active.name,),
+                              reason or "replan asked for")
             plan = self._replan_job(tx, active, Change(DecisionDomain.MANUAL_REPLAN,
                                                        reason=reason), trigger, time_limit)
             operation = Operation(new_id(), client_id, plan.id, "ReplanRoutes",

@@ -20,13 +20,14 @@ if TYPE_CHECKING:
     # values and should not load SQLAlchemy (kit.uow) and gRPC (domain.model's errors).
     from cartage.order.v1 import order_pb2
     from services.kit.uow import Codec, OutgoingEvent, Transaction
-    from services.routing.domain.autonomy import PlanDiff
+    from services.routing.domain.autonomy import PlanDiff, Verdict
     from services.routing.domain.model import (
         AutonomyPolicy,
         Decision,
         Operation,
         RoutePlan,
         TrafficIncident,
+        Trigger,
         Vehicle,
         VehicleStatus,
     )
@@ -113,7 +114,8 @@ class Messages(Protocol):
     results (`conversion.Codecs`)."""
 
     def vehicle_message(self, vehicle: Vehicle) -> vehicle_pb2.Vehicle: ...
-    def diff_message(self, diff: PlanDiff) -> decision_pb2.PlanDiff: ...
+    def decision_content(self, trigger: Trigger, diff: PlanDiff, verdict: Verdict
+                         ) -> decision_pb2.Decision: ...
     def vehicle_codec(self, client_id: str, vehicle_id: str) -> Codec[Vehicle]: ...
     def incident_codec(self, client_id: str) -> Codec[TrafficIncident]: ...
 

@@ -8,10 +8,17 @@ import asyncio
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
+from cartage.routing.v1 import route_plan_pb2, routing_service_pb2
 from services.kit.errors import NotFound
 from services.kit.uow import Codec, Transaction, UnitOfWork
-from services.routing.domain.model import Change, Decision, PlanState, RoutePlan, new_id
+from services.routing.domain.model import (
+    Change,
+    Decision,
+    PlanState,
+    RoutePlan,
+    Trigger,
+    new_id,
+)
 from services.routing.use_cases.ports import Events, Messages, Repository
 
 
@@ -107,7 +114,7 @@ class UseCaseBase:
         self._planner = planner or PlannerSignals()
 
     def _replan_job(self, tx: Transaction, active: RoutePlan, change: Change,
-                    trigger: decision_pb2.DecisionInputs, time_limit: float | None = None
+                    trigger: Trigger, time_limit: float | None = None
                     ) -> RoutePlan:
         """Store a replan of `active`; its problem is built when the job starts."""
         now = self._clock()

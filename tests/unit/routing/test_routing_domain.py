@@ -24,6 +24,7 @@ from services.routing.domain.model import (
     DecisionState,
     PlanState,
     RoutePlan,
+    Trigger,
     Vehicle,
     VehicleStatus,
 )
@@ -56,7 +57,7 @@ def plan(state: PlanState = PlanState.SOLVING) -> RoutePlan:
     return RoutePlan(
         id="p1", client_id="c1", state=state, domain=DecisionDomain.INITIAL_PLAN,
         request=routing_service_pb2.PlanRoutesRequest(), fleet=(), epoch=NOW,
-        content=route_plan_pb2.RoutePlan(), trigger=decision_pb2.DecisionInputs(),
+        content=route_plan_pb2.RoutePlan(), trigger=Trigger("PlanRoutes", "", (), ""),
         create_time=NOW, update_time=NOW)
 
 
@@ -155,6 +156,15 @@ def test_an_operation_shows_its_plan() -> None:
     assert "capacity: vehicle=a" in failed.error.message
     info = error_details_pb2.ErrorInfo()
     assert failed.error.details[0].Unpack(info) and info.reason == "NO_FEASIBLE_PLAN"
+
+
+def test_a_trigger_is_stored_and_shown_as_the_contracts_decision_inputs() -> None:
+    trigger = Trigger("ReplanRoutes", "req-1", ("routePlans/p1",), "the depot moved")
+    message = conversion.trigger_to_proto(trigger)
+    assert (message.trigger, message.trigger_id, list(message.subjects), message.summary) == (
+        "ReplanRoutes", "req-1", ["routePlans/p1"], "the depot moved")
+    stored = decision_pb2.DecisionInputs.FromString(message.SerializeToString())
+    assert conversion.trigger_from_proto(stored) == trigger
 
 
 def test_operation_names_carry_the_service_and_old_names_still_parse() -> None:
