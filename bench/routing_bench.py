@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from services.routing.domain.autonomy import Domain
+from services.routing.domain.replanning import Change, replan
 from services.routing.solver import (
     Location,
     Problem,
@@ -32,7 +34,6 @@ from services.routing.solver import (
     TimeWindow,
     Vehicle,
     evaluate,
-    replan_after_breakdown,
     solve,
 )
 from services.routing.solver.matrix import EuclideanProvider
@@ -228,22 +229,24 @@ def run_synthetic(limit: float = 60.0, replan_limit: float = 10.0) -> dict:
 
 
 def run_replan(problem: Problem, plan, limit: float, t: int | None = None) -> dict:
-    """Breakdown mid-day: the vehicle with the most undelivered stops at T fails."""
+    """Breakdown mid-day: the vehicle with the most undelivered stops at T fails. Replanned
+    through the service's own path (`domain.replanning.replan`, as the solver worker calls it
+    for a BREAKDOWN); the numbers are about the remainder from T on."""
     shift = problem.vehicles[0].shift
     t = t if t is not None else (shift.start + shift.end) // 2
     remaining = {r.vehicle_id: sum(1 for v in r.visits if v.departure > t) for r in plan.routes}
     broken = max(remaining, key=lambda k: remaining[k])
-    res = replan_after_breakdown(problem, plan, broken, t, limit)
-    ev = evaluate(res.problem, res.solution)
+    res = replan(problem, plan, t, Change(Domain.BREAKDOWN, broken=frozenset({broken})), limit)
+    ev = evaluate(res.residual, res.remainder)
     out = {
         "T_s": t,
         "broken_vehicle": broken,
         "orphaned_stops": res.orphans,
         "feasible": ev.feasible,  # checker: no violation in the replanned day
-        "unassigned": {u.stop_id: u.reason.value for u in res.solution.unassigned},
+        "unassigned": {u.stop_id: u.reason.value for u in res.remainder.unassigned},
         "seconds": round(res.seconds, 2),
         "moved_stops": res.moved,
-        "others_remaining_stops": res.others_remaining,
+        "others_remaining_stops": res.open_stops,
         "moved_share_pct": round(100 * res.moved_share, 2),
         "residual_distance_m": ev.distance,
         "method": res.method,

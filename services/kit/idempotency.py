@@ -134,14 +134,15 @@ async def idempotent(
 
 def request_key(client_id: str, idempotency_header: str, method: str, request: Any
                 ) -> IdempotencyKey | None:
-    """The key of a request message with a `request_id` field: the field, else the
+    """The key of a request message: its `request_id` field (AIP-155), else the
     Idempotency-Key header the gateway forwards. The fingerprint is the request without its
     key, serialized deterministically."""
-    key = request.request_id or idempotency_header
+    key = getattr(request, "request_id", "") or idempotency_header
     if not key:
         return None
     fingerprint = type(request)()
     fingerprint.CopyFrom(request)
-    fingerprint.request_id = ""
+    if "request_id" in request.DESCRIPTOR.fields_by_name:
+        fingerprint.request_id = ""
     return IdempotencyKey.of(client_id, method, key,
                              fingerprint.SerializeToString(deterministic=True))

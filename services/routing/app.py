@@ -16,14 +16,26 @@ from cartage.routing.v1 import routing_service_pb2, routing_service_pb2_grpc
 from services.kit.app import Composition, Runtime, ServiceDefinition
 from services.kit.jobs import Job
 from services.kit.messaging import ConsumerSpec
+from services.kit.operations import OperationsServicer
 from services.kit.uow import Transaction
 from services.routing.adapters import events, tables
 from services.routing.adapters.repository import RoutingRepository
-from services.routing.api.operations import OperationsServicer
+from services.routing.adapters.solving.planner import Planner
+from services.routing.adapters.solving.plans import PlanComparer
+from services.routing.api.operations import RoutingOperations, operation_names
 from services.routing.api.servicer import RoutingServicer
-from services.routing.planning import Planner
+from services.routing.conversion import Codecs
 from services.routing.settings import Settings
-from services.routing.use_cases import FleetUseCases, PlanChanges, PlanningJobs, PlanUseCases
+from services.routing.use_cases import (
+    DecisionUseCases,
+    FleetUseCases,
+    IncidentUseCases,
+    OperationUseCases,
+    PlanChanges,
+    PlannerSignals,
+    PlanningJobs,
+    PlanUseCases,
+)
 
 SERVICE_NAME = routing_service_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
 OPERATIONS_NAME = "google.longrunning.Operations"
@@ -33,18 +45,27 @@ def compose(runtime: Runtime) -> Composition:
     settings: Settings = runtime.settings
     uow = runtime.uow
     repository, outgoing, changes = RoutingRepository(), events.RoutingEvents(), PlanChanges()
-    fleet = FleetUseCases(uow, repository, outgoing)
-    plans = PlanUseCases(
-        uow, repository, outgoing, changes,
-        max_shipments=settings.max_shipments, default_time_limit=settings.default_time_limit)
-    jobs = PlanningJobs(uow, repository, outgoing, changes,
-                        default_time_limit=settings.default_time_limit,
-                        osrm_url=settings.osrm_url)
+    codecs, signals = Codecs(), PlannerSignals()
+    limit = settings.default_time_limit
+    fleet = FleetUseCases(uow, repository, outgoing, codecs)
+    plans = PlanUseCases(uow, repository, outgoing, codecs, changes, planner=signals,
+                         max_shipments=settings.max_shipments, default_time_limit=limit)
+    decisions = DecisionUseCases(uow, repository, outgoing, codecs, changes,
+                                 default_time_limit=limit)
+    incidents = IncidentUseCases(uow, repository, outgoing, codecs, changes, planner=signals,
+                                 default_time_limit=limit)
+    jobs = PlanningJobs(uow, repository, outgoing, codecs, changes, PlanComparer(),
+                        default_time_limit=limit, osrm_url=settings.osrm_url)
     planner = Planner(jobs, processes=settings.solver_processes)
-    plans.connect_planner(planner.wake, planner.cancel)
-    servicer = RoutingServicer(fleet, plans, max_shipments=settings.max_shipments,
+    signals.connect(planner.wake, planner.cancel)
+    store = RoutingOperations(
+        OperationUseCases(uow, repository, outgoing, codecs, changes, planner=signals,
+                          default_time_limit=limit),
+        operation_names())
+    servicer = RoutingServicer(fleet, plans, decisions, incidents, store,
+                               max_shipments=settings.max_shipments,
                                max_time_limit=settings.max_time_limit)
-    operations = OperationsServicer(plans)
+    operations = OperationsServicer(store.names, store)
 
     def register(server) -> None:
         routing_service_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
@@ -53,16 +74,18 @@ def compose(runtime: Runtime) -> Composition:
     async def on_order(tx: Transaction, msg: Msg) -> None:
         decoded = events.decode_order_event(msg)
         if decoded is not None:
-            await jobs.on_order_event(tx, *decoded)
+            await jobs.on_order_event(tx, decoded)
 
     async def on_vehicle(tx: Transaction, msg: Msg) -> None:
-        await jobs.on_vehicle_status(tx, events.decode_vehicle_event(msg))
+        decoded = events.decode_vehicle_event(msg)
+        if decoded is not None:
+            await jobs.on_vehicle_status(tx, decoded)
 
     return Composition(
         register=register,
         service_names=[SERVICE_NAME, OPERATIONS_NAME],
         consumers=[
-            (ConsumerSpec.of("routing-orders", *events.ORDER_EVENTS), on_order),
+            (ConsumerSpec.of("routing-orders", *events.ORDER_SUBJECTS), on_order),
             (ConsumerSpec.of("routing-vehicles", events.VEHICLE_STATUS_CHANGED), on_vehicle),
         ],
         jobs=[Job("planner", planner.run)],

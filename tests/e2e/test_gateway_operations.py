@@ -28,16 +28,11 @@ def sent_to_routing(envoy: EnvoyProcess) -> int:
     return envoy.counters(UPSTREAM).get(UPSTREAM, 0)
 
 
-def from_routing_not_found_or_bad_name(response: Any) -> bool:
-    """The routing service's own answer to a well-formed name it does not know: 404; to a name
-    of the new form before routing's own change lands (it still mints `operations/{id}`): its
-    INVALID_NAME violation on `name`. Either way a service error, with details; the gateway's
-    own replies carry none."""
+def from_routing_not_found(response: Any) -> bool:
+    """The routing service's own answer to a well-formed name it does not know: 404 with
+    details (the gateway's own replies carry none)."""
     body = response.json()
-    if response.status_code == 404:
-        return bool(body["code"] == 5 and body.get("details"))
-    violations = [v for d in body.get("details", []) for v in d.get("fieldViolations", [])]
-    return response.status_code == 400 and [v["field"] for v in violations] == ["name"]
+    return bool(response.status_code == 404 and body["code"] == 5 and body.get("details"))
 
 
 async def test_rest_operation_calls_reach_the_service_the_name_names(
@@ -49,7 +44,7 @@ async def test_rest_operation_calls_reach_the_service_the_name_names(
     assert legacy.status_code == 404, legacy.text
     assert legacy.json()["code"] == 5 and legacy.json()["details"], legacy.text  # routing's
     named = await partner.http.get(f"/v1/operations/routing/{unknown}")
-    assert from_routing_not_found_or_bad_name(named), named.text
+    assert from_routing_not_found(named), named.text
     assert "x-envoy-upstream-service-time" in named.headers
     listed = await partner.http.get("/v1/operations")  # the default owner: routing
     assert listed.status_code == 200, listed.text

@@ -49,6 +49,8 @@ async def test_a_partner_plans_approves_and_exports_over_rest(partner_factory: A
     started = await partner.http.post("/v1/routePlans:plan", json=body,
                                       headers={"idempotency-key": unique("plan-")})
     assert started.status_code == 200, started.text
+    # The service segment is what the gateway routes Operations calls by.
+    assert started.json()["name"].startswith("operations/routing/")
     operation = await done_operation(partner, started.json()["name"])
     plan = operation["response"]
     assert plan["@type"].endswith("cartage.routing.v1.RoutePlan")

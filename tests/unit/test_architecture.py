@@ -47,3 +47,16 @@ def test_a_service_importing_another_breaks_the_build(tmp_path: Path) -> None:
     result = _lint(tree)
     assert result.returncode == 1
     assert "Services never import each other BROKEN" in result.stdout
+
+
+def test_every_registered_service_is_under_the_contracts() -> None:
+    """A service added to the registry but not to the import contracts would be unchecked."""
+    import tomllib
+
+    from services.registry import SERVICES
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    by_type = {c["type"]: c for c in contracts["contracts"]}
+    packages = {entry.package for entry in SERVICES}
+    assert set(by_type["independence"]["modules"]) == packages
+    assert set(by_type["layers"]["containers"]) == packages

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,31 +23,23 @@ from services.routing.adapters.tables import (
     route_plans,
     vehicles,
 )
+from services.routing.conversion import trigger_from_proto, trigger_to_proto
 from services.routing.domain.model import (
     AutonomyPolicy,
     Change,
     Decision,
     DecisionDomain,
     DecisionState,
+    Operation,
     PlanState,
     RoutePlan,
     TrafficIncident,
     Vehicle,
     VehicleStatus,
 )
+from services.routing.use_cases.ports import Page
 
 _OPERATORS = {"=": operator.eq, "!=": operator.ne}
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a client's rows, newest first (or by id for vehicles). `filters` are
-    (column name, operator, typed value) triples already validated by the API layer."""
-
-    client_id: str
-    filters: tuple[tuple[str, str, Any], ...]
-    after: tuple[Any, ...] | None
-    limit: int
 
 
 def _where(table: sa.Table, page: Page) -> list[sa.ColumnElement[bool]]:
@@ -99,7 +90,7 @@ def _plan(row: Any) -> RoutePlan:
         request=routing_service_pb2.PlanRoutesRequest.FromString(row.request),
         fleet=_fleet(row.fleet), epoch=row.epoch,
         content=route_plan_pb2.RoutePlan.FromString(row.body),
-        trigger=decision_pb2.DecisionInputs.FromString(row.trigger),
+        trigger=trigger_from_proto(decision_pb2.DecisionInputs.FromString(row.trigger)),
         create_time=row.create_time, update_time=row.update_time, change=_change(row.change),
         previous_plan_id=row.previous_plan_id, decision_id=row.decision_id,
         cancel_requested=row.cancel_requested, version=row.version)
@@ -115,7 +106,7 @@ def _plan_values(plan: RoutePlan) -> dict[str, Any]:
         "request": plan.request.SerializeToString(),
         "fleet": routing_service_pb2.ListVehiclesResponse(
             vehicles=plan.fleet).SerializeToString(),
-        "trigger": plan.trigger.SerializeToString(),
+        "trigger": trigger_to_proto(plan.trigger).SerializeToString(),
         "body": plan.content.SerializeToString(),
     }
 
@@ -141,19 +132,12 @@ def _incident(row: Any) -> TrafficIncident:
                            decision_pb2.TrafficIncident.FromString(row.body), row.create_time)
 
 
-@dataclass(frozen=True, slots=True)
-class OperationRow:
-    id: str
-    client_id: str
-    plan_id: str
-    method: str
-    create_time: datetime
-
-
 # --------------------------------------------------------------------------- repository
 
 
 class RoutingRepository:
+    """The use cases' `ports.Repository`."""
+
     async def lock_fleet(self, tx: Transaction, client_id: str) -> None:
         """Serialise the transactions that change a client's active plan or its decisions."""
         await tx.execute(sa.select(sa.func.pg_advisory_xact_lock(
@@ -276,20 +260,20 @@ class RoutingRepository:
 
     # operations ----------------------------------------------------------------------------
 
-    def insert_operation(self, tx: Transaction, row: OperationRow) -> None:
+    def insert_operation(self, tx: Transaction, row: Operation) -> None:
         tx.insert(operations, [{"id": row.id, "client_id": row.client_id,
                                 "plan_id": row.plan_id, "method": row.method,
                                 "create_time": row.create_time}])
 
     async def operation(self, tx: Transaction, client_id: str, operation_id: str
-                        ) -> OperationRow | None:
+                        ) -> Operation | None:
         row = (await tx.execute(sa.select(operations).where(
             operations.c.client_id == client_id, operations.c.id == operation_id))
         ).one_or_none()
-        return None if row is None else OperationRow(**row._mapping)
+        return None if row is None else Operation(**row._mapping)
 
     async def operation_page(self, tx: Transaction, page: Page, done: bool | None
-                             ) -> list[tuple[OperationRow, RoutePlan]]:
+                             ) -> list[tuple[Operation, RoutePlan]]:
         plans = route_plans.alias("p")
         query = sa.select(operations, plans).join(
             plans, plans.c.id == operations.c.plan_id).where(
@@ -306,7 +290,7 @@ class RoutingRepository:
         out = []
         for row in (await tx.execute(query.limit(page.limit))).all():
             values = row._mapping
-            operation = OperationRow(*(values[c] for c in operations.c))
+            operation = Operation(*(values[c] for c in operations.c))
             plan = _plan(_Prefixed(values, plans))
             out.append((operation, plan))
         return out

@@ -16,7 +16,7 @@ from google.protobuf import timestamp_pb2
 from google.type import latlng_pb2
 
 from cartage.routing.v1 import route_plan_pb2, routing_service_pb2, vehicle_pb2
-from services.routing.domain.problem import dimension_label
+from services.routing.domain.shipments import dimension_label
 
 MEDIA_TYPE = "application/geo+json"
 

@@ -1,94 +1,105 @@
-"""The standard `google.longrunning.Operations` service for PlanRoutes and ReplanRoutes.
+"""Routing's side of `google.longrunning.Operations` (the mechanism is `services.kit.operations`).
 
-An operation (`operations/{id}`) is a view of its route plan: its metadata is the plan's
-progress, it is done when the plan left SOLVING, and its response is the plan (or an error, see
-`converters.operation_to_proto`). Operations are scoped to the caller like everything else.
+An operation (`operations/routing/{id}`) of PlanRoutes or ReplanRoutes is a view of its route
+plan: its metadata is the plan's progress, it is done when the plan left SOLVING, and its
+response is the plan (or an error, see `operation_to_proto`). Routing issued `operations/{id}`
+before names carried the service, so that form is still accepted on input.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Sequence
+from datetime import datetime
 
-import grpc
-from google.longrunning import operations_pb2_grpc, operations_proto_pb2
-from google.protobuf import empty_pb2
+from google.longrunning import operations_proto_pb2
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from services.kit.auth import current_caller
-from services.kit.errors import InvalidArgument
-from services.kit.filtering import parse_filter
-from services.kit.validation import Violations, parse_name
-from services.routing.api import converters
-from services.routing.api.servicer import WATCH_REREAD_S, newest_key, next_token, page_of
-from services.routing.domain.model import PlanState
-from services.routing.use_cases import PlanUseCases
+from cartage.routing.v1 import routing_service_pb2
+from services.kit.errors import ERROR_DOMAIN, InvalidArgument
+from services.kit.operations import ListedOperation, OperationNames
+from services.routing import conversion
+from services.routing.domain.model import PlanState, RoutePlan
+from services.routing.use_cases import OperationUseCases
+from services.routing.use_cases.ports import Page
 
-ops = operations_proto_pb2
-#: WaitOperation without a timeout waits at most this long (then returns the operation as is).
-MAX_WAIT_S = 60.0
+SERVICE = "routing"
 
 
-class OperationsServicer(operations_pb2_grpc.OperationsServicer):
-    def __init__(self, plans: PlanUseCases) -> None:
-        self._plans = plans
+def operation_names() -> OperationNames:
+    return OperationNames(SERVICE, accept_unqualified=True)
 
-    async def GetOperation(self, request: ops.GetOperationRequest,
-                           context: grpc.aio.ServicerContext) -> ops.Operation:
-        caller = current_caller()
-        operation_id = parse_name(request.name, "operations")
-        return converters.operation_to_proto(
-            *await self._plans.get_operation(caller.client_id, operation_id))
 
-    async def ListOperations(self, request: ops.ListOperationsRequest,
-                             context: grpc.aio.ServicerContext) -> ops.ListOperationsResponse:
-        """Newest first; `filter` may be `done = true` or `done = false`."""
-        caller = current_caller()
-        if request.name not in ("", "operations"):
-            raise InvalidArgument.single("name", "must be operations (or empty)")
-        done = None
-        for condition in parse_filter(request.filter, {"done": frozenset({"="})}):
-            if condition.value.lower() not in ("true", "false"):
-                raise InvalidArgument.single("filter", "done must be true or false")
-            done = condition.value.lower() == "true"
-        page, fingerprint, limit = page_of(caller, request, ())
-        rows = await self._plans.list_operations(page, done)
-        return ops.ListOperationsResponse(
-            operations=[converters.operation_to_proto(row.id, plan) for row, plan in rows[:limit]],
-            next_page_token=next_token([row for row, _ in rows], limit, fingerprint, newest_key))
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
 
-    async def CancelOperation(self, request: ops.CancelOperationRequest,
-                              context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
-        caller = current_caller()
-        operation_id = parse_name(request.name, "operations")
-        await self._plans.cancel_operation(caller.client_id, operation_id)
-        return empty_pb2.Empty()
 
-    async def DeleteOperation(self, request: ops.DeleteOperationRequest,
-                              context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
-        caller = current_caller()
-        operation_id = parse_name(request.name, "operations")
-        await self._plans.delete_operation(caller.client_id, operation_id)
-        return empty_pb2.Empty()
+def _status(code: int, message: str, reason: str, plan: str) -> status_pb2.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN,
+                                       metadata={"route_plan": plan})
+    return status_pb2.Status(code=code, message=message, details=[_pack(info)])
 
-    async def WaitOperation(self, request: ops.WaitOperationRequest,
-                            context: grpc.aio.ServicerContext) -> ops.Operation:
-        """Returns when the operation is done or `timeout` (at most 60 s) has passed,
-        whichever comes first, with the operation as it is then."""
-        caller = current_caller()
-        v = Violations()
-        operation_id = v.resource_id(request.name, "operations")
-        if request.HasField("timeout") and request.timeout.ToTimedelta().total_seconds() < 0:
-            v.add("timeout", "must not be negative", "OUT_OF_RANGE")
-        v.raise_if_any()
-        wait = MAX_WAIT_S
-        if request.HasField("timeout"):
-            wait = min(wait, request.timeout.ToTimedelta().total_seconds())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while True:
-            operation_id, plan = await self._plans.get_operation(caller.client_id,
-                                                                   operation_id)
-            left = deadline - loop.time()
-            if plan.state != PlanState.SOLVING or left <= 0:
-                return converters.operation_to_proto(operation_id, plan)
-            await self._plans.changes.wait(plan.id, min(left, WATCH_REREAD_S))
 
+def operation_to_proto(name: str, plan: RoutePlan) -> operations_proto_pb2.Operation:
+    """An operation is a view of its plan: done once the plan left SOLVING; its response is
+    the plan, or an error when no plan came out (cancelled before a feasible plan was found,
+    or no plan passed the feasibility check)."""
+    metadata = routing_service_pb2.PlanRoutesMetadata(
+        route_plan=plan.name, progress=plan.content.progress,
+        shipments=len(plan.request.shipments), vehicles=len(plan.request.vehicles))
+    operation = operations_proto_pb2.Operation(
+        name=name, metadata=_pack(metadata), done=plan.state != PlanState.SOLVING)
+    if plan.state == PlanState.CANCELLED:
+        operation.error.CopyFrom(_status(
+            code_pb2.CANCELLED, "cancelled before a feasible plan was found",
+            "OPERATION_CANCELLED", plan.name))
+    elif plan.state == PlanState.FAILED:
+        problems = "; ".join(plan.content.violations[:3]) or "no details"
+        operation.error.CopyFrom(_status(
+            code_pb2.FAILED_PRECONDITION, f"no plan passed the feasibility check: {problems}",
+            "NO_FEASIBLE_PLAN", plan.name))
+    elif operation.done:
+        operation.response.Pack(conversion.plan_to_proto(plan))
+    return operation
+
+
+def _iso(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+class RoutingOperations:
+    """The kit's `OperationStore` over the operation use cases; newest first."""
+
+    def __init__(self, operations: OperationUseCases, names: OperationNames) -> None:
+        self._operations = operations
+        self.names = names
+
+    async def get(self, client_id: str, operation_id: str) -> operations_proto_pb2.Operation:
+        operation_id, plan = await self._operations.get_operation(client_id, operation_id)
+        return operation_to_proto(self.names.name(operation_id), plan)
+
+    async def list(self, client_id: str, done: bool | None, after: tuple[str, ...] | None,
+                   limit: int) -> Sequence[ListedOperation]:
+        if after is not None and not _iso(after[0]):
+            raise InvalidArgument.single("page_token", "is not a token this API issued")
+        rows = await self._operations.list_operations(Page(client_id, (), after, limit), done)
+        return [ListedOperation((row.create_time.isoformat(), row.id),
+                                operation_to_proto(self.names.name(row.id), plan))
+                for row, plan in rows]
+
+    async def cancel(self, client_id: str, operation_id: str) -> None:
+        await self._operations.cancel_operation(client_id, operation_id)
+
+    async def delete(self, client_id: str, operation_id: str) -> None:
+        await self._operations.delete_operation(client_id, operation_id)
+
+    async def wait(self, client_id: str, operation_id: str, seconds: float) -> None:
+        # The operation's plan never changes, so this read only finds the plan to wait on.
+        _, plan = await self._operations.get_operation(client_id, operation_id)
+        await self._operations.changes.wait(plan.id, seconds)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -22,14 +22,21 @@ from services.kit.auth import Caller, current_caller
 from services.kit.errors import InvalidArgument
 from services.kit.fieldmask import apply_update_mask, check_update_mask
 from services.kit.filtering import Condition, parse_filter
-from services.kit.idempotency import IdempotencyKey
+from services.kit.idempotency import IdempotencyKey, request_key
 from services.kit.log import request_id_var
-from services.kit.pagination import PageToken, clamp_page_size, query_fingerprint
+from services.kit.pagination import Keyset, newest_key
 from services.kit.validation import Violations, parse_name
-from services.routing.adapters.repository import Page
-from services.routing.api import converters, geojson, validation
+from services.routing import conversion
+from services.routing.api import geojson, validation
+from services.routing.api.operations import RoutingOperations
 from services.routing.domain.model import DecisionDomain, DecisionState, PlanState, VehicleStatus
-from services.routing.use_cases import FleetUseCases, PlanUseCases
+from services.routing.use_cases import (
+    DecisionUseCases,
+    FleetUseCases,
+    IncidentUseCases,
+    PlanUseCases,
+)
+from services.routing.use_cases.ports import Page
 
 pb = routing_service_pb2
 VEHICLE_UPDATABLE = frozenset({
@@ -42,15 +49,7 @@ WATCH_REREAD_S = 1.0
 
 def idempotency(caller: Caller, method: str, request: Any) -> IdempotencyKey | None:
     """The AIP-155 request_id, or the Idempotency-Key header the gateway forwards."""
-    key = getattr(request, "request_id", "") or caller.idempotency_key
-    if not key:
-        return None
-    fingerprint = type(request)()
-    fingerprint.CopyFrom(request)
-    if hasattr(fingerprint, "request_id"):
-        fingerprint.request_id = ""
-    return IdempotencyKey.of(caller.client_id, method, key,
-                             fingerprint.SerializeToString(deterministic=True))
+    return request_key(caller.client_id, caller.idempotency_key, method, request)
 
 
 def enum_filter(condition: Condition, enum: type, prefix: str) -> tuple[str, str, Any]:
@@ -64,50 +63,29 @@ def enum_filter(condition: Condition, enum: type, prefix: str) -> tuple[str, str
 
 
 def page_of(caller: Caller, request: Any, filters: tuple[tuple[str, str, Any], ...],
-            *, keyset: int = 2) -> tuple[Page, str, int]:
-    """The page a list request asks for, its fingerprint and its size."""
-    limit = clamp_page_size(request.page_size)
-    fingerprint = query_fingerprint(caller.client_id, getattr(request, "filter", ""))
-    after = None
-    if request.page_token:
-        after = PageToken.decode(request.page_token, query=fingerprint).after
-        if len(after) != keyset or (keyset == 2 and not _iso(after[0])):
-            raise InvalidArgument.single("page_token", "is not a token this API issued")
-    # One extra row tells whether another page exists.
-    return Page(caller.client_id, filters, after, limit + 1), fingerprint, limit
+            *, keyset: int = 2) -> tuple[Page, Keyset]:
+    """The rows a list request asks for (one extra: is there another page?) and its page."""
+    page = Keyset.of(request, caller.client_id, getattr(request, "filter", ""), arity=keyset,
+                     parse=_time_first if keyset == 2 else None)
+    return Page(caller.client_id, filters, page.after, page.fetch), page
 
 
-def next_token(rows: list[Any], limit: int, fingerprint: str,
-               key: Callable[[Any], tuple[Any, ...]]) -> str:
-    if len(rows) <= limit:
-        return ""
-    return PageToken(key(rows[limit - 1]), fingerprint).encode()
-
-
-def newest_key(row: Any) -> tuple[str, str]:
-    return (row.create_time.isoformat(), row.id)
-
-
-def _iso(value: Any) -> bool:
-    try:
-        datetime.fromisoformat(str(value))
-    except ValueError:
-        return False
-    return True
+def _time_first(after: tuple[Any, ...]) -> tuple[Any, ...]:
+    datetime.fromisoformat(str(after[0]))  # ValueError: not a token we issued
+    return after
 
 
 class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
-    def __init__(self, fleet: FleetUseCases, plans: PlanUseCases, *, max_shipments: int,
-                 max_time_limit: float) -> None:
+    def __init__(self, fleet: FleetUseCases, plans: PlanUseCases, decisions: DecisionUseCases,
+                 incidents: IncidentUseCases, operations: RoutingOperations, *,
+                 max_shipments: int, max_time_limit: float) -> None:
         self._fleet = fleet
         self._plans = plans
+        self._decisions = decisions
+        self._incidents = incidents
+        self._operations = operations
         self._max_shipments = max_shipments
         self._max_time_limit = max_time_limit
-
-    async def _operation(self, caller: Caller, operation_id: str
-                         ) -> operations_proto_pb2.Operation:
-        return converters.operation_to_proto(
-            *await self._plans.get_operation(caller.client_id, operation_id))
 
     # vehicles ------------------------------------------------------------------------------
 
@@ -122,9 +100,9 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             v.add("vehicle", "is required", "REQUIRED")
         v.raise_if_any()
         vehicle = await self._fleet.create_vehicle(
-            caller.client_id, request.vehicle_id, converters.vehicle_content(request.vehicle),
+            caller.client_id, request.vehicle_id, conversion.vehicle_content(request.vehicle),
             idempotency(caller, "CreateVehicle", request), request_id_var.get())
-        return converters.vehicle_to_proto(vehicle)
+        return conversion.vehicle_to_proto(vehicle)
 
     async def GetVehicle(self, request: pb.GetVehicleRequest,
                          context: grpc.aio.ServicerContext) -> vehicle_pb2.Vehicle:
@@ -132,7 +110,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v = Violations()
         vehicle_id = validation.check_vehicle_name(request.name, v)
         v.raise_if_any()
-        return converters.vehicle_to_proto(
+        return conversion.vehicle_to_proto(
             await self._fleet.get_vehicle(caller.client_id, vehicle_id))
 
     async def ListVehicles(self, request: pb.ListVehiclesRequest,
@@ -140,11 +118,11 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         caller = current_caller()
         filters = tuple(enum_filter(c, VehicleStatus, "STATUS_") for c in parse_filter(
             request.filter, {"status": frozenset({"=", "!="})}))
-        page, fingerprint, limit = page_of(caller, request, filters, keyset=1)
+        page, keys = page_of(caller, request, filters, keyset=1)
         rows = await self._fleet.list_vehicles(page)
         return pb.ListVehiclesResponse(
-            vehicles=[converters.vehicle_to_proto(r) for r in rows[:limit]],
-            next_page_token=next_token(rows, limit, fingerprint, lambda r: (r.id,)))
+            vehicles=[conversion.vehicle_to_proto(r) for r in rows[:keys.limit]],
+            next_page_token=keys.next_token(rows, lambda r: (r.id,)))
 
     async def UpdateVehicle(self, request: pb.UpdateVehicleRequest,
                             context: grpc.aio.ServicerContext) -> vehicle_pb2.Vehicle:
@@ -165,7 +143,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
 
         vehicle = await self._fleet.update_vehicle(
             caller.client_id, vehicle_id, request.vehicle.etag, apply, request_id_var.get())
-        return converters.vehicle_to_proto(vehicle)
+        return conversion.vehicle_to_proto(vehicle)
 
     async def DeleteVehicle(self, request: pb.DeleteVehicleRequest,
                             context: grpc.aio.ServicerContext) -> empty_pb2.Empty:
@@ -188,7 +166,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         vehicle = await self._fleet.set_vehicle_status(
             caller.client_id, vehicle_id, VehicleStatus(request.status), request.reason,
             request_id_var.get())
-        return converters.vehicle_to_proto(vehicle)
+        return conversion.vehicle_to_proto(vehicle)
 
     # planning ------------------------------------------------------------------------------
 
@@ -202,7 +180,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         operation_id = await self._plans.plan_routes(
             caller.client_id, request, idempotency(caller, "PlanRoutes", request),
             request_id_var.get())
-        return await self._operation(caller, operation_id)
+        return await self._operations.get(caller.client_id, operation_id)
 
     async def ReplanRoutes(self, request: pb.ReplanRoutesRequest,
                            context: grpc.aio.ServicerContext) -> operations_proto_pb2.Operation:
@@ -217,24 +195,24 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         operation_id = await self._plans.replan_routes(
             caller.client_id, limit, request.reason,
             idempotency(caller, "ReplanRoutes", request), request_id_var.get())
-        return await self._operation(caller, operation_id)
+        return await self._operations.get(caller.client_id, operation_id)
 
     async def GetRoutePlan(self, request: pb.GetRoutePlanRequest,
                            context: grpc.aio.ServicerContext) -> route_plan_pb2.RoutePlan:
         caller = current_caller()
         plan_id = parse_name(request.name, "routePlans")
-        return converters.plan_to_proto(await self._plans.get_plan(caller.client_id, plan_id))
+        return conversion.plan_to_proto(await self._plans.get_plan(caller.client_id, plan_id))
 
     async def ListRoutePlans(self, request: pb.ListRoutePlansRequest,
                              context: grpc.aio.ServicerContext) -> pb.ListRoutePlansResponse:
         caller = current_caller()
         filters = tuple(enum_filter(c, PlanState, "STATE_") for c in parse_filter(
             request.filter, {"state": frozenset({"=", "!="})}))
-        page, fingerprint, limit = page_of(caller, request, filters)
+        page, keys = page_of(caller, request, filters)
         rows = await self._plans.list_plans(page)
         return pb.ListRoutePlansResponse(
-            route_plans=[converters.plan_to_proto(r) for r in rows[:limit]],
-            next_page_token=next_token(rows, limit, fingerprint, newest_key))
+            route_plans=[conversion.plan_to_proto(r) for r in rows[:keys.limit]],
+            next_page_token=keys.next_token(rows, newest_key))
 
     async def WatchRoutePlan(self, request: pb.WatchRoutePlanRequest,
                              context: grpc.aio.ServicerContext
@@ -248,7 +226,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             plan = await self._plans.get_plan(caller.client_id, plan_id)
             if plan.version != sent:
                 sent = plan.version
-                yield converters.plan_to_proto(plan)
+                yield conversion.plan_to_proto(plan)
             if plan.final:
                 return
             await self._plans.changes.wait(plan_id, WATCH_REREAD_S)
@@ -258,7 +236,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         caller = current_caller()
         plan_id = parse_name(request.name, "routePlans")
         plan = await self._plans.get_plan(caller.client_id, plan_id)
-        body = geojson.encode(converters.plan_to_proto(plan),
+        body = geojson.encode(conversion.plan_to_proto(plan),
                               {vehicle.name: vehicle for vehicle in plan.fleet},
                               {s.id: s for s in plan.request.shipments})
         return httpbody_pb2.HttpBody(content_type=geojson.MEDIA_TYPE, data=body)
@@ -279,20 +257,20 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         content.CopyFrom(request.traffic_incident)
         content.ClearField("name")
         content.ClearField("create_time")
-        incident = await self._plans.report_incident(
+        incident = await self._incidents.report_incident(
             caller.client_id, content, idempotency(caller, "ReportTrafficIncident", request),
             request_id_var.get())
-        return converters.incident_to_proto(incident)
+        return conversion.incident_to_proto(incident)
 
     async def ListTrafficIncidents(self, request: pb.ListTrafficIncidentsRequest,
                                    context: grpc.aio.ServicerContext
                                    ) -> pb.ListTrafficIncidentsResponse:
         caller = current_caller()
-        page, fingerprint, limit = page_of(caller, request, ())
-        rows = await self._plans.list_incidents(page)
+        page, keys = page_of(caller, request, ())
+        rows = await self._incidents.list_incidents(page)
         return pb.ListTrafficIncidentsResponse(
-            traffic_incidents=[converters.incident_to_proto(r) for r in rows[:limit]],
-            next_page_token=next_token(rows, limit, fingerprint, newest_key))
+            traffic_incidents=[conversion.incident_to_proto(r) for r in rows[:keys.limit]],
+            next_page_token=keys.next_token(rows, newest_key))
 
     # decisions and autonomy ----------------------------------------------------------------
 
@@ -300,8 +278,8 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                           context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
         caller = current_caller()
         decision_id = parse_name(request.name, "decisions")
-        return converters.decision_to_proto(
-            await self._plans.get_decision(caller.client_id, decision_id))
+        return conversion.decision_to_proto(
+            await self._decisions.get_decision(caller.client_id, decision_id))
 
     async def ListDecisions(self, request: pb.ListDecisionsRequest,
                             context: grpc.aio.ServicerContext) -> pb.ListDecisionsResponse:
@@ -311,18 +289,18 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         filters = tuple(
             enum_filter(c, DecisionState, "STATE_") if c.field == "state"
             else enum_filter(c, DecisionDomain, "DECISION_DOMAIN_") for c in conditions)
-        page, fingerprint, limit = page_of(caller, request, filters)
-        rows = await self._plans.list_decisions(page)
+        page, keys = page_of(caller, request, filters)
+        rows = await self._decisions.list_decisions(page)
         return pb.ListDecisionsResponse(
-            decisions=[converters.decision_to_proto(r) for r in rows[:limit]],
-            next_page_token=next_token(rows, limit, fingerprint, newest_key))
+            decisions=[conversion.decision_to_proto(r) for r in rows[:keys.limit]],
+            next_page_token=keys.next_token(rows, newest_key))
 
     async def ApproveDecision(self, request: pb.ApproveDecisionRequest,
                               context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
         caller = current_caller()
         decision_id = parse_name(request.name, "decisions")
-        return converters.decision_to_proto(
-            await self._plans.approve_decision(caller.client_id, decision_id))
+        return conversion.decision_to_proto(
+            await self._decisions.approve_decision(caller.client_id, decision_id))
 
     async def RejectDecision(self, request: pb.RejectDecisionRequest,
                              context: grpc.aio.ServicerContext) -> decision_pb2.Decision:
@@ -331,8 +309,8 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         decision_id = v.resource_id(request.name, "decisions")
         v.text(request.reason, "reason", max_len=500)
         v.raise_if_any()
-        return converters.decision_to_proto(
-            await self._plans.reject_decision(caller.client_id, decision_id, request.reason))
+        return conversion.decision_to_proto(
+            await self._decisions.reject_decision(caller.client_id, decision_id, request.reason))
 
     async def GetAutonomyPolicy(self, request: pb.GetAutonomyPolicyRequest,
                                 context: grpc.aio.ServicerContext
@@ -340,7 +318,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         caller = current_caller()
         if request.name != "autonomyPolicy":
             raise InvalidArgument.single("name", "must be autonomyPolicy")
-        return converters.policy_to_proto(await self._plans.get_policy(caller.client_id))
+        return conversion.policy_to_proto(await self._decisions.get_policy(caller.client_id))
 
     async def UpdateAutonomyPolicy(self, request: pb.UpdateAutonomyPolicyRequest,
                                    context: grpc.aio.ServicerContext
@@ -351,7 +329,7 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
             v.add("update_mask", "only `domains` can be updated", "INVALID")
         validation.check_policy(request.autonomy_policy, v)
         v.raise_if_any()
-        policy = await self._plans.update_policy(
+        policy = await self._decisions.update_policy(
             caller.client_id, list(request.autonomy_policy.domains),
             request.autonomy_policy.etag)
-        return converters.policy_to_proto(policy)
+        return conversion.policy_to_proto(policy)

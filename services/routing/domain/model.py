@@ -15,30 +15,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
-from services.kit.errors import Aborted, FailedPrecondition
+from services.kit.domain import check_etag, check_transition, final_states
+from services.kit.errors import FailedPrecondition
+from services.routing.domain import autonomy
 
 
 def new_id() -> str:
     """128 random bits as 32 hex characters."""
     return os.urandom(16).hex()
-
-
-def check_etag(etag: str, current: str, what: str) -> None:
-    """AIP-154: a stale etag means someone else changed the resource since the caller read it."""
-    if etag and etag != current:
-        raise Aborted(
-            f"the {what} changed since it was read (etag {etag!r}, now {current!r}); "
-            "read it again and retry",
-            reason="ETAG_MISMATCH",
-        )
-
-
-def _refuse(what: str, state: enum.Enum, target: enum.Enum) -> FailedPrecondition:
-    return FailedPrecondition(
-        f"a {what} in state {state.name} cannot become {target.name}",
-        reason="INVALID_STATE_TRANSITION",
-        metadata={"state": state.name, "target": target.name},
-    )
 
 
 # --------------------------------------------------------------------------- vehicles
@@ -129,7 +113,18 @@ PLAN_TRANSITIONS: dict[PlanState, frozenset[PlanState]] = {
 #: States a plan never leaves. WatchRoutePlan ends after sending a version in one of them; a
 #: PROPOSED plan still waits for its decision and an ACTIVE one for the replan that supersedes
 #: it, so a watch on those stays open.
-FINAL_PLAN_STATES = frozenset(s for s, targets in PLAN_TRANSITIONS.items() if not targets)
+FINAL_PLAN_STATES = final_states(PLAN_TRANSITIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What caused a plan (the contract's `DecisionInputs`, shown with its decision): the RPC
+    or event, its request or event id, the resources it is about and one sentence."""
+
+    trigger: str
+    trigger_id: str
+    subjects: tuple[str, ...]
+    summary: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +159,7 @@ class RoutePlan:
     fleet: tuple[vehicle_pb2.Vehicle, ...]
     epoch: datetime
     content: route_plan_pb2.RoutePlan
-    trigger: decision_pb2.DecisionInputs
+    trigger: Trigger
     create_time: datetime
     update_time: datetime
     change: Change | None = None
@@ -189,8 +184,7 @@ class RoutePlan:
         return replace(self, update_time=now, version=self.version + 1, **changes)
 
     def move(self, target: PlanState, now: datetime, **changes: object) -> RoutePlan:
-        if target not in PLAN_TRANSITIONS[self.state]:
-            raise _refuse("route plan", self.state, target)
+        check_transition(PLAN_TRANSITIONS, self.state, target, "a route plan")
         return self._touch(now, state=target, **changes)
 
     def with_progress(self, progress: route_plan_pb2.PlanProgress, now: datetime) -> RoutePlan:
@@ -207,6 +201,18 @@ class RoutePlan:
 
     def request_cancel(self, now: datetime) -> RoutePlan:
         return self._touch(now, cancel_requested=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """A long-running operation of PlanRoutes or ReplanRoutes: a handle on the plan it solves
+    (its state and result are the plan's). `method` is the RPC that started it."""
+
+    id: str
+    client_id: str
+    plan_id: str
+    method: str
+    create_time: datetime
 
 
 # --------------------------------------------------------------------------- decisions
@@ -319,6 +325,20 @@ class AutonomyPolicy:
 
     def check_etag(self, etag: str) -> None:
         check_etag(etag, self.etag, "autonomy policy")
+
+    def for_domain(self, domain: DecisionDomain) -> autonomy.DomainPolicy:
+        """The domain's level and guardrails, the defaults (L1, 10 % moved, 5 % cost) filling
+        in what its entry leaves unset."""
+        defaults = autonomy.DomainPolicy()
+        stored = self.domains.get(domain)
+        if stored is None:
+            return defaults
+        return autonomy.DomainPolicy(
+            autonomy.Level(stored.level or defaults.level),
+            stored.max_moved_share if stored.HasField("max_moved_share")
+            else defaults.max_moved_share,
+            stored.max_cost_increase if stored.HasField("max_cost_increase")
+            else defaults.max_cost_increase)
 
     def replace_domains(self, entries: list[decision_pb2.DomainPolicy], now: datetime
                         ) -> AutonomyPolicy:

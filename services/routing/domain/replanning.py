@@ -103,6 +103,18 @@ class ReplanOutcome:
     method: str  # e.g. "removal", "regret-insertion", "resequence", "warm-solve"
     moved: int  # stops of OTHER vehicles that changed vehicle (or lost their place)
     seconds: float
+    # The remainder as planned and refereed, on the residual problem it was planned on (what
+    # the feasibility verdict is about; the benchmark reports it), with the open stops of the
+    # working vehicles before the replan and the broken vehicles' stops that needed a new one.
+    residual: Problem
+    remainder: Solution
+    open_stops: int
+    orphans: int
+
+    @property
+    def moved_share(self) -> float:
+        """`moved` as a share of the working vehicles' open stops."""
+        return self.moved / self.open_stops if self.open_stops else 0.0
 
 
 def replan(
@@ -181,7 +193,8 @@ def replan(
     full = dataclasses.replace(
         full, solver=sol.solver, wall_time_s=seconds, notes=(*sol.notes, *notes))
     fixed = frozenset(fz.done) | frozenset(fz.pinned.values())
-    return ReplanOutcome(full, fixed, sol.feasible, sol.violations, method, moved, seconds)
+    return ReplanOutcome(full, fixed, sol.feasible, sol.violations, method, moved, seconds,
+                         rp, sol, len(owner), len(fz.orphans))
 
 
 def _notes(problem: Problem, change: Change, done: list[str]) -> list[str]:

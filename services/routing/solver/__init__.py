@@ -1,7 +1,9 @@
 """Routing decision engine, solver layer (pure Python: no gRPC, database or messaging).
 
 Public entry points: :func:`solve` (portfolio of PyVRP and OR-Tools, refereed by our own
-feasibility checker), :func:`replan_after_breakdown`, the model dataclasses and the checker.
+feasibility checker), the model dataclasses and the checker. Replanning's building blocks are
+``freeze`` (the residual problem at a time), ``route_sim`` and ``heuristics``; the service's
+replanning, which the benchmark runs too, combines them in ``services.routing.domain.replanning``.
 """
 
 from services.routing.solver.base import Progress, Solver
@@ -32,7 +34,6 @@ from services.routing.solver.model import (
 )
 from services.routing.solver.ortools_solver import ORToolsSolver
 from services.routing.solver.pyvrp_solver import PyVRPSolver
-from services.routing.solver.replan import ReplanResult, replan_after_breakdown
 
 __all__ = [
     "Break",
@@ -44,7 +45,6 @@ __all__ = [
     "Problem",
     "Progress",
     "PyVRPSolver",
-    "ReplanResult",
     "Route",
     "Solution",
     "Solver",
@@ -62,6 +62,5 @@ __all__ = [
     "evaluate",
     "freeze_at",
     "referee",
-    "replan_after_breakdown",
     "solve",
 ]

@@ -12,12 +12,10 @@ from sqlalchemy.exc import IntegrityError
 from cartage.routing.v1 import vehicle_pb2
 from services.kit.db import constraint_name
 from services.kit.errors import AlreadyExists, FailedPrecondition, NotFound
-from services.kit.idempotency import Codec, IdempotencyKey, idempotent
+from services.kit.idempotency import IdempotencyKey, idempotent
 from services.kit.uow import Transaction, UnitOfWork
-from services.routing.adapters.events import RoutingEvents
-from services.routing.adapters.repository import Page, RoutingRepository
-from services.routing.api import converters
 from services.routing.domain.model import Vehicle, VehicleStatus
+from services.routing.use_cases.ports import Events, Messages, Page, Repository
 from services.routing.use_cases.shared import utc_now
 
 
@@ -25,28 +23,22 @@ class FleetUseCases:
     def __init__(
         self,
         uow: UnitOfWork,
-        repository: RoutingRepository,
-        events: RoutingEvents,
+        repository: Repository,
+        events: Events,
+        messages: Messages,
         *,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._uow = uow
         self._repo = repository
         self._events = events
+        self._messages = messages
         self._clock = clock
 
     async def create_vehicle(self, client_id: str, vehicle_id: str,
                              content: vehicle_pb2.Vehicle, key: IdempotencyKey | None,
                              request_id: str = "") -> Vehicle:
-        def decode(data: bytes) -> Vehicle:
-            message = vehicle_pb2.Vehicle.FromString(data)
-            return Vehicle(vehicle_id, client_id, VehicleStatus(message.status),
-                           converters.vehicle_content(message),
-                           converters.to_datetime(message.create_time),
-                           converters.to_datetime(message.update_time),
-                           int(message.etag.removeprefix("v")))
-
-        codec = Codec(lambda v: converters.vehicle_to_proto(v).SerializeToString(), decode)
+        codec = self._messages.vehicle_codec(client_id, vehicle_id)
 
         async def work(tx: Transaction) -> Vehicle:
             vehicle = Vehicle.create(client_id, vehicle_id, content, self._clock())
@@ -106,9 +98,7 @@ class FleetUseCases:
             now = self._clock()
             changed = vehicle.set_status(status, now)
             self._repo.save_vehicle(tx, changed)
-            tx.publish(self._events.vehicle_status_changed(
-                client_id, converters.vehicle_to_proto(changed), int(vehicle.status), reason,
-                now))
+            tx.publish(self._events.vehicle_status_changed(changed, vehicle.status, reason, now))
             return changed
 
     async def _vehicle(self, tx: Transaction, client_id: str, vehicle_id: str, *,

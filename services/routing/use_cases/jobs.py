@@ -1,7 +1,7 @@
 """The planning jobs' use cases: what the event consumers and the planner call.
 
 Event handlers (`on_order_event`, `on_vehicle_status`) run in the consumer's transaction and
-store a replan job when the active plan is affected. The planner (see `planning.py`) finds
+store a replan job when the active plan is affected. The planner (`adapters/solving`) finds
 SOLVING plans (`solving_plans`), gets each job's inputs (`start_job`: a replan's problem is
 built now, from the plan that is active now), records progress (`record_progress`) and the
 result (`finish`): FAILED or CANCELLED without a feasible plan, else PROPOSED with a decision
@@ -13,16 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from cartage.order.v1 import order_pb2
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
+from cartage.routing.v1 import route_plan_pb2, routing_service_pb2
 from services.kit.uow import Transaction, UnitOfWork
-from services.routing.adapters.events import RoutingEvents
-from services.routing.adapters.repository import RoutingRepository
-from services.routing.api import converters
-from services.routing.domain import autonomy, problem
-from services.routing.domain.ids import stop_ids
+from services.routing.domain import autonomy
+from services.routing.domain.incoming import OrderChanged, VehicleStatusChanged
 from services.routing.domain.model import (
     Change,
     Decision,
@@ -30,9 +26,20 @@ from services.routing.domain.model import (
     DecisionState,
     PlanState,
     RoutePlan,
+    Trigger,
+    VehicleStatus,
     new_id,
 )
-from services.routing.planning import JobResult, ReplanInput, SolveJob
+from services.routing.domain.shipments import replan_scope
+from services.routing.use_cases.ports import (
+    Events,
+    JobResult,
+    Messages,
+    PlanComparer,
+    ReplanInput,
+    Repository,
+    SolveJob,
+)
 from services.routing.use_cases.shared import PlanChanges, UseCaseBase, utc_now
 
 
@@ -40,25 +47,28 @@ class PlanningJobs(UseCaseBase):
     def __init__(
         self,
         uow: UnitOfWork,
-        repository: RoutingRepository,
-        events: RoutingEvents,
+        repository: Repository,
+        events: Events,
+        messages: Messages,
         changes: PlanChanges,
+        comparer: PlanComparer,
         *,
         default_time_limit: float,
         osrm_url: str = "",
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        super().__init__(uow, repository, events, changes,
+        super().__init__(uow, repository, events, messages, changes,
                          default_time_limit=default_time_limit, clock=clock)
+        self._comparer = comparer
         self._osrm_url = osrm_url
 
     # events in -----------------------------------------------------------------------------
 
-    async def on_order_event(self, tx: Transaction, subject: str, event: Any) -> None:
+    async def on_order_event(self, tx: Transaction, event: OrderChanged) -> None:
         """Keep the order read model and replan the active plan when one of its orders is
         cancelled or changed, or an urgent order is released while a plan is active (other
         released orders wait for the next PlanRoutes or ReplanRoutes)."""
-        order: order_pb2.Order = event.order
+        order, subject = event.order, event.subject
         if not order.client_id or not await self._repo.upsert_order(tx, order):
             return  # a stale redelivery: a newer version is stored already
         active = await self._repo.active_plan(tx, order.client_id)
@@ -74,29 +84,25 @@ class PlanningJobs(UseCaseBase):
             change = Change(DecisionDomain.URGENT_INSERTION, added=frozenset({order.name}),
                             reason=f"urgent order {order.name} was released")
         elif subject == "order.updated" and in_plan:
-            fields = ", ".join(event.update_mask.paths) or "content"
+            fields = ", ".join(event.changed_fields) or "content"
             change = Change(DecisionDomain.MANUAL_REPLAN,
                             reason=f"{order.name} changed ({fields})")
         else:
             return
-        trigger = decision_pb2.DecisionInputs(trigger=subject, trigger_id=event.event_id,
-                                              subjects=[order.name], summary=change.reason)
+        trigger = Trigger(subject, event.event_id, (order.name,), change.reason)
         self._replan_job(tx, active, change, trigger)
 
-    async def on_vehicle_status(self, tx: Transaction, event: Any) -> None:
+    async def on_vehicle_status(self, tx: Transaction, event: VehicleStatusChanged) -> None:
         """A vehicle with a route in the active plan broke down or went off duty: replan."""
-        vehicle: vehicle_pb2.Vehicle = event.vehicle
-        if vehicle.status not in (vehicle_pb2.Vehicle.STATUS_BROKEN_DOWN,
-                                  vehicle_pb2.Vehicle.STATUS_OFF_DUTY):
+        if event.status not in (VehicleStatus.BROKEN_DOWN, VehicleStatus.OFF_DUTY):
             return
+        vehicle = event.vehicle
         active = await self._repo.active_plan(tx, event.client_id)
-        if active is None or not any(r.vehicle == vehicle.name for r in active.content.routes):
+        if active is None or not any(r.vehicle == vehicle for r in active.content.routes):
             return
-        status = vehicle_pb2.Vehicle.Status.Name(vehicle.status).removeprefix("STATUS_")
-        summary = f"{vehicle.name} is {status}" + (f": {event.reason}" if event.reason else "")
-        trigger = decision_pb2.DecisionInputs(
-            trigger="vehicle.status_changed", trigger_id=event.event_id,
-            subjects=[vehicle.name], summary=summary)
+        summary = (f"{vehicle} is {event.status.name}"
+                   + (f": {event.reason}" if event.reason else ""))
+        trigger = Trigger("vehicle.status_changed", event.event_id, (vehicle,), summary)
         self._replan_job(tx, active, Change(DecisionDomain.BREAKDOWN, reason=summary), trigger)
 
     # the planner's side --------------------------------------------------------------------
@@ -131,16 +137,14 @@ class PlanningJobs(UseCaseBase):
                 await self._repo.save_plan(tx, plan)
             incidents = await self._repo.incidents_until(tx, plan.client_id, now)
         return SolveJob(
-            plan_id=plan.id, request=plan.request.SerializeToString(),
-            fleet=routing_service_pb2.ListVehiclesResponse(
-                vehicles=plan.fleet).SerializeToString(),
-            epoch=plan.epoch, incidents=tuple(i.SerializeToString() for i in incidents),
+            plan_id=plan.id, request=plan.request, fleet=plan.fleet, epoch=plan.epoch,
+            incidents=tuple(incidents),
             time_limit=plan.request.time_limit.ToTimedelta().total_seconds(),
             osrm_url=self._osrm_url, replan=replan)
 
     async def _replan_inputs(self, tx: Transaction, plan: RoutePlan, active: RoutePlan,
                              now: datetime) -> tuple[RoutePlan, ReplanInput]:
-        """The replan's problem as it should be now (see `problem.replan_scope`). What is
+        """The replan's problem as it should be now (see `shipments.replan_scope`). What is
         cancelled or broken is read from the current state, not from the trigger: a vehicle
         repaired before the job starts is planned again."""
         assert plan.change is not None
@@ -153,17 +157,16 @@ class PlanningJobs(UseCaseBase):
         keys = {s.id for s in (*active.request.shipments, *proposed)} | change.added
         orders = await self._repo.orders(tx, plan.client_id,
                                          [k for k in keys if k.startswith("orders/")])
-        vehicles = [converters.vehicle_to_proto(v)
+        vehicles = [self._messages.vehicle_message(v)
                     for v in await self._repo.vehicles(tx, plan.client_id)]
-        scope = problem.replan_scope(active.content, active.request.shipments, proposed,
-                                     change.added, orders, vehicles, now)
+        scope = replan_scope(active.content, active.request.shipments, proposed, change.added,
+                             orders, vehicles, now)
         request = routing_service_pb2.PlanRoutesRequest(
             orders=[s.id for s in scope.shipments if s.id.startswith("orders/")],
             shipments=scope.shipments, vehicles=[v.name for v in scope.fleet],
             time_limit=plan.request.time_limit, objective=active.request.objective)
         inputs = ReplanInput(
-            previous=active.content.SerializeToString(),
-            previous_request=active.request.SerializeToString(),
+            previous=active.content, previous_request=active.request,
             now=int((now - active.epoch).total_seconds()), domain=change.domain.name,
             cancelled=tuple(sorted(scope.cancelled)), broken=tuple(sorted(scope.broken)),
             added=tuple(sorted(scope.added)), reason=change.reason)
@@ -188,9 +191,11 @@ class PlanningJobs(UseCaseBase):
                 return
             await self._repo.lock_fleet(tx, plan.client_id)
             now = self._clock()
-            content = route_plan_pb2.RoutePlan.FromString(result.content)
+            content = result.content
             if result.error or not result.feasible:
                 if result.error:
+                    content = route_plan_pb2.RoutePlan()
+                    content.CopyFrom(result.content)
                     content.violations.append(f"solver error: {result.error}")
                 state = PlanState.CANCELLED if result.cancelled else PlanState.FAILED
                 await self._repo.save_plan(tx, plan.move(state, now, content=content))
@@ -202,28 +207,14 @@ class PlanningJobs(UseCaseBase):
         """Make the decision for a solved plan; returns the other plans it changed."""
         client_id = plan.client_id
         active = await self._repo.active_plan(tx, client_id, for_update=True)
-        shipments = {s.id: s for s in plan.request.shipments}
-        proposed = problem.solution_from_plan(plan.content, shipments, plan.epoch)
-        before = None
-        fleets = list(plan.fleet)
-        if active is not None:
-            before = problem.solution_from_plan(
-                active.content, {s.id: s for s in active.request.shipments}, active.epoch)
-            fleets += active.fleet
-        fixed = {sid for r in plan.content.routes for s in r.stops if s.fixed
-                 for sid in _stop_ids(s, shipments)}
-        diff = autonomy.diff_plans(before, proposed, vehicles=problem.cost_models(fleets),
-                                   fixed=fixed)
-        policy = converters.policy_for(await self._repo.policy(tx, client_id), plan.domain)
+        diff = self._comparer.diff(active, plan)
+        policy = (await self._repo.policy(tx, client_id)).for_domain(plan.domain)
         verdict = autonomy.decide(policy, diff)
         decision = Decision(
             id=new_id(), client_id=client_id, state=DecisionState.PENDING, domain=plan.domain,
             level=int(policy.level), plan_id=plan.id,
             previous_plan_id=active.id if active else "",
-            content=decision_pb2.Decision(inputs=plan.trigger,
-                                          diff=converters.diff_to_proto(diff),
-                                          flagged=verdict.flagged,
-                                          flag_reasons=list(verdict.reasons)),
+            content=self._messages.decision_content(plan.trigger, diff, verdict),
             create_time=now)
         plan = plan.move(PlanState.PROPOSED, now, decision_id=decision.id)
         touched = []
@@ -241,15 +232,6 @@ class PlanningJobs(UseCaseBase):
         else:
             self._repo.insert_decision(tx, decision)
             await self._repo.save_plan(tx, plan)
-            tx.publish(self._events.decision_pending(
-                client_id, converters.decision_to_proto(decision), now))
+            tx.publish(self._events.decision_pending(decision, now))
         return touched
 
-
-def _stop_ids(stop: route_plan_pb2.RouteStop,
-              shipments: dict[str, routing_service_pb2.Shipment]) -> list[str]:
-    shipment = shipments.get(stop.shipment)
-    if shipment is None:
-        return []
-    ids = stop_ids(stop.shipment, shipment.HasField("pickup"))
-    return [ids[0] if stop.kind == route_plan_pb2.RouteStop.KIND_PICKUP else ids[-1]]

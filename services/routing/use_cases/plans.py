@@ -1,9 +1,9 @@
-"""The plan side of the requests, independent of gRPC: each method is one transaction.
+"""Route plans, independent of gRPC: each method is one transaction.
 
-PlanRoutes and ReplanRoutes store a SOLVING plan and its operation for the planner; route plans
-and their operations are read, cancelled and forgotten here; decisions are approved or rejected
-and the autonomy policy kept; a traffic incident is recorded, with a TRAFFIC replan when an
-active route drives through it. What the planner and the event consumers call is in `jobs.py`.
+PlanRoutes and ReplanRoutes store a SOLVING plan and its operation for the planner, and plans
+are read here. Their operations are in `operations.py`, decisions and the autonomy policy in
+`decisions.py`, traffic incidents in `incidents.py`; what the planner and the event consumers
+call is in `jobs.py`.
 """
 
 from __future__ import annotations
@@ -12,28 +12,31 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from cartage.order.v1 import order_pb2
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
-from services.kit.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.kit.idempotency import Codec, IdempotencyKey, idempotent
+from cartage.routing.v1 import route_plan_pb2, routing_service_pb2
+from services.kit.errors import FailedPrecondition, InvalidArgument
+from services.kit.idempotency import IdempotencyKey, idempotent
 from services.kit.uow import Transaction, UnitOfWork
 from services.kit.validation import Violations
-from services.routing.adapters.events import RoutingEvents
-from services.routing.adapters.repository import OperationRow, Page, RoutingRepository
-from services.routing.api import converters
-from services.routing.domain import problem
+from services.routing.domain import shipments as shipping
 from services.routing.domain.model import (
-    AutonomyPolicy,
     Change,
-    Decision,
     DecisionDomain,
+    Operation,
     PlanState,
     RoutePlan,
-    TrafficIncident,
+    Trigger,
     Vehicle,
     VehicleStatus,
     new_id,
 )
-from services.routing.use_cases.shared import PlanChanges, UseCaseBase, utc_now
+from services.routing.use_cases.ports import Events, Messages, Page, Repository
+from services.routing.use_cases.shared import (
+    ID_CODEC,
+    PlanChanges,
+    PlannerSignals,
+    UseCaseBase,
+    utc_now,
+)
 
 PLANNABLE_ORDER_STATES = (order_pb2.Order.STATE_RELEASED, order_pb2.Order.STATE_PLANNED)
 
@@ -42,22 +45,19 @@ class PlanUseCases(UseCaseBase):
     def __init__(
         self,
         uow: UnitOfWork,
-        repository: RoutingRepository,
-        events: RoutingEvents,
+        repository: Repository,
+        events: Events,
+        messages: Messages,
         changes: PlanChanges,
         *,
         max_shipments: int,
         default_time_limit: float,
         clock: Callable[[], datetime] = utc_now,
+        planner: PlannerSignals | None = None,
     ) -> None:
-        super().__init__(uow, repository, events, changes,
-                         default_time_limit=default_time_limit, clock=clock)
+        super().__init__(uow, repository, events, messages, changes,
+                         default_time_limit=default_time_limit, clock=clock, planner=planner)
         self._max_shipments = max_shipments
-        self._wake_planner: Callable[[], None] = lambda: None
-        self._cancel_job: Callable[[str], None] = lambda plan_id: None
-
-    def connect_planner(self, wake: Callable[[], None], cancel: Callable[[str], None]) -> None:
-        self._wake_planner, self._cancel_job = wake, cancel
 
     # planning requests ---------------------------------------------------------------------
 
@@ -74,7 +74,7 @@ class PlanUseCases(UseCaseBase):
             paths = [f"shipments[{i}]" for i in range(len(shipments))]
             if request.orders or not request.shipments:
                 orders = await self._plan_orders(tx, client_id, list(request.orders))
-                shipments += [problem.order_shipment(o, measured) for o in orders]
+                shipments += [shipping.order_shipment(o, measured) for o in orders]
                 paths += ([f"orders[{i}]" for i in range(len(orders))] if request.orders
                           else ["orders"] * len(orders))
             _check_dimensions(shipments, paths, fleet)
@@ -85,25 +85,24 @@ class PlanUseCases(UseCaseBase):
                 shipments=shipments, vehicles=[v.name for v in fleet],
                 objective=request.objective)
             resolved.time_limit.FromTimedelta(timedelta(seconds=limit))
-            fleet_protos = tuple(converters.vehicle_to_proto(v) for v in fleet)
-            trigger = decision_pb2.DecisionInputs(
-                trigger="PlanRoutes", trigger_id=request.request_id or request_id,
-                subjects=[*resolved.orders, *resolved.vehicles],
-                summary=f"plan {_count(len(shipments), 'shipment')} on "
-                        f"{_count(len(fleet), 'vehicle')}")
+            fleet_protos = tuple(self._messages.vehicle_message(v) for v in fleet)
+            trigger = Trigger(
+                "PlanRoutes", request.request_id or request_id,
+                (*resolved.orders, *resolved.vehicles),
+                f"plan {_count(len(shipments), 'shipment')} on {_count(len(fleet), 'vehicle')}")
             plan = RoutePlan(
                 id=new_id(), client_id=client_id, state=PlanState.SOLVING,
                 domain=DecisionDomain.INITIAL_PLAN, request=resolved, fleet=fleet_protos,
-                epoch=problem.epoch_of(fleet_protos), content=route_plan_pb2.RoutePlan(),
+                epoch=shipping.epoch_of(fleet_protos), content=route_plan_pb2.RoutePlan(),
                 trigger=trigger, create_time=now, update_time=now)
             self._repo.insert_plan(tx, plan)
-            operation = OperationRow(new_id(), client_id, plan.id, "PlanRoutes", now)
+            operation = Operation(new_id(), client_id, plan.id, "PlanRoutes", now)
             self._repo.insert_operation(tx, operation)
             return operation.id
 
-        operation_id = await idempotent(self._uow, key, converters.ID_CODEC, work,
+        operation_id = await idempotent(self._uow, key, ID_CODEC, work,
                                         request_id=request_id)
-        self._wake_planner()
+        self._planner.wake()
         return operation_id
 
     async def _plan_fleet(self, tx: Transaction, client_id: str, names: list[str]
@@ -167,23 +166,21 @@ class PlanUseCases(UseCaseBase):
             if active is None:
                 raise FailedPrecondition("there is no active plan to replan; use PlanRoutes",
                                          reason="NO_ACTIVE_PLAN")
-            trigger = decision_pb2.DecisionInputs(
-                trigger="ReplanRoutes", trigger_id=key.key if key else request_id,
-                subjects=[active.name],
-                summary=reason or "replan asked for")
+            trigger = Trigger("ReplanRoutes", key.key if key else request_id, (active.name,),
+                              reason or "replan asked for")
             plan = self._replan_job(tx, active, Change(DecisionDomain.MANUAL_REPLAN,
                                                        reason=reason), trigger, time_limit)
-            operation = OperationRow(new_id(), client_id, plan.id, "ReplanRoutes",
+            operation = Operation(new_id(), client_id, plan.id, "ReplanRoutes",
                                      plan.create_time)
             self._repo.insert_operation(tx, operation)
             return operation.id
 
-        operation_id = await idempotent(self._uow, key, converters.ID_CODEC, work,
+        operation_id = await idempotent(self._uow, key, ID_CODEC, work,
                                         request_id=request_id)
-        self._wake_planner()
+        self._planner.wake()
         return operation_id
 
-    # plans and operations ------------------------------------------------------------------
+    # plans ---------------------------------------------------------------------------------
 
     async def get_plan(self, client_id: str, plan_id: str) -> RoutePlan:
         async with self._uow.transaction() as tx:
@@ -192,150 +189,6 @@ class PlanUseCases(UseCaseBase):
     async def list_plans(self, page: Page) -> list[RoutePlan]:
         async with self._uow.transaction() as tx:
             return await self._repo.plan_page(tx, page)
-
-    async def _plan(self, tx: Transaction, client_id: str, plan_id: str, *,
-                    for_update: bool = False) -> RoutePlan:
-        plan = await self._repo.plan(tx, client_id, plan_id, for_update=for_update)
-        if plan is None:
-            raise NotFound(f"route plan routePlans/{plan_id} not found",
-                           reason="ROUTE_PLAN_NOT_FOUND")
-        return plan
-
-    async def get_operation(self, client_id: str, operation_id: str
-                            ) -> tuple[str, RoutePlan]:
-        async with self._uow.transaction() as tx:
-            return await self._operation(tx, client_id, operation_id)
-
-    async def _operation(self, tx: Transaction, client_id: str, operation_id: str
-                         ) -> tuple[str, RoutePlan]:
-        row = await self._repo.operation(tx, client_id, operation_id)
-        if row is None:
-            raise NotFound(f"operation operations/{operation_id} not found",
-                           reason="OPERATION_NOT_FOUND")
-        return row.id, await self._plan(tx, client_id, row.plan_id)
-
-    async def list_operations(self, page: Page, done: bool | None
-                              ) -> list[tuple[OperationRow, RoutePlan]]:
-        async with self._uow.transaction() as tx:
-            return await self._repo.operation_page(tx, page, done)
-
-    async def cancel_operation(self, client_id: str, operation_id: str) -> None:
-        """Ask the solver to stop: the best feasible plan so far is kept (and decided on like
-        any other), else the plan ends CANCELLED. A finished operation is left as it is."""
-        async with self._uow.transaction() as tx:
-            _, plan = await self._operation(tx, client_id, operation_id)
-            plan = await self._plan(tx, client_id, plan.id, for_update=True)
-            if plan.state != PlanState.SOLVING or plan.cancel_requested:
-                return
-            await self._repo.save_plan(tx, plan.request_cancel(self._clock()))
-        self._cancel_job(plan.id)
-        self._wake_planner()
-
-    async def delete_operation(self, client_id: str, operation_id: str) -> None:
-        """Forget the operation; its plan stays."""
-        async with self._uow.transaction() as tx:
-            await self._operation(tx, client_id, operation_id)
-            self._repo.delete_operation(tx, client_id, operation_id)
-
-    # decisions and autonomy ----------------------------------------------------------------
-
-    async def get_decision(self, client_id: str, decision_id: str) -> Decision:
-        async with self._uow.transaction() as tx:
-            return await self._decision(tx, client_id, decision_id)
-
-    async def list_decisions(self, page: Page) -> list[Decision]:
-        async with self._uow.transaction() as tx:
-            return await self._repo.decision_page(tx, page)
-
-    async def _decision(self, tx: Transaction, client_id: str, decision_id: str, *,
-                        for_update: bool = False) -> Decision:
-        decision = await self._repo.decision(tx, client_id, decision_id, for_update=for_update)
-        if decision is None:
-            raise NotFound(f"decision decisions/{decision_id} not found",
-                           reason="DECISION_NOT_FOUND")
-        return decision
-
-    async def approve_decision(self, client_id: str, decision_id: str) -> Decision:
-        """Apply a pending decision, if the plan it was made against is still the active one."""
-        async with self._uow.transaction() as tx:
-            await self._repo.lock_fleet(tx, client_id)
-            decision = await self._decision(tx, client_id, decision_id, for_update=True)
-            decision.check_pending()
-            active = await self._repo.active_plan(tx, client_id, for_update=True)
-            if (active.id if active else "") != decision.previous_plan_id:
-                raise FailedPrecondition(
-                    "the active plan changed since this decision was made; replan instead",
-                    reason="PREVIOUS_PLAN_NOT_ACTIVE",
-                    metadata={"active_plan": active.name if active else ""})
-            plan = await self._plan(tx, client_id, decision.plan_id, for_update=True)
-            decision, plan = await self._apply(tx, decision, plan, active, client_id)
-            await self._repo.save_decision(tx, decision)
-        self.changes.changed([plan.id, *([active.id] if active else [])])
-        return decision
-
-    async def reject_decision(self, client_id: str, decision_id: str, reason: str) -> Decision:
-        async with self._uow.transaction() as tx:
-            await self._repo.lock_fleet(tx, client_id)
-            decision = await self._decision(tx, client_id, decision_id, for_update=True)
-            now = self._clock()
-            decision = decision.reject(client_id, reason, now)
-            plan = await self._plan(tx, client_id, decision.plan_id, for_update=True)
-            await self._repo.save_plan(tx, plan.move(PlanState.REJECTED, now))
-            await self._repo.save_decision(tx, decision)
-        self.changes.changed([plan.id])
-        return decision
-
-    async def get_policy(self, client_id: str) -> AutonomyPolicy:
-        async with self._uow.transaction() as tx:
-            return await self._repo.policy(tx, client_id)
-
-    async def update_policy(self, client_id: str, entries: list[decision_pb2.DomainPolicy],
-                            etag: str) -> AutonomyPolicy:
-        async with self._uow.transaction() as tx:
-            await self._repo.lock_fleet(tx, client_id)
-            policy = await self._repo.policy(tx, client_id, for_update=True)
-            policy.check_etag(etag)
-            updated = policy.replace_domains(entries, self._clock())
-            await self._repo.save_policy(tx, updated)
-            return updated
-
-    # traffic incidents ---------------------------------------------------------------------
-
-    async def report_incident(self, client_id: str, content: decision_pb2.TrafficIncident,
-                              key: IdempotencyKey | None, request_id: str = ""
-                              ) -> TrafficIncident:
-        """Store the incident; if an active route drives through its area while it lasts,
-        store a TRAFFIC replan in the same transaction."""
-
-        def decode(data: bytes) -> TrafficIncident:
-            message = decision_pb2.TrafficIncident.FromString(data)
-            return TrafficIncident(message.name.removeprefix("trafficIncidents/"), client_id,
-                                   message, converters.to_datetime(message.create_time))
-
-        codec = Codec(lambda i: converters.incident_to_proto(i).SerializeToString(), decode)
-
-        async def work(tx: Transaction) -> TrafficIncident:
-            incident = TrafficIncident(new_id(), client_id, content, self._clock())
-            self._repo.insert_incident(tx, incident)
-            active = await self._repo.active_plan(tx, client_id)
-            if (active is not None and incident.end > incident.create_time
-                    and problem.passes_through(content, problem.route_legs(
-                        active.content, {v.name: v for v in active.fleet}))):
-                trigger = decision_pb2.DecisionInputs(
-                    trigger="ReportTrafficIncident", trigger_id=key.key if key else request_id,
-                    subjects=[incident.name],
-                    summary=content.description or f"traffic incident {incident.name}")
-                self._replan_job(tx, active, Change(DecisionDomain.TRAFFIC,
-                                                    reason=trigger.summary), trigger)
-            return incident
-
-        incident = await idempotent(self._uow, key, codec, work, request_id=request_id)
-        self._wake_planner()
-        return incident
-
-    async def list_incidents(self, page: Page) -> list[TrafficIncident]:
-        async with self._uow.transaction() as tx:
-            return await self._repo.incident_page(tx, page)
 
 
 
@@ -352,7 +205,7 @@ def _check_dimensions(shipments: Sequence[routing_service_pb2.Shipment], paths: 
                 continue
             lacking = [name for name, dims in declared.items() if quantity.dimension not in dims]
             if lacking:
-                label = problem.dimension_label(quantity.dimension)
+                label = shipping.dimension_label(quantity.dimension)
                 names = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more"
                                                    if len(lacking) > 3 else "")
                 field = (f"{path}.demands[{j}].dimension" if path.startswith("shipments")

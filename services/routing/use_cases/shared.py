@@ -6,18 +6,34 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
+from cartage.routing.v1 import route_plan_pb2, routing_service_pb2
+from services.kit.clock import utc_now
+from services.kit.errors import NotFound
+from services.kit.idempotency import Codec
 from services.kit.uow import Transaction, UnitOfWork
-from services.routing.adapters.events import RoutingEvents
-from services.routing.adapters.repository import RoutingRepository
-from services.routing.api import converters
-from services.routing.domain.model import Change, Decision, PlanState, RoutePlan, new_id
+from services.routing.domain.model import (
+    Change,
+    Decision,
+    PlanState,
+    RoutePlan,
+    Trigger,
+    new_id,
+)
+from services.routing.use_cases.ports import Events, Messages, Repository
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+def _encode_text(value: str) -> bytes:
+    return value.encode()
+
+
+def _decode_text(data: bytes) -> str:
+    return data.decode()
+
+
+#: Idempotent verbs that start a job store the id they created; a repeat reads it afresh.
+ID_CODEC: Codec[str] = Codec(_encode_text, _decode_text)
 
 
 class PlanChanges:
@@ -50,6 +66,25 @@ class PlanChanges:
                     self._events[plan_id] = (event, current[1] - 1)
 
 
+class PlannerSignals:
+    """Wakes the planner when a job was stored and cancels a running one. The composition root
+    connects it once the planner exists (the planner needs the jobs' use cases first); until
+    then, and in tests without a planner, the signals do nothing."""
+
+    def __init__(self) -> None:
+        self._wake: Callable[[], None] = lambda: None
+        self._cancel: Callable[[str], None] = lambda plan_id: None
+
+    def connect(self, wake: Callable[[], None], cancel: Callable[[str], None]) -> None:
+        self._wake, self._cancel = wake, cancel
+
+    def wake(self) -> None:
+        self._wake()
+
+    def cancel(self, plan_id: str) -> None:
+        self._cancel(plan_id)
+
+
 class UseCaseBase:
     """The dependencies both sides hold, and the steps both take: storing a replan job (a
     request or an event can cause one) and applying a decision (approved by a caller, or by the
@@ -58,22 +93,26 @@ class UseCaseBase:
     def __init__(
         self,
         uow: UnitOfWork,
-        repository: RoutingRepository,
-        events: RoutingEvents,
+        repository: Repository,
+        events: Events,
+        messages: Messages,
         changes: PlanChanges,
         *,
         default_time_limit: float,
         clock: Callable[[], datetime] = utc_now,
+        planner: PlannerSignals | None = None,
     ) -> None:
         self._uow = uow
         self._repo = repository
         self._events = events
+        self._messages = messages
         self.changes = changes
         self._default_time_limit = default_time_limit
         self._clock = clock
+        self._planner = planner or PlannerSignals()
 
     def _replan_job(self, tx: Transaction, active: RoutePlan, change: Change,
-                    trigger: decision_pb2.DecisionInputs, time_limit: float | None = None
+                    trigger: Trigger, time_limit: float | None = None
                     ) -> RoutePlan:
         """Store a replan of `active`; its problem is built when the job starts."""
         now = self._clock()
@@ -88,6 +127,14 @@ class UseCaseBase:
         self._repo.insert_plan(tx, plan)
         return plan
 
+    async def _plan(self, tx: Transaction, client_id: str, plan_id: str, *,
+                    for_update: bool = False) -> RoutePlan:
+        plan = await self._repo.plan(tx, client_id, plan_id, for_update=for_update)
+        if plan is None:
+            raise NotFound(f"route plan routePlans/{plan_id} not found",
+                           reason="ROUTE_PLAN_NOT_FOUND")
+        return plan
+
     async def _apply(self, tx: Transaction, decision: Decision, plan: RoutePlan,
                      active: RoutePlan | None, decided_by: str) -> tuple[Decision, RoutePlan]:
         """The decision's plan becomes the active plan; the old one is superseded first (the
@@ -98,10 +145,8 @@ class UseCaseBase:
             await self._repo.save_plan(tx, active.move(PlanState.SUPERSEDED, now))
         plan = plan.move(PlanState.ACTIVE, now)
         await self._repo.save_plan(tx, plan)
-        message = converters.plan_to_proto(plan)
         if active is None:
-            tx.publish(self._events.route_planned(plan.client_id, message, now))
+            tx.publish(self._events.route_planned(plan, now))
         else:
-            tx.publish(self._events.route_updated(
-                plan.client_id, message, converters.decision_to_proto(decision), now))
+            tx.publish(self._events.route_updated(plan, decision, now))
         return decision, plan

@@ -18,23 +18,17 @@ from nats.js import api as js_api
 
 from cartage.routing.v1 import (
     decision_pb2,
-    events_pb2,
     route_plan_pb2,
     routing_service_pb2,
     routing_service_pb2_grpc,
     vehicle_pb2,
 )
 from cartage.type.v1 import stop_pb2, time_window_pb2
+from services.kit.events import catalog
 from tests.support import new_client_id
 
 DAY = 1_893_456_000  # 2030-01-01T00:00:00Z
 DEPOT = (52.52, 13.40)
-ROUTING_EVENTS = {
-    "route.planned": events_pb2.RoutePlannedEvent,
-    "route.updated": events_pb2.RouteUpdatedEvent,
-    "decision.pending": events_pb2.DecisionPendingEvent,
-    "vehicle.status_changed": events_pb2.VehicleStatusChangedEvent,
-}
 
 
 @pytest.fixture
@@ -189,7 +183,7 @@ async def routing_events(nats_url: str, client_id: str) -> list[tuple[str, Any]]
                 break
             for msg in batch:
                 seen += 1
-                event = ROUTING_EVENTS[msg.subject].FromString(msg.data)
+                event = catalog().decode(msg)
                 if event.client_id == client_id:
                     out.append((msg.subject, event))
         await sub.unsubscribe()

@@ -38,7 +38,7 @@ async def test_capacity_splits_the_fleet_by_area(routing: RoutingClient) -> None
     shipments = [shipment(f"n{i}", *p, weight=400) for i, p in enumerate(NORTH)] + [
         shipment(f"s{i}", *p, weight=400) for i, p in enumerate(SOUTH)]
     operation = await routing.plan(shipments=shipments)
-    assert operation.name.startswith("operations/") and not operation.done
+    assert operation.name.startswith("operations/routing/") and not operation.done
     metadata = pb.PlanRoutesMetadata()
     operation.metadata.Unpack(metadata)
     assert metadata.shipments == 4 and metadata.vehicles == 2
@@ -208,7 +208,13 @@ async def test_operations_list_get_delete_and_tenancy(routing: RoutingClient,
         await other.CancelOperation(ops.CancelOperationRequest(name=second.name))
     assert not (await other.ListOperations(ops.ListOperationsRequest())).operations
     await routing.wait(second)
-    await routing.DeleteOperation(ops.DeleteOperationRequest(name=first.name))
+    # Names issued before they carried the service still work; another service's do not.
+    old_name = first.name.replace("operations/routing/", "operations/")
+    assert (await routing.GetOperation(ops.GetOperationRequest(name=old_name))).name == first.name
+    with raises_rpc(grpc.StatusCode.INVALID_ARGUMENT):
+        await routing.GetOperation(ops.GetOperationRequest(
+            name=first.name.replace("/routing/", "/order/")))
+    await routing.DeleteOperation(ops.DeleteOperationRequest(name=old_name))
     with raises_rpc(grpc.StatusCode.NOT_FOUND):
         await routing.GetOperation(ops.GetOperationRequest(name=first.name))
 

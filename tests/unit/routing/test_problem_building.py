@@ -12,8 +12,11 @@ from google.type import latlng_pb2
 from cartage.order.v1 import order_pb2
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
 from cartage.type.v1 import stop_pb2, time_window_pb2
-from services.routing.domain import problem
-from services.routing.planning import SolveJob, solve_job
+from services.routing.adapters.solving import plans
+from services.routing.adapters.solving import problem as building
+from services.routing.adapters.solving.worker import solve_job
+from services.routing.domain import shipments as shipping
+from services.routing.domain import traffic
 from services.routing.solver import check
 from services.routing.solver.matrix import HaversineProvider
 from services.routing.solver.model import (
@@ -24,6 +27,7 @@ from services.routing.solver.model import (
     UnassignedReason,
     Visit,
 )
+from services.routing.use_cases.ports import SolveJob
 
 DAY = 1_893_456_000  # 2030-01-01T00:00:00Z
 EPOCH = datetime.fromtimestamp(DAY, UTC)
@@ -69,10 +73,10 @@ def shipment(key: str, *, weight: float = 100.0, pickup: stop_pb2.Stop | None = 
     return message
 
 
-def build(fleet, shipments, **kwargs) -> problem.PlanningProblem:
+def build(fleet, shipments, **kwargs) -> building.PlanningProblem:
     kwargs.setdefault("objective", DISTANCE_ONLY)
     kwargs.setdefault("provider", HaversineProvider())
-    return problem.build_problem(fleet, shipments, epoch=EPOCH, **kwargs)
+    return building.build_problem(fleet, shipments, epoch=EPOCH, **kwargs)
 
 
 def test_an_order_becomes_a_pickup_delivery_shipment() -> None:
@@ -81,13 +85,13 @@ def test_an_order_becomes_a_pickup_delivery_shipment() -> None:
         delivery=place(52.6, 13.5, (7200, 9000)), required_skills=["tail_lift"],
         line_items=[order_pb2.LineItem(quantity=10, weight_kg=420.5, volume_m3=1.2),
                     order_pb2.LineItem(quantity=2, weight_kg=80.0, volume_m3=0.3)])
-    converted = problem.order_shipment(order, measured={WEIGHT, UNITS})
+    converted = shipping.order_shipment(order, measured={WEIGHT, UNITS})
     assert converted.id == order.name and converted.pickup == order.pickup
     assert converted.delivery == order.delivery
     assert {q.dimension: q.amount for q in converted.demands} == {WEIGHT: 500.5, UNITS: 12.0}
     assert list(converted.required_skills) == ["tail_lift"]
     assert converted.priority == order_pb2.PRIORITY_NORMAL and not converted.optional
-    urgent = problem.order_shipment(
+    urgent = shipping.order_shipment(
         order_pb2.Order(name="orders/x", priority=order_pb2.PRIORITY_URGENT), measured={})
     assert urgent.priority == 4 and not urgent.demands
 
@@ -103,7 +107,7 @@ def test_orders_and_inline_shipments_share_one_priority_scale() -> None:
         return {s.priority for s in stops}, sum(s.drop_penalty for s in stops)
 
     def order(name: str, priority: int) -> routing_service_pb2.Shipment:
-        return problem.order_shipment(order_pb2.Order(
+        return shipping.order_shipment(order_pb2.Order(
             name=f"orders/{name}", pickup=place(52.5, 13.3), delivery=place(52.6, 13.4),
             priority=priority), measured={})
 
@@ -182,7 +186,7 @@ def test_incidents_slow_down_the_legs_through_their_area() -> None:
         calm.problem.matrix.time(depot, north_loc)
 
 
-def _solution(pp: problem.PlanningProblem) -> Solution:
+def _solution(pp: building.PlanningProblem) -> Solution:
     """vehicles/a serves the pair (pickup then delivery); `plain` is unassigned."""
     visits = (Visit("pair#pickup", 7000, 7200, 7500, (400_000,), 1200),
               Visit("pair#delivery", 9000, 9000, 9300, (0,), 3400))
@@ -196,7 +200,7 @@ def test_a_solution_reads_as_a_plan_with_absolute_times_and_loads() -> None:
     fleet = [vehicle("a", costs=costs)]
     pp = build(fleet, [shipment("pair", weight=400, pickup=place(52.55, 13.35)),
                        shipment("plain", required_skills=["crane"])])
-    content = problem.plan_content(pp, _solution(pp), fixed=frozenset({"pair#pickup"}))
+    content = plans.plan_content(pp, _solution(pp), fixed=frozenset({"pair#pickup"}))
     (route,) = content.routes
     assert route.vehicle == "vehicles/a"
     assert route.start_time.seconds == DAY + 6000 and route.end_time.seconds == DAY + 10000
@@ -226,8 +230,8 @@ def test_a_plan_reads_back_as_the_same_solution() -> None:
     pp = build([vehicle("a")], [shipment("pair", weight=400, pickup=place(52.55, 13.35)),
                                 shipment("plain")])
     solution = _solution(pp)
-    content = problem.plan_content(pp, solution)
-    back = problem.solution_from_plan(content, pp.shipments, EPOCH, pp.dimensions)
+    content = plans.plan_content(pp, solution)
+    back = plans.solution_from_plan(content, pp.shipments, EPOCH, pp.dimensions)
     assert back.routes == solution.routes
     assert back.unassigned == solution.unassigned
 
@@ -236,7 +240,7 @@ def test_a_pair_is_reported_once_with_its_specific_reason() -> None:
     pp = build([vehicle("a")], [shipment("big", weight=5000, pickup=place(52.55, 13.35))])
     solution = Solution((), (Unassigned("big#pickup", UnassignedReason.PAIR_INFEASIBLE),
                              Unassigned("big#delivery", UnassignedReason.CAPACITY)))
-    (item,) = problem.plan_content(pp, solution).unassigned
+    (item,) = plans.plan_content(pp, solution).unassigned
     assert item.reason == route_plan_pb2.UnassignedShipment.REASON_CAPACITY
     assert item.detail == "needs 5,000 kg; the largest vehicle that may carry it takes 1,000 kg"
 
@@ -245,9 +249,9 @@ def test_route_legs_and_incidents_crossing_them() -> None:
     fleet = [vehicle("a")]
     pp = build(fleet, [shipment("north", delivery=place(52.6, 13.4))])
     visits = (Visit("north", 7000, 8 * 3600, 8 * 3600 + 60, (0,), 11000),)
-    content = problem.plan_content(pp, Solution(
+    content = plans.plan_content(pp, Solution(
         (Route("vehicles/a", visits, 6 * 3600, 10 * 3600, 22000),), ()))
-    legs = list(problem.route_legs(content, {v.name: v for v in fleet}))
+    legs = list(traffic.route_legs(content, {v.name: v for v in fleet}))
     assert len(legs) == 2  # out to the stop and back to the depot
 
     def incident(lat: float, start: int, end: int) -> decision_pb2.TrafficIncident:
@@ -255,9 +259,9 @@ def test_route_legs_and_incidents_crossing_them() -> None:
             area=decision_pb2.Area(latitude=lat, longitude=13.4, radius_meters=500),
             slowdown_factor=2, start_time=ts(DAY + start), end_time=ts(DAY + end))
 
-    assert problem.passes_through(incident(52.55, 0, 86400), legs)
-    assert not problem.passes_through(incident(52.70, 0, 86400), legs)  # beyond the stop
-    assert not problem.passes_through(incident(52.55, 11 * 3600, 12 * 3600), legs)  # later
+    assert traffic.passes_through(incident(52.55, 0, 86400), legs)
+    assert not traffic.passes_through(incident(52.70, 0, 86400), legs)  # beyond the stop
+    assert not traffic.passes_through(incident(52.55, 11 * 3600, 12 * 3600), legs)  # later
 
 
 def test_solve_job_plans_a_small_instance_feasibly() -> None:
@@ -268,18 +272,16 @@ def test_solve_job_plans_a_small_instance_feasibly() -> None:
         shipment(f"s{i}", weight=400, delivery=place(52.4 - i / 100, 13.4)) for i in range(2)]
     request = routing_service_pb2.PlanRoutesRequest(shipments=shipments,
                                                     vehicles=[v.name for v in fleet])
-    job = SolveJob("test", request.SerializeToString(),
-                   routing_service_pb2.ListVehiclesResponse(vehicles=fleet).SerializeToString(),
-                   EPOCH, (), time_limit=1.0)
+    job = SolveJob("test", request, tuple(fleet), EPOCH, (), time_limit=1.0)
     progress = []
     result = solve_job(job, threading.Event(), progress.append)
     assert result.feasible and not result.error and not result.cancelled
-    content = route_plan_pb2.RoutePlan.FromString(result.content)
+    content = result.content
     groups = sorted(sorted(s.shipment[0] for s in r.stops) for r in content.routes)
     assert groups == [["n", "n"], ["s", "s"]]
     assert content.progress.best_cost > 0 and progress
     pp = build(fleet, shipments)
-    assert check(pp.problem, problem.solution_from_plan(content, pp.shipments, EPOCH,
+    assert check(pp.problem, plans.solution_from_plan(content, pp.shipments, EPOCH,
                                                         pp.dimensions)) == []
 
 
@@ -301,7 +303,7 @@ def test_a_replan_plans_what_should_be_served_now() -> None:
     off.status = vehicle_pb2.Vehicle.STATUS_OFF_DUTY
     a.status = vehicle_pb2.Vehicle.STATUS_AVAILABLE
     measured = {WEIGHT}
-    planned = [problem.order_shipment(order(k), measured) for k in ("done", "gone", "kept")]
+    planned = [shipping.order_shipment(order(k), measured) for k in ("done", "gone", "kept")]
     planned.append(shipment("inline"))
     active = route_plan_pb2.RoutePlan(routes=[
         route_plan_pb2.Route(vehicle="vehicles/a", stops=[
@@ -309,7 +311,7 @@ def test_a_replan_plans_what_should_be_served_now() -> None:
             route_plan_pb2.RouteStop(shipment="orders/gone", departure_time=ts(DAY + 9000))]),
         route_plan_pb2.Route(vehicle="vehicles/b", stops=[
             route_plan_pb2.RouteStop(shipment="orders/kept", departure_time=ts(DAY + 9000))])])
-    proposed = [*planned, problem.order_shipment(order("urgent"), measured)]
+    proposed = [*planned, shipping.order_shipment(order("urgent"), measured)]
     current = {
         "orders/done": order("done", order_pb2.Order.STATE_CANCELLED),
         "orders/gone": order("gone", order_pb2.Order.STATE_CANCELLED),
@@ -317,7 +319,7 @@ def test_a_replan_plans_what_should_be_served_now() -> None:
         "orders/urgent": order("urgent"),
         "orders/late": order("late"),
     }
-    scope = problem.replan_scope(active, planned, proposed, ["orders/late"], current,
+    scope = shipping.replan_scope(active, planned, proposed, ["orders/late"], current,
                                  [a, broken, spare, off], EPOCH + timedelta(seconds=7200))
     assert [s.id for s in scope.shipments] == [
         "orders/done", "orders/kept", "inline", "orders/urgent", "orders/late"]

@@ -10,8 +10,10 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
-from services.kit.errors import Aborted, FailedPrecondition
-from services.routing.api import converters
+from services.kit.errors import Aborted, FailedPrecondition, InvalidArgument
+from services.kit.operations import OperationNames
+from services.routing import conversion
+from services.routing.api.operations import operation_names, operation_to_proto
 from services.routing.domain import autonomy
 from services.routing.domain.ids import shipment_of, stop_ids
 from services.routing.domain.model import (
@@ -22,6 +24,7 @@ from services.routing.domain.model import (
     DecisionState,
     PlanState,
     RoutePlan,
+    Trigger,
     Vehicle,
     VehicleStatus,
 )
@@ -54,7 +57,7 @@ def plan(state: PlanState = PlanState.SOLVING) -> RoutePlan:
     return RoutePlan(
         id="p1", client_id="c1", state=state, domain=DecisionDomain.INITIAL_PLAN,
         request=routing_service_pb2.PlanRoutesRequest(), fleet=(), epoch=NOW,
-        content=route_plan_pb2.RoutePlan(), trigger=decision_pb2.DecisionInputs(),
+        content=route_plan_pb2.RoutePlan(), trigger=Trigger("PlanRoutes", "", (), ""),
         create_time=NOW, update_time=NOW)
 
 
@@ -114,15 +117,15 @@ def test_policy_update_replaces_only_the_named_domains() -> None:
     second = first.replace_domains([decision_pb2.DomainPolicy(
         domain=decision_pb2.DECISION_DOMAIN_TRAFFIC, level=decision_pb2.AUTONOMY_LEVEL_L1)], LATER)
     assert second.etag == "v2"
-    assert converters.policy_for(second, DecisionDomain.BREAKDOWN).level is autonomy.Level.L3
-    traffic = converters.policy_for(second, DecisionDomain.TRAFFIC)
+    assert second.for_domain(DecisionDomain.BREAKDOWN).level is autonomy.Level.L3
+    traffic = second.for_domain(DecisionDomain.TRAFFIC)
     assert traffic == autonomy.DomainPolicy(autonomy.Level.L1, 0.1, 0.05)
-    assert converters.policy_for(first, DecisionDomain.TRAFFIC) == autonomy.DomainPolicy(
+    assert first.for_domain(DecisionDomain.TRAFFIC) == autonomy.DomainPolicy(
         autonomy.Level.L2, 0.3, 0.05)
-    assert converters.policy_for(first, DecisionDomain.INITIAL_PLAN).level is autonomy.Level.L1
+    assert first.for_domain(DecisionDomain.INITIAL_PLAN).level is autonomy.Level.L1
     with pytest.raises(Aborted):
         second.check_etag("v1")
-    shown = converters.policy_to_proto(second)
+    shown = conversion.policy_to_proto(second)
     assert len(shown.domains) == 6 and shown.etag == "v2"
 
 
@@ -134,24 +137,49 @@ def test_domains_match_the_autonomy_module() -> None:
 
 def test_an_operation_shows_its_plan() -> None:
     solving = plan()
-    operation = converters.operation_to_proto("op1", solving)
-    assert operation.name == "operations/op1" and not operation.done
+    name = operation_names().name("op1")
+    operation = operation_to_proto(name, solving)
+    assert operation.name == "operations/routing/op1" and not operation.done
     metadata = routing_service_pb2.PlanRoutesMetadata()
     assert operation.metadata.Unpack(metadata) and metadata.route_plan == "routePlans/p1"
-    proposed = converters.operation_to_proto("op1", solving.move(PlanState.PROPOSED, LATER))
+    proposed = operation_to_proto(name, solving.move(PlanState.PROPOSED, LATER))
     shown = route_plan_pb2.RoutePlan()
     assert proposed.done and proposed.response.Unpack(shown)
     assert shown.state == route_plan_pb2.RoutePlan.STATE_PROPOSED
 
-    cancelled = converters.operation_to_proto("op1", solving.move(PlanState.CANCELLED, LATER))
+    cancelled = operation_to_proto(name, solving.move(PlanState.CANCELLED, LATER))
     assert cancelled.done and cancelled.error.code == code_pb2.CANCELLED
     failed_plan = solving.move(PlanState.FAILED, LATER, content=route_plan_pb2.RoutePlan(
         violations=["capacity: vehicle=a"]))
-    failed = converters.operation_to_proto("op1", failed_plan)
+    failed = operation_to_proto(name, failed_plan)
     assert failed.error.code == code_pb2.FAILED_PRECONDITION
     assert "capacity: vehicle=a" in failed.error.message
     info = error_details_pb2.ErrorInfo()
     assert failed.error.details[0].Unpack(info) and info.reason == "NO_FEASIBLE_PLAN"
+
+
+def test_a_trigger_is_stored_and_shown_as_the_contracts_decision_inputs() -> None:
+    trigger = Trigger("ReplanRoutes", "req-1", ("routePlans/p1",), "the depot moved")
+    message = conversion.trigger_to_proto(trigger)
+    assert (message.trigger, message.trigger_id, list(message.subjects), message.summary) == (
+        "ReplanRoutes", "req-1", ["routePlans/p1"], "the depot moved")
+    stored = decision_pb2.DecisionInputs.FromString(message.SerializeToString())
+    assert conversion.trigger_from_proto(stored) == trigger
+
+
+def test_operation_names_carry_the_service_and_old_names_still_parse() -> None:
+    names = operation_names()
+    hex_id = "ab" * 16
+    assert names.name(hex_id) == f"operations/routing/{hex_id}"
+    assert names.parse_one(f"operations/routing/{hex_id}") == hex_id
+    assert names.parse_one(f"operations/{hex_id}") == hex_id  # issued before names had it
+    for wrong in (f"operations/order/{hex_id}", "operations/routing/xyz", f"routing/{hex_id}",
+                  "operations/routing/", ""):
+        with pytest.raises(InvalidArgument):
+            names.parse_one(wrong)
+    strict = OperationNames("order")
+    with pytest.raises(InvalidArgument):
+        strict.parse_one(f"operations/{hex_id}")
 
 
 async def test_plan_changes_wake_waiters_and_forget_them() -> None:

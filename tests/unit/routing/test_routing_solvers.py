@@ -7,6 +7,8 @@ import time
 import pytest
 
 from bench import routing_bench
+from services.routing.domain.autonomy import Domain
+from services.routing.domain.replanning import Change, replan
 from services.routing.solver import (
     ORToolsSolver,
     PyVRPSolver,
@@ -16,7 +18,6 @@ from services.routing.solver import (
     evaluate,
     freeze_at,
     referee,
-    replan_after_breakdown,
     solve,
 )
 from services.routing.solver.base import assemble
@@ -74,7 +75,8 @@ def test_ortools_warm_started_from_pyvrp_keeps_the_better_plan(r101):
     assert warm.distance <= cold.distance
 
 
-def test_replan_after_breakdown_moves_only_orphans(mk):
+def test_a_breakdown_replan_moves_only_orphans(mk):
+    """The benchmark's breakdown scenario, on the service's replanning path."""
     tw = TimeWindow
     pts = [(0, 0), (10, 0), (20, 0), (30, 0), (10, 5), (20, 5), (30, 5)]
     stops = [Stop(n, i + 1, (1,), windows=(tw(0, 500),)) for i, n in enumerate("ABCDEF")]
@@ -84,11 +86,11 @@ def test_replan_after_breakdown_moves_only_orphans(mk):
     fz = freeze_at(p, plan, t, broken="v1")
     assert fz.done == ["A"] and fz.orphans == ["B", "C"]
     assert fz.problem.vehicles[0].fixed_prefix == ("D",)  # v2 is on its way to D
-    res = replan_after_breakdown(p, plan, "v1", t, time_limit=2)
-    assert res.solution.feasible and not res.solution.unassigned
-    seq = res.solution.route_of("v2").stop_ids
+    res = replan(p, plan, t, Change(Domain.BREAKDOWN, broken=frozenset({"v1"})), time_limit=2)
+    assert res.feasible and not res.remainder.unassigned and res.orphans == 2
+    seq = res.remainder.route_of("v2").stop_ids
     assert seq[0] == "D" and sorted(seq) == ["B", "C", "D", "E", "F"]
-    assert res.moved == 0 and res.others_remaining == 3
+    assert res.moved == 0 and res.open_stops == 3 and res.moved_share == 0
 
 
 @needs_data

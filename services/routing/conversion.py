@@ -1,47 +1,29 @@
-"""Contract messages to and from the domain. Pure functions, no I/O."""
+"""Contract messages to and from the routing domain, and the codecs built on them. Pure, no I/O.
+
+Neutral ground between the rooms: the api (servicer) and the adapters (events, planner) use it;
+the use cases do not import it (they get `Codecs` from the composition root, typed by their
+`ports.Messages`), so they never depend on how a domain object looks on the wire.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from google.longrunning import operations_proto_pb2
-from google.protobuf import any_pb2, timestamp_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
-from services.kit.errors import ERROR_DOMAIN
+from cartage.routing.v1 import decision_pb2, route_plan_pb2, vehicle_pb2
+from services.kit.clock import set_timestamp, to_datetime
 from services.kit.idempotency import Codec
 from services.routing.domain import autonomy
 from services.routing.domain.model import (
     AutonomyPolicy,
     Decision,
     DecisionDomain,
-    PlanState,
     RoutePlan,
     TrafficIncident,
+    Trigger,
     Vehicle,
+    VehicleStatus,
 )
 
 # Fields of `Vehicle` the server owns; whatever a client sends there is ignored.
 VEHICLE_OUTPUT_ONLY = ("name", "status", "create_time", "update_time", "etag")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def set_timestamp(target: timestamp_pb2.Timestamp, moment: datetime) -> None:
-    delta = moment - _EPOCH
-    target.seconds = delta.days * 86400 + delta.seconds
-    target.nanos = delta.microseconds * 1000
-
-
-def to_datetime(stamp: timestamp_pb2.Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def _pack(message: object) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)  # type: ignore[arg-type]
-    return packed
-
 
 # --------------------------------------------------------------------------- vehicles
 
@@ -107,6 +89,15 @@ def diff_to_proto(diff: autonomy.PlanDiff) -> decision_pb2.PlanDiff:
         cost_change_ratio=diff.cost_change_ratio, distance_delta_meters=diff.distance_delta_m)
 
 
+def trigger_to_proto(trigger: Trigger) -> decision_pb2.DecisionInputs:
+    return decision_pb2.DecisionInputs(trigger=trigger.trigger, trigger_id=trigger.trigger_id,
+                                       subjects=list(trigger.subjects), summary=trigger.summary)
+
+
+def trigger_from_proto(message: decision_pb2.DecisionInputs) -> Trigger:
+    return Trigger(message.trigger, message.trigger_id, tuple(message.subjects), message.summary)
+
+
 def incident_to_proto(incident: TrafficIncident) -> decision_pb2.TrafficIncident:
     message = decision_pb2.TrafficIncident()
     message.CopyFrom(incident.content)
@@ -119,21 +110,13 @@ def incident_to_proto(incident: TrafficIncident) -> decision_pb2.TrafficIncident
 
 
 def domain_policy(policy: AutonomyPolicy, domain: DecisionDomain) -> decision_pb2.DomainPolicy:
-    """The domain's entry with the defaults filled in (L1, 10 % moved, 5 % cost)."""
-    defaults = autonomy.DomainPolicy()
-    entry = decision_pb2.DomainPolicy(
+    """The domain's entry with the defaults filled in (`AutonomyPolicy.for_domain`)."""
+    in_force = policy.for_domain(domain)
+    return decision_pb2.DomainPolicy(
         domain=decision_pb2.DecisionDomain.ValueType(domain),
-        level=decision_pb2.AutonomyLevel.ValueType(defaults.level),
-        max_moved_share=defaults.max_moved_share,
-        max_cost_increase=defaults.max_cost_increase)
-    stored = policy.domains.get(domain)
-    if stored is not None:
-        entry.level = stored.level or entry.level
-        if stored.HasField("max_moved_share"):
-            entry.max_moved_share = stored.max_moved_share
-        if stored.HasField("max_cost_increase"):
-            entry.max_cost_increase = stored.max_cost_increase
-    return entry
+        level=decision_pb2.AutonomyLevel.ValueType(in_force.level),
+        max_moved_share=in_force.max_moved_share,
+        max_cost_increase=in_force.max_cost_increase)
 
 
 def policy_to_proto(policy: AutonomyPolicy) -> decision_pb2.AutonomyPolicy:
@@ -146,53 +129,35 @@ def policy_to_proto(policy: AutonomyPolicy) -> decision_pb2.AutonomyPolicy:
     return message
 
 
-def policy_for(policy: AutonomyPolicy, domain: DecisionDomain) -> autonomy.DomainPolicy:
-    entry = domain_policy(policy, domain)
-    return autonomy.DomainPolicy(autonomy.Level(entry.level), entry.max_moved_share,
-                                 entry.max_cost_increase)
+# --------------------------------------------------------------------------- the use cases' port
 
 
-# --------------------------------------------------------------------------- operations
+class Codecs:
+    """`use_cases.ports.Messages`: what the use cases need in contract form (the vehicles a plan
+    was made for, a decision's content) and how idempotent results are stored and replayed."""
 
+    def vehicle_message(self, vehicle: Vehicle) -> vehicle_pb2.Vehicle:
+        return vehicle_to_proto(vehicle)
 
-def _status(code: int, message: str, reason: str, plan: str) -> status_pb2.Status:
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN,
-                                       metadata={"route_plan": plan})
-    return status_pb2.Status(code=code, message=message, details=[_pack(info)])
+    def decision_content(self, trigger: Trigger, diff: autonomy.PlanDiff,
+                         verdict: autonomy.Verdict) -> decision_pb2.Decision:
+        return decision_pb2.Decision(inputs=trigger_to_proto(trigger), diff=diff_to_proto(diff),
+                                     flagged=verdict.flagged, flag_reasons=list(verdict.reasons))
 
+    def vehicle_codec(self, client_id: str, vehicle_id: str) -> Codec[Vehicle]:
+        def decode(data: bytes) -> Vehicle:
+            message = vehicle_pb2.Vehicle.FromString(data)
+            return Vehicle(vehicle_id, client_id, VehicleStatus(message.status),
+                           vehicle_content(message), to_datetime(message.create_time),
+                           to_datetime(message.update_time),
+                           int(message.etag.removeprefix("v")))
 
-def operation_to_proto(operation_id: str, plan: RoutePlan) -> operations_proto_pb2.Operation:
-    """An operation is a view of its plan: done once the plan left SOLVING; its response is
-    the plan, or an error when no plan came out (cancelled before a feasible plan was found,
-    or no plan passed the feasibility check)."""
-    message = plan_to_proto(plan)
-    metadata = routing_service_pb2.PlanRoutesMetadata(
-        route_plan=plan.name, progress=plan.content.progress,
-        shipments=len(plan.request.shipments), vehicles=len(plan.request.vehicles))
-    operation = operations_proto_pb2.Operation(
-        name=f"operations/{operation_id}", metadata=_pack(metadata),
-        done=plan.state != PlanState.SOLVING)
-    if plan.state == PlanState.CANCELLED:
-        operation.error.CopyFrom(_status(
-            code_pb2.CANCELLED, "cancelled before a feasible plan was found",
-            "OPERATION_CANCELLED", plan.name))
-    elif plan.state == PlanState.FAILED:
-        problems = "; ".join(plan.content.violations[:3]) or "no details"
-        operation.error.CopyFrom(_status(
-            code_pb2.FAILED_PRECONDITION, f"no plan passed the feasibility check: {problems}",
-            "NO_FEASIBLE_PLAN", plan.name))
-    elif operation.done:
-        operation.response.Pack(message)
-    return operation
+        return Codec(lambda v: vehicle_to_proto(v).SerializeToString(), decode)
 
+    def incident_codec(self, client_id: str) -> Codec[TrafficIncident]:
+        def decode(data: bytes) -> TrafficIncident:
+            message = decision_pb2.TrafficIncident.FromString(data)
+            return TrafficIncident(message.name.removeprefix("trafficIncidents/"), client_id,
+                                   message, to_datetime(message.create_time))
 
-def _encode_text(value: str) -> bytes:
-    return value.encode()
-
-
-def _decode_text(data: bytes) -> str:
-    return data.decode()
-
-
-#: Idempotent verbs that start a job store the id they created; a repeat reads it afresh.
-ID_CODEC: Codec[str] = Codec(_encode_text, _decode_text)
+        return Codec(lambda i: incident_to_proto(i).SerializeToString(), decode)

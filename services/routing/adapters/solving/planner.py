@@ -19,28 +19,15 @@ and reports progress, and the use cases record the result and its decision (`fin
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import multiprocessing
-import threading
-import time
-import traceback
-import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2
-from services.routing.domain import problem as building
-from services.routing.domain import replanning
-from services.routing.domain.autonomy import Domain
-from services.routing.solver import solve
+from cartage.routing.v1 import route_plan_pb2
+from services.routing.adapters.solving.worker import worker_main
 from services.routing.solver.base import Progress
-from services.routing.solver.matrix import HaversineProvider, MatrixProvider, OsrmTableProvider
-from services.routing.solver.model import COST_SCALE, Problem, Solution
+from services.routing.use_cases.ports import JobResult, SolveJob
 
 log = logging.getLogger(__name__)
 
@@ -48,137 +35,8 @@ log = logging.getLogger(__name__)
 #: before it is cancelled, and after that before its process is terminated.
 BUILD_ALLOWANCE_S = 120.0
 STOP_GRACE_S = 10.0
-#: Progress reports: at most one per this many seconds from the worker, and one DB write per
-#: this many seconds in the service.
-REPORT_INTERVAL_S = 0.25
+#: Progress: at most one DB write per this many seconds.
 RECORD_INTERVAL_S = 0.5
-
-
-@dataclass(frozen=True)
-class ReplanInput:
-    """What a replan adds to a job: the active plan it starts from and what changed."""
-
-    previous: bytes  # RoutePlan
-    previous_request: bytes  # PlanRoutesRequest (the active plan's shipments)
-    now: int  # seconds from the epoch
-    domain: str  # autonomy.Domain value
-    cancelled: tuple[str, ...]
-    broken: tuple[str, ...]
-    added: tuple[str, ...]
-    reason: str
-
-
-@dataclass(frozen=True)
-class SolveJob:
-    """Everything a worker process needs, as picklable values (protobuf bytes)."""
-
-    plan_id: str
-    request: bytes  # PlanRoutesRequest with resolved shipments and vehicle names
-    fleet: bytes  # ListVehiclesResponse
-    epoch: datetime
-    incidents: tuple[bytes, ...]  # TrafficIncident
-    time_limit: float
-    osrm_url: str = ""
-    replan: ReplanInput | None = None
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """The plan's output fields (RoutePlan bytes), whether it passed the feasibility check,
-    whether the job was cancelled, and an error when no result could be produced."""
-
-    content: bytes
-    feasible: bool
-    cancelled: bool = False
-    error: str = ""
-
-
-# --------------------------------------------------------------------------- the worker side
-
-
-def _fetch_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def _provider(osrm_url: str) -> MatrixProvider:
-    if osrm_url:
-        return OsrmTableProvider(osrm_url, fetch=_fetch_json)
-    return HaversineProvider()
-
-
-def _objective(problem: Problem, solution: Solution) -> float:
-    """Route cost under the objective plus drop penalties, in currency units."""
-    by_id = {s.id: s for s in problem.stops}
-    return solution.cost + sum(by_id[u.stop_id].drop_penalty for u in solution.unassigned
-                               if u.stop_id in by_id) / COST_SCALE
-
-
-def solve_job(job: SolveJob, cancel: threading.Event,
-              on_progress: Callable[[Progress], None]) -> JobResult:
-    """Build the job's problem and solve it (or replan from the active plan). Pure
-    computation; the worker process runs it, tests may call it directly."""
-    request = routing_service_pb2.PlanRoutesRequest.FromString(job.request)
-    fleet = routing_service_pb2.ListVehiclesResponse.FromString(job.fleet).vehicles
-    incidents = [decision_pb2.TrafficIncident.FromString(i) for i in job.incidents]
-    replan = job.replan
-    pp = building.build_problem(
-        fleet, list(request.shipments), epoch=job.epoch, objective=request.objective,
-        provider=_provider(job.osrm_url), incidents=incidents,
-        depart_at=replan.now if replan else None, name=job.plan_id)
-    if replan is None:
-        solution = solve(pp.problem, job.time_limit, cancel=cancel, on_progress=on_progress)
-        fixed: frozenset[str] = frozenset()
-        feasible = solution.feasible
-    else:
-        before = routing_service_pb2.PlanRoutesRequest.FromString(replan.previous_request)
-        previous = building.solution_from_plan(
-            route_plan_pb2.RoutePlan.FromString(replan.previous),
-            {s.id: s for s in before.shipments}, job.epoch, pp.dimensions)
-        change = replanning.Change(Domain(replan.domain), frozenset(replan.cancelled),
-                                   frozenset(replan.broken), frozenset(replan.added),
-                                   replan.reason)
-        outcome = replanning.replan(pp.problem, previous, replan.now, change, job.time_limit,
-                                    cancel=cancel, on_progress=on_progress)
-        solution, fixed, feasible = outcome.solution, outcome.fixed, outcome.feasible
-        if not feasible:
-            solution = dataclasses.replace(solution, feasible=False,
-                                           violations=outcome.violations)
-    content = building.plan_content(pp, solution, fixed)
-    content.progress.best_cost = _objective(pp.problem, solution)
-    content.progress.elapsed.CopyFrom(content.solve_duration)
-    content.progress.solver = solution.solver
-    return JobResult(content.SerializeToString(), feasible, cancelled=cancel.is_set())
-
-
-def worker_main(job: SolveJob, conn: Connection, cancel: Any) -> None:
-    """Entry point of a worker process: solve, send throttled progress, then the result."""
-    local = threading.Event()
-
-    def watch_cancel() -> None:
-        cancel.wait()
-        local.set()
-
-    threading.Thread(target=watch_cancel, daemon=True).start()
-    last = 0.0
-
-    def report(progress: Progress) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= REPORT_INTERVAL_S:
-            last = now
-            conn.send(("progress", progress))
-
-    try:
-        result = solve_job(job, local, report)
-    except Exception as error:
-        traceback.print_exc()
-        result = JobResult(b"", False, cancelled=local.is_set(), error=repr(error)[:500])
-    conn.send(("done", result))
-    conn.close()
-
-
-# --------------------------------------------------------------------------- the service side
 
 
 class Jobs(Protocol):
@@ -319,7 +177,7 @@ class Planner:
                 left = deadline - loop.time()
                 if left <= 0:
                     if overdue:
-                        return JobResult(b"", False, cancelled=True,
+                        return JobResult(route_plan_pb2.RoutePlan(), False, cancelled=True,
                                          error="the solver did not stop after its deadline")
                     overdue = True
                     cancel.set()
@@ -331,7 +189,7 @@ class Planner:
                     continue
                 if message is None:
                     await asyncio.to_thread(process.join, STOP_GRACE_S)
-                    return JobResult(b"", False, cancelled=cancel.is_set(),
+                    return JobResult(route_plan_pb2.RoutePlan(), False, cancelled=cancel.is_set(),
                                      error=f"the solver process exited with {process.exitcode}")
                 kind, payload = message
                 if kind == "done":
