@@ -237,6 +237,14 @@ class Nats:
         _stop(self.process, signal.SIGTERM)
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye to clients (for fault tests); `start()` again
+        recovers the store."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
 
 def _stop(process: subprocess.Popen[bytes] | None, sig: int, timeout: float = 20.0) -> None:
     if process is None or process.poll() is not None:
