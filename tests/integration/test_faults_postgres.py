@@ -4,7 +4,8 @@ crash recovery on the next start) under load, on the durable stack, then started
 What a caller must be able to rely on: every order acknowledged was committed and is readable
 afterwards (an OK for a write that did not commit would show up as a missing order); a call that
 failed and is retried with its request_id gets exactly one order (whether or not the first try
-committed); every order has exactly one order.created event once the outbox drained; and the
+committed); calls fail meanwhile with UNAVAILABLE (an outage, safe to retry with the key), not
+INTERNAL; every order has exactly one order.created event once the outbox drained; and the
 service serves again within seconds of the database being back, without a restart of its own.
 """
 
@@ -64,6 +65,8 @@ async def test_postgres_immediate_shutdown_under_load_loses_no_acknowledged_orde
         assert load.errors("before") == [], load.summary()
         assert load.errors("database down"), "the shutdown failed no call: not under load"
         assert load.errors("after recovery") == [], load.summary()
+        # an outage, not a bug: UNAVAILABLE, which clients retry (with the same request_id)
+        assert {c.error for c in load.errors()} == {grpc.StatusCode.UNAVAILABLE}
         assert recovery < RECOVERY_LIMIT
         assert service.process.poll() is None and service.process.pid == pid  # no restart
 
