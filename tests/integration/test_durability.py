@@ -42,9 +42,8 @@ async def drained(database_url: str, seconds: float = 30.0) -> None:
 
 async def test_relay_killed_between_publish_and_stamp_publishes_no_duplicate(
         durable_stack, durable_order_process, durable_database) -> None:
-    stack, order_process, fresh_database = durable_stack, durable_order_process, durable_database
-    crashing = order_process(DATABASE_URL=fresh_database,
-                             CARTAGE_FAULT_RELAY_CRASH_AFTER_PUBLISH="true").start()
+    crashing = durable_order_process(DATABASE_URL=durable_database,
+                                     CARTAGE_FAULT_RELAY_CRASH_AFTER_PUBLISH="true").start()
     client_id = new_client_id()
     batch = pb.BatchCreateOrdersRequest(
         requests=[pb.CreateOrderRequest(order=sample_order()) for _ in range(3)],
@@ -56,28 +55,27 @@ async def test_relay_killed_between_publish_and_stamp_publishes_no_duplicate(
             pass  # the process may die before the response leaves; the client retries below
     # The relay published, JetStream acked, and the process exited before stamping the rows.
     assert crashing.wait(30) == 17
-    assert await unpublished(fresh_database) == 3
-    assert len(await events_of(stack.nats_url, client_id)) == 3
+    assert await unpublished(durable_database) == 3
+    assert len(await events_of(durable_stack.nats_url, client_id)) == 3
 
-    healthy = order_process(DATABASE_URL=fresh_database).start()
+    healthy = durable_order_process(DATABASE_URL=durable_database).start()
     async with grpc.aio.insecure_channel(healthy.address) as channel:
         replay = await OrderClient(channel, client_id).BatchCreateOrders(batch)
-    await drained(fresh_database)
-    events = await events_of(stack.nats_url, client_id)
+    await drained(durable_database)
+    events = await events_of(durable_stack.nats_url, client_id)
     names = Counter(event.order.name for _, event, _ in events)
     assert names == Counter({result.order.name: 1 for result in replay.results})
 
 
 async def test_orders_are_accepted_while_nats_is_down_and_published_when_it_returns(
         durable_stack, tmp_path, durable_database) -> None:
-    stack, fresh_database = durable_stack, durable_database
     # A NATS and a database of its own, so no other relay can publish these rows elsewhere.
     own_nats = Nats(tmp_path / "js", free_port())
     own_nats.start()
     from services.order.app import DEFINITION
     from tests.conftest import order_settings
 
-    settings = order_settings(stack, nats_url=own_nats.url, database_url=fresh_database)
+    settings = order_settings(durable_stack, nats_url=own_nats.url, database_url=durable_database)
     running = await RunningService(DEFINITION, settings).start()
     try:
         async with grpc.aio.insecure_channel(running.address) as ch:
