@@ -39,10 +39,8 @@ class Stack:
         return self.nats.url
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("stack")
-    postgres = Postgres(tmp / "pg", free_port(), durable=False)
+def _stack(tmp: Path, *, durable: bool) -> Iterator[Stack]:
+    postgres = Postgres(tmp / "pg", free_port(), durable=durable)
     nats_server = Nats(tmp / "js", free_port())
     postgres.start()
     nats_server.start()
@@ -53,9 +51,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         postgres.stop()
 
 
-@pytest.fixture
-async def fresh_database(stack: Stack) -> str:
-    """A database of its own on the shared server: its outbox is seen by no other relay."""
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Postgres without fsync (fast; its data does not survive a crash of Postgres itself)."""
+    yield from _stack(tmp_path_factory.mktemp("stack"), durable=False)
+
+
+@pytest.fixture(scope="session")
+def durable_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A Postgres that keeps its promises (fsync, synchronous commit, full page writes, as in
+    production) and a NATS of its own: for the kill, crash and restart tests only. On `stack`
+    a commit is acknowledged before it is on disk, so a crash test there proves nothing."""
+    yield from _stack(tmp_path_factory.mktemp("durable"), durable=True)
+
+
+async def new_database(stack: Stack) -> str:
+    """A database of its own on `stack`'s server."""
     import asyncpg
 
     name = f"t_{uuid.uuid4().hex[:12]}"
@@ -65,6 +76,18 @@ async def fresh_database(stack: Stack) -> str:
     finally:
         await conn.close()
     return stack.database_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+async def fresh_database(stack: Stack) -> str:
+    """A database of its own on the shared server: its outbox is seen by no other relay."""
+    return await new_database(stack)
+
+
+@pytest.fixture
+async def durable_database(durable_stack: Stack) -> str:
+    """A database of its own on the durable server."""
+    return await new_database(durable_stack)
 
 
 # The services' apps are imported where a fixture starts them, so that unit tests import none.
@@ -165,15 +188,26 @@ class OrderProcess:
                 self.kill()
 
 
-@pytest.fixture
-def order_process(stack: Stack, tmp_path: Path) -> Iterator[type[OrderProcess]]:
+def _order_processes(stack: Stack, log_dir: Path) -> Iterator[type[OrderProcess]]:
     started: list[OrderProcess] = []
 
     class Tracked(OrderProcess):
         def __init__(self, **env: str) -> None:
-            super().__init__(stack, tmp_path, **env)
+            super().__init__(stack, log_dir, **env)
             started.append(self)
 
     yield Tracked
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def order_process(stack: Stack, tmp_path: Path) -> Iterator[type[OrderProcess]]:
+    yield from _order_processes(stack, tmp_path)
+
+
+@pytest.fixture
+def durable_order_process(durable_stack: Stack, tmp_path: Path
+                          ) -> Iterator[type[OrderProcess]]:
+    """Order service processes on the durable stack (kill and crash tests)."""
+    yield from _order_processes(durable_stack, tmp_path)

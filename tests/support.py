@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -191,14 +194,38 @@ async def health(address: str, service: str = "") -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
-async def eventually(check: Any, seconds: float = 15.0, interval: float = 0.1) -> Any:
-    """Poll an async `check` until it returns a truthy value."""
-    deadline = asyncio.get_running_loop().time() + seconds
+async def eventually(check: Any, seconds: float = 15.0, interval: float = 0.1, *,
+                     until: Callable[[Any], object] = bool) -> Any:
+    """Poll an async `check` until `until(result)` holds (by default: until the result is
+    truthy) and return that result. On timeout raise AssertionError naming what it last saw:
+    a wait that runs out is a failure, never a falsy value a caller might ignore.
+
+    Exceptions from `check` propagate at once; a check that expects transient errors
+    catches them itself."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    polls = 0
     while True:
         result = await check()
-        if result or asyncio.get_running_loop().time() > deadline:
+        polls += 1
+        if until(result):
             return result
+        if loop.time() > deadline:
+            seen = repr(result)
+            if len(seen) > 500:
+                seen = seen[:500] + f"... ({len(seen)} chars)"
+            raise AssertionError(
+                f"not true within {seconds:g}s ({polls} polls of {_name(check)}): "
+                f"last saw {seen}")
         await asyncio.sleep(interval)
+
+
+def _name(check: Any) -> str:
+    code = getattr(check, "__code__", None)
+    name = getattr(check, "__qualname__", repr(check))
+    if code is not None:
+        name += f" at {Path(code.co_filename).name}:{code.co_firstlineno}"
+    return name
 
 
 @contextmanager
@@ -211,3 +238,85 @@ def raises_rpc(code: grpc.StatusCode) -> Iterator[list[grpc.aio.AioRpcError]]:
         caught.append(error)
     else:
         raise AssertionError(f"expected {code}, the call succeeded")
+
+
+@dataclass
+class Call:
+    """One CreateOrder of an `OrderLoad`: its key, and what came back in which phase."""
+
+    request_id: str
+    reference: str
+    phase: str  # the load's phase when the outcome arrived
+    name: str = ""  # the order, when acknowledged
+    error: grpc.StatusCode | None = None
+    details: str = ""
+
+
+class OrderLoad:
+    """`callers` concurrent callers creating orders, each call with its own request_id, until
+    `stop()` (or `max_calls`). Every outcome is kept with the phase it arrived in (the test
+    moves `phase` along, e.g. "before kill" -> "after kill"), so an error is counted, never
+    swallowed; after an error a caller pauses briefly and goes on."""
+
+    def __init__(self, client: OrderClient, callers: int, *, prefix: str,
+                 max_calls: int = 50_000, pause_after_error: float = 0.05) -> None:
+        self.client = client
+        self.callers = callers
+        self.prefix = prefix
+        self.max_calls = max_calls
+        self.pause_after_error = pause_after_error
+        self.phase = "before"
+        self.calls: list[Call] = []
+        self._started = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> OrderLoad:
+        self._tasks = [asyncio.create_task(self._caller()) for _ in range(self.callers)]
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    async def __aenter__(self) -> OrderLoad:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _caller(self) -> None:
+        while not self._stop.is_set() and self._started < self.max_calls:
+            n = self._started
+            self._started += 1
+            call = Call(f"{self.prefix}-rq-{n}", f"{self.prefix}-{n}", self.phase)
+            try:
+                order = await self.client.create(sample_order(call.reference),
+                                                 request_id=call.request_id)
+                call.name = order.name
+            except grpc.aio.AioRpcError as error:
+                call.error, call.details = error.code(), (error.details() or "")[:200]
+            call.phase = self.phase
+            self.calls.append(call)
+            if call.error is not None:
+                await asyncio.sleep(self.pause_after_error)
+
+    @property
+    def acknowledged(self) -> list[Call]:
+        return [c for c in self.calls if c.error is None]
+
+    def ok(self, phase: str | None = None) -> int:
+        return sum(1 for c in self.acknowledged if phase in (None, c.phase))
+
+    def errors(self, phase: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.error is not None and phase in (None, c.phase)]
+
+    def summary(self) -> str:
+        """Per phase: acknowledged calls and errors by code (printed by the tests, -s shows it)."""
+        phases = dict.fromkeys(c.phase for c in self.calls)
+        parts = []
+        for phase in phases:
+            codes = Counter(c.error.name for c in self.errors(phase) if c.error is not None)
+            parts.append(f"{phase}: {self.ok(phase)} ok, {sum(codes.values())} errors"
+                         + (f" {dict(codes)}" if codes else ""))
+        return "; ".join(parts)

@@ -48,6 +48,28 @@ def reachable(engine: AsyncEngine) -> Callable[[], Awaitable[bool]]:
     return check
 
 
+# asyncpg's errors for a server that is gone, going or not back yet (SQLSTATE classes 08 and
+# 57P0x), plus a refused or dropped connection.
+_UNREACHABLE = (ConnectionError, asyncpg.PostgresConnectionError,
+                asyncpg.ConnectionDoesNotExistError, asyncpg.CannotConnectNowError,
+                asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether `error` says the database cannot be reached (down, restarting, connection
+    lost) rather than that a statement failed: a downstream outage, not a bug."""
+    seen: BaseException | None = error
+    for _ in range(8):  # the error, the driver's error it wraps, and so on
+        if seen is None:
+            break
+        if isinstance(seen, _UNREACHABLE):
+            return True
+        if isinstance(seen, sa.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     statement: sa.Executable

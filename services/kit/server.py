@@ -29,7 +29,14 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from services.kit.auth import Caller, set_caller
-from services.kit.errors import CartageError, InvalidArgument, RpcStatus, to_rpc_status
+from services.kit.db import unreachable
+from services.kit.errors import (
+    CartageError,
+    InvalidArgument,
+    RpcStatus,
+    Unavailable,
+    to_rpc_status,
+)
 from services.kit.jobs import Job, Supervisor
 from services.kit.log import request_id_var
 
@@ -113,9 +120,14 @@ async def _rpc_scope(method: str, context: grpc.aio.ServicerContext) -> AsyncIte
     except (grpc.aio.AbortError, asyncio.CancelledError):
         code = context.code() or grpc.StatusCode.CANCELLED
         raise
-    except Exception:
-        log.exception("unhandled error", extra={"rpc": method})
-        status = to_rpc_status(Exception())
+    except Exception as error:
+        if unreachable(error):  # an outage, not a bug: UNAVAILABLE, retry later; no traceback
+            log.warning("database unreachable", extra={"rpc": method, "error": repr(error)})
+            status = to_rpc_status(Unavailable("the database is unreachable; retry shortly",
+                                               reason="DATABASE_UNAVAILABLE"))
+        else:
+            log.exception("unhandled error", extra={"rpc": method})
+            status = to_rpc_status(Exception())
         code = status.code
         await _abort(context, status)
     finally:

@@ -106,17 +106,15 @@ class Postgres:
         return {"user": entry.pw_uid, "group": entry.pw_gid}
 
     def start(self, timeout: float = 60.0) -> str:
-        ids: dict[str, int] = {}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.touch()
-        if self._user:
-            ids = self._prepare_root()
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
-                [str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--no-instructions"],
-                check=True, capture_output=True, **ids,  # type: ignore[arg-type]
+                **self._as_owner([str(self.bin / "initdb"), "-D", str(self.data_dir),
+                                  "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+                                  "--no-instructions"]),
+                check=True, capture_output=True,
             )
         stale = self.data_dir / "postmaster.pid"
         if stale.exists() and not _pid_alive(stale):
@@ -132,9 +130,9 @@ class Postgres:
                          "-c", "full_page_writes=off"]
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen(
-                [str(self.bin / "postgres"), "-D", str(self.data_dir), *settings],
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-                **ids,  # type: ignore[arg-type]
+                **self._as_owner([str(self.bin / "postgres"), "-D", str(self.data_dir),
+                                  *settings], die_with_parent=True),
+                stdout=log, stderr=subprocess.STDOUT,
             )
         try:
             self._wait_ready(timeout)
@@ -143,6 +141,29 @@ class Postgres:
             tail = self.log_file.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"postgres did not start; log tail:\n{tail}") from None
         return self.url
+
+    def _as_owner(self, command: list[str], *, die_with_parent: bool = False
+                  ) -> dict[str, Any]:
+        """Popen arguments that run a Postgres program as the data directory's owner (see
+        `_prepare_root`), optionally dying with this process. With util-linux's setpriv both
+        happen after its exec, so Python can vfork and nothing runs between fork and exec:
+        a full fork (preexec_fn) of a process with live gRPC threads aborted the child in
+        gRPC's fork handler, and Popen(user=...) set the uid in a vforked child, where glibc's
+        setuid (which signals every thread) crashed it with SIGSEGV. Both happen when a test
+        restarts Postgres under load."""
+        ids = self._prepare_root() if self._user else {}
+        if _SETPRIV:
+            prefix = [_SETPRIV]
+            if ids:
+                prefix += [f"--reuid={ids['user']}", f"--regid={ids['group']}",
+                           "--clear-groups"]
+            if die_with_parent:
+                prefix += ["--pdeathsig", "TERM"]
+            return {"args": [*prefix, "--", *command]}
+        arguments: dict[str, Any] = {"args": command, **ids}
+        if die_with_parent:
+            arguments["preexec_fn"] = _die_with_parent
+        return arguments
 
     def _wait_ready(self, timeout: float) -> None:
         wait_for_port(self.port, timeout=timeout, process=self.process, what="postgres")
@@ -159,6 +180,23 @@ class Postgres:
 
     def stop(self) -> None:
         _stop(self.process, signal.SIGINT)  # SIGINT = fast shutdown, still clean
+        self.process = None
+
+    def stop_immediately(self, timeout: float = 30.0) -> None:
+        """`pg_ctl stop -m immediate`: every backend is killed at once, nothing is flushed or
+        checkpointed; the next `start()` runs crash recovery from the WAL, as after a power
+        cut (for fault tests; only what was fsynced survives, hence `durable=True`)."""
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError("postgres is not running")
+        done = subprocess.run(
+            **self._as_owner([str(self.bin / "pg_ctl"), "stop", "-D", str(self.data_dir),
+                              "-m", "immediate", "-w", "-t", str(int(timeout))]),
+            capture_output=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop -m immediate failed ({done.returncode}): "
+                               f"{done.stderr.decode(errors='replace').strip()}")
+        self.process.wait(timeout)
         self.process = None
 
 
@@ -197,6 +235,14 @@ class Nats:
 
     def stop(self) -> None:
         _stop(self.process, signal.SIGTERM)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye to clients (for fault tests); `start()` again
+        recovers the store."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
         self.process = None
 
 

@@ -14,6 +14,7 @@ from nats.js import api as js_api
 from services.kit.db import KitTables, create_engine
 from services.kit.messaging import (
     DEAD_LETTER_STREAM,
+    DEAD_LETTER_SUBJECT_PREFIX,
     ConsumerSpec,
     EventConsumer,
     ensure_stream,
@@ -105,7 +106,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(runner_parts) -> No
         return msg
 
     dead = await _run(uow, nc, spec, handler, dead_lettered)
-    assert dead is not None and dead.data == b"poison"
+    assert dead.data == b"poison"
     assert dead.headers["Cartage-Original-Subject"] == subject
     assert "cannot handle this" in dead.headers["Cartage-Error"]
     assert attempts.count(1) == 2 and max(attempts) == 3  # poison tried 3x, fine once
@@ -119,6 +120,17 @@ async def test_failing_handler_is_retried_then_dead_lettered(runner_parts) -> No
 
 
 async def test_dead_letter_stream_keeps_its_copy(runner_parts) -> None:
-    _, nc, _ = runner_parts
-    info = await nc.jetstream().stream_info(DEAD_LETTER_STREAM)
+    """A consumer declares the dead-letter stream when it subscribes (so this test needs no
+    other to have run first), file-backed so that a dead-lettered event survives a restart."""
+    uow, nc, stream = runner_parts
+    js = nc.jetstream()
+    spec = ConsumerSpec(stream=stream, durable="dlq-store",
+                        filter_subjects=(f"{stream.lower()}.x",))
+    await EventConsumer(uow, nc, spec, _never_called).subscribe()
+    info = await js.stream_info(DEAD_LETTER_STREAM)
     assert info.config.storage == js_api.StorageType.FILE
+    assert info.config.subjects == [f"{DEAD_LETTER_SUBJECT_PREFIX}.>"]
+
+
+async def _never_called(tx: Transaction, msg) -> None:
+    raise AssertionError("no event was published")

@@ -1,9 +1,10 @@
-"""Nothing acknowledged is lost, and no event is published twice, when processes die."""
+"""Nothing acknowledged is lost, and no event is published twice, when processes die.
+
+These run on the durable stack (`durable_stack`: fsync and synchronous commit on)."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import Counter
 
 import grpc
@@ -14,6 +15,7 @@ from services.kit.db import create_engine
 from services.stack.components import Nats, free_port
 from tests.support import (
     OrderClient,
+    OrderLoad,
     RunningService,
     events_of,
     eventually,
@@ -23,6 +25,7 @@ from tests.support import (
 
 
 async def unpublished(database_url: str) -> int:
+    """Outbox rows not yet stamped as published."""
     engine = create_engine(database_url, pool_size=1)
     try:
         async with engine.connect() as conn:
@@ -32,10 +35,15 @@ async def unpublished(database_url: str) -> int:
         await engine.dispose()
 
 
+async def drained(database_url: str, seconds: float = 30.0) -> None:
+    """Wait until the outbox has no unpublished row (AssertionError with the count if not)."""
+    await eventually(lambda: unpublished(database_url), seconds=seconds, until=lambda n: n == 0)
+
+
 async def test_relay_killed_between_publish_and_stamp_publishes_no_duplicate(
-        stack, order_process, fresh_database) -> None:
-    crashing = order_process(DATABASE_URL=fresh_database,
-                             CARTAGE_FAULT_RELAY_CRASH_AFTER_PUBLISH="true").start()
+        durable_stack, durable_order_process, durable_database) -> None:
+    crashing = durable_order_process(DATABASE_URL=durable_database,
+                                     CARTAGE_FAULT_RELAY_CRASH_AFTER_PUBLISH="true").start()
     client_id = new_client_id()
     batch = pb.BatchCreateOrdersRequest(
         requests=[pb.CreateOrderRequest(order=sample_order()) for _ in range(3)],
@@ -47,31 +55,27 @@ async def test_relay_killed_between_publish_and_stamp_publishes_no_duplicate(
             pass  # the process may die before the response leaves; the client retries below
     # The relay published, JetStream acked, and the process exited before stamping the rows.
     assert crashing.wait(30) == 17
-    assert await unpublished(fresh_database) == 3
-    assert len(await events_of(stack.nats_url, client_id)) == 3
+    assert await unpublished(durable_database) == 3
+    assert len(await events_of(durable_stack.nats_url, client_id)) == 3
 
-    healthy = order_process(DATABASE_URL=fresh_database).start()
+    healthy = durable_order_process(DATABASE_URL=durable_database).start()
     async with grpc.aio.insecure_channel(healthy.address) as channel:
         replay = await OrderClient(channel, client_id).BatchCreateOrders(batch)
-    await eventually(lambda: _zero(unpublished(fresh_database)))
-    events = await events_of(stack.nats_url, client_id)
+    await drained(durable_database)
+    events = await events_of(durable_stack.nats_url, client_id)
     names = Counter(event.order.name for _, event, _ in events)
     assert names == Counter({result.order.name: 1 for result in replay.results})
 
 
-async def _zero(coro) -> bool:
-    return await coro == 0
-
-
 async def test_orders_are_accepted_while_nats_is_down_and_published_when_it_returns(
-        stack, tmp_path, fresh_database) -> None:
+        durable_stack, tmp_path, durable_database) -> None:
     # A NATS and a database of its own, so no other relay can publish these rows elsewhere.
     own_nats = Nats(tmp_path / "js", free_port())
     own_nats.start()
     from services.order.app import DEFINITION
     from tests.conftest import order_settings
 
-    settings = order_settings(stack, nats_url=own_nats.url, database_url=fresh_database)
+    settings = order_settings(durable_stack, nats_url=own_nats.url, database_url=durable_database)
     running = await RunningService(DEFINITION, settings).start()
     try:
         async with grpc.aio.insecure_channel(running.address) as ch:
@@ -85,7 +89,6 @@ async def test_orders_are_accepted_while_nats_is_down_and_published_when_it_retu
             own_nats.start()
             events = await eventually(lambda: _count(own_nats.url, client.client_id, 6),
                                       seconds=30)
-            assert events is not None
             names = Counter(event.order.name for _, event, _ in events)
             assert all(names[order.name] == 1 for order in during) and len(names) == 6
     finally:
@@ -102,44 +105,39 @@ async def _count(nats_url: str, client_id: str, n: int):
 
 
 async def test_kill_9_under_load_loses_no_acknowledged_order(
-        stack, order_process, fresh_database) -> None:
-    """64 callers create orders; the service is killed with SIGKILL mid-stream. Every order
-    acknowledged before the kill is readable after restart and has exactly one event."""
-    first = order_process(DATABASE_URL=fresh_database).start()
+        durable_stack, durable_order_process, durable_database) -> None:
+    """64 callers create orders; the service is killed with SIGKILL mid-stream. No call fails
+    before the kill; every order acknowledged is readable after restart and has exactly one
+    event."""
+    stack, database = durable_stack, durable_database
+    first = durable_order_process(DATABASE_URL=database).start()
     client_id = new_client_id()
-    acknowledged: list[str] = []
-    counter = itertools.count()
-    stop = asyncio.Event()
-
-    async def caller(client: OrderClient) -> None:
-        while not stop.is_set():
-            try:
-                order = await client.create(sample_order(f"K9-{next(counter)}"),
-                                            request_id=f"rq-{next(counter)}")
-            except grpc.aio.AioRpcError:
-                return  # the server died under us: this order was never acknowledged
-            acknowledged.append(order.name)
-
     async with grpc.aio.insecure_channel(first.address) as channel:
-        client = OrderClient(channel, client_id)
-        callers = [asyncio.create_task(caller(client)) for _ in range(64)]
-        await eventually(lambda: _at_least(acknowledged, 300), seconds=60)
-        first.kill()
-        stop.set()
-        await asyncio.gather(*callers)
+        load = OrderLoad(OrderClient(channel, client_id), 64, prefix="K9").start()
+        try:
+            await eventually(lambda: _acknowledged(load), seconds=60,
+                             until=lambda n: n >= 300)
+            load.phase = "after kill"
+            first.kill()
+            await asyncio.sleep(0.2)
+        finally:
+            await load.stop()
+    print(f"\nkill -9 of the order service under load: {load.summary()}")
+    assert load.errors("before") == [], load.summary()
+    acknowledged = [c.name for c in load.acknowledged]
     assert len(acknowledged) >= 300
 
-    second = order_process(DATABASE_URL=fresh_database).start()
+    second = durable_order_process(DATABASE_URL=database).start()
     async with grpc.aio.insecure_channel(second.address) as channel:
         client = OrderClient(channel, client_id)
         for name in acknowledged:
             assert (await client.GetOrder(pb.GetOrderRequest(name=name))).name == name
-    await eventually(lambda: _zero(unpublished(fresh_database)), seconds=30)
+    await drained(database)
     events = await events_of(stack.nats_url, client_id)
     per_order = Counter(event.order.name for _, event, _ in events)
     assert all(per_order[name] == 1 for name in acknowledged)
     assert max(per_order.values()) == 1
 
 
-async def _at_least(items: list, n: int) -> bool:
-    return len(items) >= n
+async def _acknowledged(load: OrderLoad) -> int:
+    return load.ok()

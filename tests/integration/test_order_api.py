@@ -84,14 +84,42 @@ async def test_same_request_id_with_a_different_payload_is_refused(client, stack
 
 
 async def test_concurrent_repeats_create_one_order(client, stack) -> None:
+    """Repeats that overlap a request still in flight are ABORTED with REQUEST_IN_FLIGHT, and
+    a burst of repeats creates one order.
+
+    A create holds its key's lock only while its one statement runs (well under a
+    millisecond), so a burst of repeats rarely overlaps by itself: the overlap is forced by
+    taking the key's lock here, as an in-flight create's transaction holds it."""
+    import asyncpg
+
+    from services.kit.idempotency import IdempotencyKey
+
     order = sample_order()
+    lock_id = IdempotencyKey.of(client.client_id, "CreateOrder", "burst", b"").lock_id
+    holder = await asyncpg.connect(stack.database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                                 lock_id)
+            overlapping = await asyncio.gather(
+                *(client.create(order, request_id="burst") for _ in range(20)),
+                return_exceptions=True)
+            assert all(isinstance(r, grpc.aio.AioRpcError) for r in overlapping), overlapping
+            assert {(r.code(), reason(r)) for r in overlapping} == {
+                (grpc.StatusCode.ABORTED, "REQUEST_IN_FLIGHT")}
+            assert await count_rows(stack, client.client_id) == 0
+    finally:
+        await holder.close()
+
     results = await asyncio.gather(
         *(client.create(order, request_id="burst") for _ in range(20)), return_exceptions=True
     )
     names = {r.name for r in results if isinstance(r, order_pb2.Order)}
-    aborted = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    aborted = [r for r in results if not isinstance(r, order_pb2.Order)]
     assert len(names) == 1
-    assert all(e.code() == grpc.StatusCode.ABORTED for e in aborted)
+    assert all(isinstance(e, grpc.aio.AioRpcError) and e.code() == grpc.StatusCode.ABORTED
+               and reason(e) == "REQUEST_IN_FLIGHT" for e in aborted), aborted
+    assert (await client.create(order, request_id="burst")).name in names
     assert await count_rows(stack, client.client_id) == 1
 
 

@@ -12,8 +12,8 @@ import grpc
 
 from cartage.order.v1 import order_service_pb2 as pb
 from services.order.settings import worker_sockets
-from tests.integration.test_durability import _zero, unpublished
-from tests.support import OrderClient, events_of, eventually, new_client_id
+from tests.integration.test_durability import drained
+from tests.support import OrderClient, events_of, new_client_id
 
 
 async def test_two_workers_share_the_port_and_publish_each_event_once(
@@ -46,7 +46,7 @@ async def test_two_workers_share_the_port_and_publish_each_event_once(
     assert len(workers) == 2
     assert sorted(_listening(pid) for pid in workers) == [
         {a.removeprefix("unix:")} for a in own]
-    await eventually(lambda: _zero(unpublished(fresh_database)))
+    await drained(fresh_database)
     events = await events_of(stack.nats_url, client_id)
     assert Counter(e.order.name for _, e, _ in events) == Counter({n: 1 for n in names})
     service.process.terminate()
