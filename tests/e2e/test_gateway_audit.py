@@ -46,7 +46,6 @@ async def test_every_request_is_audited_in_an_intact_chain(
                                            denied.headers["x-request-id"])]
 
     records = await eventually(lambda: _two(mine))
-    assert records, "no audit records arrived"
     by_status = {r["http_status"]: r for r in records}
     write = by_status["200"]
     assert write["client_id"] == partner.client_id and write["token_id"]

@@ -46,9 +46,7 @@ async def decided(routing: RoutingClient, domain: int, state: int | None = None
     async def found():
         return [d for d in await decisions(routing, domain) if state in (None, d.state)]
 
-    result = await eventually(found, seconds=60, interval=0.3)
-    assert result, f"no {D.DecisionDomain.Name(domain)} decision"
-    return result[0]
+    return (await eventually(found, seconds=60, interval=0.3))[0]
 
 
 async def active_plan(routing: RoutingClient) -> route_plan_pb2.RoutePlan:
@@ -71,9 +69,7 @@ async def plan_orders(routing: RoutingClient, names: list[str]) -> route_plan_pb
                 raise
             return None
 
-    plan = await eventually(attempt, seconds=30, interval=0.3)
-    assert plan is not None
-    return plan
+    return await eventually(attempt, seconds=30, interval=0.3)
 
 
 async def test_order_events_replan_the_active_plan(routing: RoutingClient,
@@ -257,17 +253,14 @@ async def test_orders_follow_the_active_plan(routing: RoutingClient, orders: Ord
                for o in (fits, hazmat)]
         return got[0].state, got[1].state
 
-    async def now(expected: tuple[int, int]) -> bool:
-        return await states() == expected
-
     PLANNED, RELEASED = order_pb2.Order.STATE_PLANNED, order_pb2.Order.STATE_RELEASED
-    assert await eventually(lambda: now((PLANNED, RELEASED)), seconds=30), await states()
+    await eventually(states, seconds=30, until=lambda got: got == (PLANNED, RELEASED))
 
     # A new plan for the hazmat order alone replaces the first: the roles swap.
     await routing.vehicle("b", weight=2000, skills=("tail_lift", "hazmat"))
     second = await plan_orders(routing, [hazmat.name])
     assert second.state == Plan.STATE_ACTIVE and not second.unassigned
-    assert await eventually(lambda: now((RELEASED, PLANNED)), seconds=30), await states()
+    await eventually(states, seconds=30, until=lambda got: got == (RELEASED, PLANNED))
     # A planned order can still change (routing replans on order.updated).
     changed = await orders.GetOrder(order_pb.GetOrderRequest(name=hazmat.name))
     changed.notes = "use the side gate"
