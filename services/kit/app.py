@@ -216,18 +216,29 @@ class ServiceDefinition:
         for worker in workers:
             worker.start()
 
+        requested = False
+
         def forward(signum: int, _frame: object) -> None:
             for worker in workers:
                 if worker.is_alive() and worker.pid is not None:
                     os.kill(worker.pid, signum)
 
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
+        def stop(signum: int, frame: object) -> None:
+            nonlocal requested
+            requested = True
+            forward(signum, frame)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         multiprocessing.connection.wait([w.sentinel for w in workers])  # the first exit ends it
         forward(signal.SIGTERM, None)
         for worker in workers:
             worker.join(15)
-        return max((w.exitcode or 0) for w in workers)
+        # A worker still starting when the stop came ends by the signal itself, not by its
+        # handler: that is a clean stop too. Any other exit (or one nobody asked for) is not.
+        clean = {0, -signal.SIGTERM, -signal.SIGINT} if requested else {0}
+        failed = [w.exitcode for w in workers if w.exitcode not in clean]
+        return 0 if requested and not failed else (abs(failed[0] or 1) if failed else 1)
 
 
 def run_worker(module: str, settings: ServiceSettings) -> None:
