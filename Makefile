@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto lint test run bench bench-orders bench-gateway bench-envoy-alone bench-routing clean
+.PHONY: install proto lint test test-faults run bench bench-orders bench-gateway bench-envoy-alone bench-routing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ lint: proto $(BUF)
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The fault tests alone (make test runs them too): kill -9 of every process, NATS and Postgres
+# crashes, under load. FAULT_ROUNDS=N kills each process N times (default 5).
+test-faults: proto
+	$(BIN)/pytest tests/integration/test_faults_kill.py tests/integration/test_faults_nats.py \
+		tests/integration/test_faults_postgres.py tests/integration/test_durability.py
 
 run: proto
 	$(BIN)/python -m services.stack

@@ -12,7 +12,8 @@ a `Composition`. Everything else is here, once: migrations on start, the engine,
 relay publishing to the service's stream (`kit.events`), the consumers as one supervised job,
 health, reflection, interceptors, SIGTERM, and `python -m services.<name> [serve|migrate]`
 with `<PREFIX>_WORKERS=N` worker processes sharing the port (each optionally on its own Unix
-socket too, for a proxy that balances over them).
+socket too, for a proxy that balances over them), each restarted on its own if it dies and
+ended with its parent even if the parent is killed.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import argparse
 import dataclasses
 import importlib
 import inspect
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,8 @@ from services.kit.server import HealthCheck, Service
 from services.kit.uow import UnitOfWork
 
 UNIX_PATH_MAX = 107  # bytes of a Unix socket path (sun_path, less its terminating NUL)
+QUICK_EXIT_S = 3.0  # a worker that exits sooner after its start counts as crash-looping
+MAX_QUICK_EXITS = 5
 
 
 # Not slotted: from_env reads the class-level defaults.
@@ -202,24 +207,29 @@ class ServiceDefinition:
             uvloop.run(self.serve(settings))
 
     def _serve_workers(self, settings: ServiceSettings) -> int:
-        """Migrate once, then run the workers; SIGTERM/SIGINT is passed on to every worker, and
-        if one worker dies the others are stopped too, so a supervisor sees the failure and
-        restarts the whole service."""
+        """Migrate once, then run the workers. A worker that dies is started again on its own
+        (the others keep serving the port meanwhile); one that keeps dying within seconds of
+        its start `MAX_QUICK_EXITS` times in a row ends the service, so that its supervisor
+        sees the failure. SIGTERM/SIGINT is passed on to every worker."""
         uvloop.run(self.migrate(settings))
         worker_settings = dataclasses.replace(settings, migrate_on_start=False)
         # spawn, not fork: gRPC's core must not be forked once it runs.
         context = multiprocessing.get_context("spawn")
-        workers = [context.Process(
-            target=run_worker,
-            args=(self.module, dataclasses.replace(worker_settings, worker_index=i)),
-            daemon=True) for i in range(settings.workers)]
-        for worker in workers:
-            worker.start()
-
+        log = logging.getLogger("cartage.workers")
+        workers: dict[int, multiprocessing.process.BaseProcess] = {}
+        started: dict[int, float] = {}
+        quick_exits: dict[int, int] = dict.fromkeys(range(settings.workers), 0)
         requested = False
 
+        def start(index: int) -> None:
+            worker = context.Process(target=run_worker, daemon=True, args=(
+                self.module, dataclasses.replace(worker_settings, worker_index=index),
+                os.getpid()))
+            worker.start()
+            workers[index], started[index] = worker, time.monotonic()
+
         def forward(signum: int, _frame: object) -> None:
-            for worker in workers:
+            for worker in workers.values():
                 if worker.is_alive() and worker.pid is not None:
                     os.kill(worker.pid, signum)
 
@@ -230,20 +240,56 @@ class ServiceDefinition:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        multiprocessing.connection.wait([w.sentinel for w in workers])  # the first exit ends it
+        for index in range(settings.workers):
+            start(index)
+        failed = False
+        while not requested and not failed:
+            multiprocessing.connection.wait([w.sentinel for w in workers.values()])
+            dead = [i for i, w in workers.items() if not w.is_alive()]
+            if not dead:  # its pipe closed a moment before the process was reapable
+                time.sleep(0.05)
+            for index in dead:
+                if requested:
+                    break
+                quick = time.monotonic() - started[index] < QUICK_EXIT_S
+                quick_exits[index] = quick_exits[index] + 1 if quick else 0
+                log.error("worker exited; restarting it", extra={
+                    "worker": index, "exitcode": workers[index].exitcode,
+                    "quick_exits": quick_exits[index]})
+                if quick_exits[index] >= MAX_QUICK_EXITS:
+                    failed = True
+                    break
+                time.sleep(min(0.2 * 2 ** quick_exits[index], 5.0) if quick else 0)
+                start(index)
         forward(signal.SIGTERM, None)
-        for worker in workers:
+        for worker in workers.values():
             worker.join(15)
+        if failed:
+            return 1
         # A worker still starting when the stop came ends by the signal itself, not by its
-        # handler: that is a clean stop too. Any other exit (or one nobody asked for) is not.
-        clean = {0, -signal.SIGTERM, -signal.SIGINT} if requested else {0}
-        failed = [w.exitcode for w in workers if w.exitcode not in clean]
-        return 0 if requested and not failed else (abs(failed[0] or 1) if failed else 1)
+        # handler: that is a clean stop too.
+        clean = {0, -signal.SIGTERM, -signal.SIGINT}
+        return 0 if all(w.exitcode in clean for w in workers.values()) else 1
 
 
-def run_worker(module: str, settings: ServiceSettings) -> None:
+def run_worker(module: str, settings: ServiceSettings, parent: int) -> None:
     """Entry point of one worker process (importable, as the spawn start method needs)."""
+    _die_with(parent)
     definition: ServiceDefinition = importlib.import_module(module).DEFINITION
     configure_logging(definition.name, settings.log_level)
     uvloop.run(definition.serve(settings))
 
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM this worker when the parent process dies, even by SIGKILL: an orphaned worker
+    would keep serving the shared port and relaying the outbox beside its replacement."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's forwarding is all there is
+        return
+    if os.getppid() != parent:  # it died before the signal was armed
+        os._exit(1)

@@ -41,6 +41,7 @@ from services.stack.components import (
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CLIENT = "demo-partner"
+QUICK_EXIT_S = 3.0
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Child:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    quick_exits: int = 0  # exits in a row, each within QUICK_EXIT_S of its start
     started_at: float = field(default=0.0)
     command: list[str] | None = None  # instead of `python -m module` (Envoy)
 
@@ -244,9 +246,14 @@ def run() -> int:
             for child in children:
                 if child.process is not None and child.process.poll() is not None:
                     child.restarts += 1
+                    # At once after a run that got going; with a doubling pause (0.2 s up to
+                    # 3 s) while it keeps dying within seconds of its start.
+                    lived = time.monotonic() - child.started_at
+                    child.quick_exits = child.quick_exits + 1 if lived < QUICK_EXIT_S else 0
                     _say(f"{child.name} exited with code {child.process.returncode}; "
                          f"restarting (restart #{child.restarts}, log: {child.log})")
-                    time.sleep(min(2 ** child.restarts, 30) / 10)
+                    if child.quick_exits:
+                        time.sleep(min(2 ** child.quick_exits, 30) / 10)
                     child.start()
             time.sleep(0.5)
         _say("stopping ...")
