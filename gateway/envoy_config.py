@@ -29,7 +29,9 @@ The HTTP filter chain, in order, and why that order:
    cached check with the auth server).
 6. `grpc_json_transcoder` turns REST into gRPC and re-matches the route on
    `/<package>.<Service>/<Method>`: every filter below sees one route per RPC, so REST and native
-   gRPC callers meet the same policy.
+   gRPC callers meet the same policy. Right after it, `cartage.outcome` (Lua, response path
+   only) keeps the service's grpc-status for the audit record before the transcoder turns it
+   into an HTTP status (gateway.envoy_lua.LUA_OUTCOME).
 7. `cartage.operations` (google.longrunning.Operations routes only; gateway.operations) reads
    the operation's name from the gRPC request, sets the owning service's header and re-matches
    the route, so everything below sees that service's route. After the transcoder, so REST
@@ -64,12 +66,13 @@ from typing import Any
 
 from gateway import contracts, openapi, operations, strict_json
 from gateway.auth.settings import AuthSettings
-from gateway.envoy_lua import LUA_ACCESS, LUA_BEARER
+from gateway.envoy_lua import LUA_ACCESS, LUA_BEARER, LUA_OUTCOME
 from gateway.policy import POLICY, TIERS, Bucket, Rule, rules_of
 from services import registry
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 BEARER_FILTER = "cartage.bearer"
+OUTCOME_FILTER = "cartage.outcome"
 PROVIDER = "cartage"
 IDENTITY_HEADERS = ("x-cartage-client-id", "x-cartage-scopes", "x-cartage-tier",
                     operations.SERVICE_HEADER)
@@ -508,6 +511,10 @@ def build(config: GatewayConfig) -> dict[str, Any]:
             # for spaces; without this the service would see literal plus signs.
             "query_param_unescape_plus": True,
         }},
+        {"name": OUTCOME_FILTER, "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": LUA_OUTCOME},
+            "stat_prefix": "outcome"}},
         *([operations.http_filter(rpcs, operation_owners, default_owner)]
           if operation_owners else []),
         {"name": "envoy.filters.http.rbac", "typed_config": {

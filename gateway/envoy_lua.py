@@ -33,6 +33,22 @@ function envoy_on_request(handle)
 end
 """
 
+# Right after the transcoder, on the response path: the service's own gRPC status, before the
+# transcoder turns it into an HTTP status for a REST caller (and drops the grpc-status header).
+# Envoy's %GRPC_STATUS% reads the response the caller gets, so for REST it derived the status
+# from the HTTP code: a 400 INVALID_ARGUMENT was recorded as Internal, a 404 as Unimplemented, a
+# 409 as Unknown. Errors arrive as trailers-only responses (grpc-status in the headers); an OK
+# one carries it in trailers, which this filter does not wait for (that would hold a watch's
+# stream): a 200 is OK anyway. gateway.audit puts the audit record's grpc_status together.
+LUA_OUTCOME = r"""
+function envoy_on_response(handle)
+  local status = handle:headers():get("grpc-status")
+  if status ~= nil then
+    handle:streamInfo():dynamicMetadata():set("cartage.outcome", "grpc_status", status)
+  end
+end
+"""
+
 # Per request, after jwt_authn: (0) the token's `typ` header is at+jwt; (1) the client's IP
 # allowlist (token claim `ip_allow`; absent = anywhere) against the peer address; (2) whether the
 # client is still enabled and the token not revoked, asked of the authorization server and cached
