@@ -24,6 +24,7 @@ from joserfc import jwk, jwt
 
 from tests.e2e.conftest import Partner
 from tests.e2e.harness import EnvoyProcess, RunningAuth
+from tests.e2e.test_gateway_journeys import order_json
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:The httpx module is deprecated")]
@@ -206,3 +207,17 @@ async def test_a_token_in_the_url_is_not_served(partner: Partner) -> None:
     assert alone.json()["message"] == "Jwt is missing"
     both = await partner.http.get("/v1/orders", params={"access_token": partner.token})
     assert both.status_code == 400, both.text
+
+
+async def test_injected_identity_headers_do_not_change_who_calls(partner_factory: Any) -> None:
+    # The identity the services see comes from the verified token only: a caller's own
+    # x-cartage-* headers are stripped before jwt_authn sets them.
+    reader: Partner = await partner_factory(("orders.read",))
+    victim: Partner = await partner_factory()
+    forged = {"x-cartage-scopes": "orders.read orders.write", "x-cartage-client-id":
+              victim.client_id, "x-cartage-tier": "internal"}
+    elevated = await reader.http.post("/v1/orders", json=order_json(), headers=forged)
+    assert elevated.status_code == 403 and elevated.json()["code"] == 7, elevated.text
+    theirs = (await victim.http.post("/v1/orders", json=order_json())).json()["name"]
+    as_victim = await reader.http.get(f"/v1/{theirs}", headers=forged)
+    assert as_victim.status_code == 404, as_victim.text
