@@ -9,15 +9,15 @@ The HTTP filter chain, in order, and why that order:
    set below from a verified token can reach a service.
 2. `cartage.bearer` (Lua, gateway.envoy_lua.LUA_BEARER) refuses an Authorization header that
    is not exactly `Bearer <token>` (scheme case-insensitive, normalised for jwt_authn).
-3. `jwt_authn` verifies the bearer token against the authorization server's JWKS (RS256
-   only), writes the claims to dynamic metadata (scope split into a list) and copies client id,
-   scopes and rate tier into x-cartage-* headers. It sees the REST path. Verified tokens are
-   cached per worker (`jwt_cache_size`): a partner sends the same token for minutes, and a hit
-   skips parsing and the RS256 check but not issuer, audience and expiry, which Envoy checks on
-   every request, as are `exp` (required) and the lifetime (at most the issuer's,
-   `max_token_lifetime_seconds`). Only the signature check is skipped, so a key removed from
-   the JWKS keeps its cached tokens working until they expire (the rotation keeps a retired
-   key published that long anyway; revocation is the Lua check's job).
+3. `jwt_authn` verifies the bearer token against the authorization server's JWKS (RS256 only),
+   writes the claims to dynamic metadata (scope split into a list) and copies client id, scopes and
+   rate tier into x-cartage-* headers. It sees the REST path. Verified tokens are cached per worker
+   (`jwt_cache_size`): a partner sends the same token for minutes, and a hit skips parsing and the
+   RS256 check but not issuer, audience and expiry, which Envoy checks on every request, as are
+   `exp` (required) and how far away it is (at most the issuer's lifetime,
+   `max_token_lifetime_seconds`; the Lua check below bounds exp - iat too). Only the signature check
+   is skipped, so a key removed from the JWKS keeps its cached tokens working until they expire (the
+   rotation keeps a retired key published that long anyway; revocation is the Lua check's job).
 4. `cartage.strict_json` (REST requests only; a `buffer` filter first lets it hold bodies up
    to 4 MiB) scans the body the transcoder is about to parse and refuses unknown JSON fields,
    which the transcoder would drop silently (gateway.strict_json). A Lua filter, so inside
@@ -497,7 +497,8 @@ def build(config: GatewayConfig) -> dict[str, Any]:
         {"name": "envoy.filters.http.lua", "typed_config": {
             "@type": T + "envoy.extensions.filters.http.lua.v3.Lua",
             "default_source_code": {"inline_string": LUA_ACCESS.replace(
-                "__TTL__", str(config.status_cache_seconds))}}},
+                "__TTL__", str(config.status_cache_seconds)).replace(
+                "__MAX_LIFETIME__", str(config.max_token_lifetime_seconds))}}},
         {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": {
             "@type": T + ("envoy.extensions.filters.http.grpc_json_transcoder.v3."
                           "GrpcJsonTranscoder"),

@@ -49,7 +49,8 @@ function envoy_on_response(handle)
 end
 """
 
-# Per request, after jwt_authn: (0) the token's `typ` header is at+jwt; (1) the client's IP
+# Per request, after jwt_authn: (0) the token's `typ` header is at+jwt and it has an iat, and
+# exp - iat is at most the issuer's lifetime; (1) the client's IP
 # allowlist (token claim `ip_allow`; absent = anywhere) against the peer address; (2) whether the
 # client is still enabled and the token not revoked, asked of the authorization server and cached
 # per worker for STATUS_TTL seconds, so a disabled client or a revoked token is refused within
@@ -58,6 +59,7 @@ end
 # the API stays up without the auth server.
 LUA_ACCESS = r"""
 local STATUS_TTL = __TTL__
+local MAX_LIFETIME = __MAX_LIFETIME__
 local cache = {}
 local entries = 0
 local function prune(now)
@@ -119,6 +121,16 @@ function envoy_on_request(handle)
   if type(typ) ~= "string" or (typ:lower() ~= "at+jwt" and typ:lower() ~= "application/at+jwt")
   then
     return unauthenticated(handle, "the token is not an access token (typ at+jwt)")
+  end
+  -- jwt_authn's max_lifetime bounds exp from now only (a token issued an hour ago that still
+  -- has five minutes passes it), and it lets a token without iat through (RFC 9068 §2.2
+  -- requires one): the lifetime the issuer gave it, exp - iat, is bounded here.
+  local iat, exp = claims["iat"], claims["exp"]
+  if type(iat) ~= "number" or type(exp) ~= "number" then
+    return unauthenticated(handle, "the token has no iat")
+  end
+  if exp - iat > MAX_LIFETIME then
+    return unauthenticated(handle, "the token lives longer than the issuer's tokens")
   end
   local allow = claims["ip_allow"]
   if allow ~= nil and #allow > 0 then

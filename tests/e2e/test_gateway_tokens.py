@@ -147,6 +147,10 @@ def bad_cases(forger: Forger) -> dict[str, tuple[dict[str, Any], int]]:
         "exp as a string": signed(exp=str(now + 300)),
         "exp a year away (beyond the issuer's lifetime)": signed(exp=now + 365 * 86400),
         "lifetime one minute over the issuer's": signed(exp=now + ttl + 60),
+        "no iat": signed(iat=DROP),
+        "no iat, exp a year away": signed(iat=DROP, nbf=DROP, exp=now + 365 * 86400),
+        "issued in the past, lifetime over the issuer's": signed(
+            iat=now - 3600, nbf=now - 3600, exp=now + 300),
         # The token type (RFC 9068 §4)
         "typ JWT": signed({"typ": "JWT"}),
         "no typ": signed({"typ": DROP}),
