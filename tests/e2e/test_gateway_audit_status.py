@@ -72,6 +72,15 @@ async def test_the_audit_records_the_true_grpc_status(
         response = await call(rid(f"REST {case}", status, http))
         assert response.status_code == http, (case, response.text)
 
+    # The gateway's rate limit ("premium" has 3 calls a minute in the test config).
+    busy: Partner = await partner_factory(tier="premium")
+    for _ in range(3):
+        assert (await busy.http.get("/v1/orders")).status_code == 200
+    limited = await busy.http.get("/v1/orders", headers={
+        "x-request-id": rid("REST resource exhausted (the gateway's rate limit)",
+                            "ResourceExhausted", 429)})
+    assert limited.status_code == 429, limited.text
+
     def md(partner: Partner | None, request_id: str) -> tuple[tuple[str, str], ...]:
         auth = (("authorization", f"Bearer {partner.token}"),) if partner else ()
         return (*auth, ("x-request-id", request_id))
@@ -92,6 +101,8 @@ async def test_the_audit_records_the_true_grpc_status(
          "CreateOrder", o.CreateOrderRequest(order=sample_order())),
         ("unauthenticated", "Unauthenticated", grpc.StatusCode.UNAUTHENTICATED, None,
          "GetOrder", o.GetOrderRequest(name=existing["name"])),
+        ("resource exhausted", "ResourceExhausted", grpc.StatusCode.RESOURCE_EXHAUSTED, busy,
+         "ListOrders", o.ListOrdersRequest()),
     ]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{envoy.port}") as channel:
         stub = order_service_pb2_grpc.OrderServiceStub(channel)
