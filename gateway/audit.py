@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -83,8 +84,14 @@ def _code_name(code: int) -> str:
     return CODE_NAMES[code] if 0 <= code < len(CODE_NAMES) else "Unknown"
 
 
+# A token sent in the URL is refused (the gateway reads the Authorization header only), but the
+# path would still carry it into a trail that can never be edited: it is replaced here.
+URL_TOKEN = re.compile(r"(?<=[?&]access_token=)[^&]*", re.IGNORECASE)
+
+
 def outcome(raw: dict[str, Any]) -> dict[str, Any]:
-    """The record to store: `grpc_status` is the true outcome for REST and gRPC callers alike.
+    """The record to store (a URL's `access_token` redacted); `grpc_status` is the true
+    outcome for REST and gRPC callers alike.
 
     - The service answered with an error: its own grpc-status (kept by the `cartage.outcome`
       filter before the transcoder turned it into an HTTP status).
@@ -98,6 +105,8 @@ def outcome(raw: dict[str, Any]) -> dict[str, Any]:
     from gateway.envoy_config import LOCAL_REPLY_CODES
 
     record = dict(raw)
+    if isinstance(record.get("path"), str):
+        record["path"] = URL_TOKEN.sub("REDACTED", record["path"])
     service = record.pop("service_grpc_status", None)
     content_type = record.pop("response_content_type", None) or ""
     if service is not None and str(service).isdigit():

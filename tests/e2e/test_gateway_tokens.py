@@ -22,9 +22,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from joserfc import jwk, jwt
 
+from gateway.audit import AuditStore
+from services.kit.db import create_engine
+from tests.conftest import Stack
 from tests.e2e.conftest import Partner
 from tests.e2e.harness import EnvoyProcess, RunningAuth
 from tests.e2e.test_gateway_journeys import order_json
+from tests.support import eventually
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:The httpx module is deprecated")]
@@ -200,7 +204,7 @@ async def test_the_header_shapes_the_rfcs_allow_are_accepted(
         assert listed.status_code == 200, listed.text
 
 
-async def test_a_token_in_the_url_is_not_served(partner: Partner) -> None:
+async def test_a_token_in_the_url_is_not_served(partner: Partner, stack: Stack) -> None:
     # The query-string token is ignored outright: with no Authorization header the request is
     # 401, and with one the parameter is an unknown query parameter (the transcoder's 400), so
     # no URL-borne token is ever honoured.
@@ -211,6 +215,19 @@ async def test_a_token_in_the_url_is_not_served(partner: Partner) -> None:
     assert alone.json()["message"] == "Jwt is missing"
     both = await partner.http.get("/v1/orders", params={"access_token": partner.token})
     assert both.status_code == 400, both.text
+    # The audit trail, which can never be edited, does not keep the token either.
+    ids = {alone.headers["x-request-id"], both.headers["x-request-id"]}
+    engine = create_engine(stack.database_url, pool_size=1)
+    try:
+        store = AuditStore(engine)
+
+        async def recorded() -> list[dict[str, Any]]:
+            return [r for r in await store.records() if r.get("request_id") in ids]
+
+        records = await eventually(recorded, until=lambda found: len(found) == 2)
+    finally:
+        await engine.dispose()
+    assert {r["path"] for r in records} == {"/v1/orders?access_token=REDACTED"}
 
 
 async def test_injected_identity_headers_do_not_change_who_calls(partner_factory: Any) -> None:
