@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -64,9 +65,57 @@ AUDIT_FIELDS = {
     "idempotency_key": "%REQ(IDEMPOTENCY-KEY)%",
     "http_status": "%RESPONSE_CODE%",
     "grpc_status": "%GRPC_STATUS%",
+    # What the collector needs to tell the true outcome (see outcome()); not stored.
+    "service_grpc_status": "%DYNAMIC_METADATA(cartage.outcome:grpc_status)%",
+    "response_content_type": "%RESP(CONTENT-TYPE)%",
     "duration_ms": "%DURATION%",
     "gateway": "%HOSTNAME%",
 }
+
+
+# google.rpc.Code → the names Envoy's %GRPC_STATUS% writes.
+CODE_NAMES = ("OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+              "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+              "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
+              "Unauthenticated")
+
+
+def _code_name(code: int) -> str:
+    return CODE_NAMES[code] if 0 <= code < len(CODE_NAMES) else "Unknown"
+
+
+# A token sent in the URL is refused (the gateway reads the Authorization header only), but the
+# path would still carry it into a trail that can never be edited: it is replaced here.
+URL_TOKEN = re.compile(r"(?<=[?&]access_token=)[^&]*", re.IGNORECASE)
+
+
+def outcome(raw: dict[str, Any]) -> dict[str, Any]:
+    """The record to store (a URL's `access_token` redacted); `grpc_status` is the true
+    outcome for REST and gRPC callers alike.
+
+    - The service answered with an error: its own grpc-status (kept by the `cartage.outcome`
+      filter before the transcoder turned it into an HTTP status).
+    - A gRPC response (a service's OK, or the gateway's own reply to a gRPC caller): Envoy's
+      %GRPC_STATUS%, read from that response's grpc-status.
+    - A REST response without a service error: 2xx is OK; the gateway's own replies (401, 403,
+      429, the strict JSON check's 400 ...) carry the code their JSON body has
+      (gateway.envoy_config.LOCAL_REPLY_CODES). %GRPC_STATUS% would guess from the HTTP code
+      with the gRPC-over-HTTP mapping (400 → Internal, 404 → Unimplemented, 429 → Unavailable).
+    """
+    from gateway.envoy_config import LOCAL_REPLY_CODES
+
+    record = dict(raw)
+    if isinstance(record.get("path"), str):
+        record["path"] = URL_TOKEN.sub("REDACTED", record["path"])
+    service = record.pop("service_grpc_status", None)
+    content_type = record.pop("response_content_type", None) or ""
+    if service is not None and str(service).isdigit():
+        record["grpc_status"] = _code_name(int(service))
+    elif not content_type.startswith("application/grpc"):
+        http = int(record["http_status"]) if str(record.get("http_status")).isdigit() else 0
+        record["grpc_status"] = ("OK" if 200 <= http < 300
+                                 else _code_name(LOCAL_REPLY_CODES.get(http, 2)))
+    return record
 
 
 def canonical(record: dict[str, Any]) -> str:
@@ -142,8 +191,8 @@ class Collector(logs_service_pb2_grpc.LogsServiceServicer):
                 for entry in scope.log_records:
                     record = {a.key: _value(a.value) for a in entry.attributes}
                     # Envoy writes "-" for a value it does not have.
-                    records.append({k: (None if v in ("-", "") else v)
-                                    for k, v in record.items()})
+                    records.append(outcome({k: (None if v in ("-", "") else v)
+                                            for k, v in record.items()}))
         await self._store.append(records)
         return logs_service_pb2.ExportLogsServiceResponse()
 

@@ -7,33 +7,40 @@ The HTTP filter chain, in order, and why that order:
 
 1. `header_mutation` strips client-supplied identity headers (x-cartage-*), so only values
    set below from a verified token can reach a service.
-2. `jwt_authn` verifies the bearer token against the authorization server's JWKS (RS256
-   only), writes the claims to dynamic metadata (scope split into a list) and copies client id,
-   scopes and rate tier into x-cartage-* headers. It sees the REST path. Verified tokens are
-   cached per worker (`jwt_cache_size`): a partner sends the same token for minutes, and a hit
-   skips parsing and the RS256 check but not issuer, audience and expiry, which Envoy checks on
-   every request. Only the signature check is skipped, so a key removed from the JWKS keeps
-   its cached tokens working until they expire (the rotation keeps a retired key published
-   that long anyway; revocation is the Lua check's job).
-3. `cartage.strict_json` (REST requests only; a `buffer` filter first lets it hold bodies up
+2. `cartage.bearer` (Lua, gateway.envoy_lua.LUA_BEARER) refuses an Authorization header that
+   is not exactly `Bearer <token>` (scheme case-insensitive, normalised for jwt_authn).
+3. `jwt_authn` verifies the bearer token against the authorization server's JWKS (RS256 only),
+   writes the claims to dynamic metadata (scope split into a list) and copies client id, scopes and
+   rate tier into x-cartage-* headers. It sees the REST path. Verified tokens are cached per worker
+   (`jwt_cache_size`): a partner sends the same token for minutes, and a hit skips parsing and the
+   RS256 check but not issuer, audience and expiry, which Envoy checks on every request, as are
+   `exp` (required) and how far away it is (at most the issuer's lifetime,
+   `max_token_lifetime_seconds`; the Lua check below bounds exp - iat too). Only the signature check
+   is skipped, so a key removed from the JWKS keeps its cached tokens working until they expire (the
+   rotation keeps a retired key published that long anyway; revocation is the Lua check's job).
+4. `cartage.strict_json` (REST requests only; a `buffer` filter first lets it hold bodies up
    to 4 MiB) scans the body the transcoder is about to parse and refuses unknown JSON fields,
    which the transcoder would drop silently (gateway.strict_json). A Lua filter, so inside
    Envoy: no call to another process per request. Before the transcoder, which consumes the
    JSON.
-4. `lua` enforces the client's IP allowlist (a token claim) against the socket's peer address,
-   and refuses disabled clients and revoked tokens (a cached check with the auth server).
-5. `grpc_json_transcoder` turns REST into gRPC and re-matches the route on
+5. `lua` checks the token's `typ` (at+jwt, RFC 9068: jwt_authn puts the JWT header in
+   metadata but does not look at it), enforces the client's IP allowlist (a token claim)
+   against the socket's peer address, and refuses disabled clients and revoked tokens (a
+   cached check with the auth server).
+6. `grpc_json_transcoder` turns REST into gRPC and re-matches the route on
    `/<package>.<Service>/<Method>`: every filter below sees one route per RPC, so REST and native
-   gRPC callers meet the same policy.
-6. `cartage.operations` (google.longrunning.Operations routes only; gateway.operations) reads
+   gRPC callers meet the same policy. Right after it, `cartage.outcome` (Lua, response path
+   only) keeps the service's grpc-status for the audit record before the transcoder turns it
+   into an HTTP status (gateway.envoy_lua.LUA_OUTCOME).
+7. `cartage.operations` (google.longrunning.Operations routes only; gateway.operations) reads
    the operation's name from the gRPC request, sets the owning service's header and re-matches
    the route, so everything below sees that service's route. After the transcoder, so REST
    and native gRPC callers meet the same code.
-7. `rbac`: an empty ALLOW policy at the listener denies everything; each RPC route allows the
+8. `rbac`: an empty ALLOW policy at the listener denies everything; each RPC route allows the
    token scopes its policy line names (deny by default).
-8. `local_ratelimit`: a token bucket per client id (a wildcard descriptor), sized by the
+9. `local_ratelimit`: a token bucket per client id (a wildcard descriptor), sized by the
    client's tier and the RPC's class; 429 with Retry-After.
-9. `router`.
+10. `router`.
 
 Every local reply (401, 403, 404, 429, 503 …) has a JSON body shaped like the `google.rpc.Status`
 the transcoder produces for service errors, so a partner parses one error format.
@@ -58,11 +65,14 @@ from pathlib import Path
 from typing import Any
 
 from gateway import contracts, openapi, operations, strict_json
-from gateway.envoy_lua import LUA_ACCESS
+from gateway.auth.settings import AuthSettings
+from gateway.envoy_lua import LUA_ACCESS, LUA_BEARER, LUA_OUTCOME
 from gateway.policy import POLICY, TIERS, Bucket, Rule, rules_of
 from services import registry
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
+BEARER_FILTER = "cartage.bearer"
+OUTCOME_FILTER = "cartage.outcome"
 PROVIDER = "cartage"
 IDENTITY_HEADERS = ("x-cartage-client-id", "x-cartage-scopes", "x-cartage-tier",
                     operations.SERVICE_HEADER)
@@ -94,6 +104,9 @@ class GatewayConfig:
     audit_address: str | None = None  # host:port of the audit collector (gateway.audit)
     status_cache_seconds: int = 5  # how stale "client enabled / token not revoked" may be
     jwt_cache_size: int = 1000  # verified tokens kept per Envoy worker (tokens up to 4 KiB)
+    # The longest a token may live (exp - iat): the issuer's lifetime. A longer-lived token,
+    # even one signed by our keys, is refused (jwt_authn `max_lifetime`; `exp` is required).
+    max_token_lifetime_seconds: int = AuthSettings.token_ttl
     policy: Mapping[str, Rule] = field(default_factory=lambda: dict(POLICY))
     tiers: Mapping[str, Mapping[str, Bucket]] = field(default_factory=lambda: dict(TIERS))
     # Route timeouts. Unary calls get `unary_timeout_seconds`; streaming RPCs (WatchRoutePlan)
@@ -442,6 +455,10 @@ def build(config: GatewayConfig) -> dict[str, Any]:
         {"name": "envoy.filters.http.header_mutation", "typed_config": {
             "@type": T + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
             "mutations": {"request_mutations": [{"remove": h} for h in IDENTITY_HEADERS]}}},
+        {"name": BEARER_FILTER, "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": LUA_BEARER},
+            "stat_prefix": "bearer"}},
         {"name": JWT_FILTER, "typed_config": {
             "@type": T + "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
             "providers": {PROVIDER: {
@@ -454,7 +471,12 @@ def build(config: GatewayConfig) -> dict[str, Any]:
                     "async_fetch": {"fast_listener": False},
                     "retry_policy": {"num_retries": 3},
                 },
+                # The Authorization header only: never `?access_token=` (see LUA_BEARER).
+                "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
                 "forward": False,
+                "require_expiration": True,
+                "max_lifetime": f"{config.max_token_lifetime_seconds}s",
+                "header_in_metadata": "jwt_header",
                 "clock_skew_seconds": 30,
                 "jwt_cache_config": {"jwt_cache_size": config.jwt_cache_size},
                 "payload_in_metadata": "jwt_payload",
@@ -475,7 +497,8 @@ def build(config: GatewayConfig) -> dict[str, Any]:
         {"name": "envoy.filters.http.lua", "typed_config": {
             "@type": T + "envoy.extensions.filters.http.lua.v3.Lua",
             "default_source_code": {"inline_string": LUA_ACCESS.replace(
-                "__TTL__", str(config.status_cache_seconds))}}},
+                "__TTL__", str(config.status_cache_seconds)).replace(
+                "__MAX_LIFETIME__", str(config.max_token_lifetime_seconds))}}},
         {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": {
             "@type": T + ("envoy.extensions.filters.http.grpc_json_transcoder.v3."
                           "GrpcJsonTranscoder"),
@@ -489,6 +512,10 @@ def build(config: GatewayConfig) -> dict[str, Any]:
             # for spaces; without this the service would see literal plus signs.
             "query_param_unescape_plus": True,
         }},
+        {"name": OUTCOME_FILTER, "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": LUA_OUTCOME},
+            "stat_prefix": "outcome"}},
         *([operations.http_filter(rpcs, operation_owners, default_owner)]
           if operation_owners else []),
         {"name": "envoy.filters.http.rbac", "typed_config": {

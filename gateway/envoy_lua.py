@@ -1,13 +1,65 @@
-"""The Lua filter of the edge (see gateway.envoy_config for where it sits in the chain)."""
+"""The Lua filters of the edge (see gateway.envoy_config for where they sit in the chain)."""
 
-# Per request, after jwt_authn: (1) the client's IP allowlist (token claim `ip_allow`; absent =
-# anywhere) against the peer address; (2) whether the client is still enabled and the token not
-# revoked, asked of the authorization server and cached per worker for STATUS_TTL seconds, so a
-# disabled client or a revoked token is refused within seconds at the cost of one call per token
-# and worker per period. If the authorization server cannot answer, the last answer (or "allowed")
-# stands: token lifetimes bound that exposure, and the API stays up without the auth server.
+# Before jwt_authn: the Authorization header must be exactly `Bearer <token>` (RFC 6750 §2.1:
+# the scheme, case-insensitive per RFC 7235 §2.1, one or more spaces, a b64token). jwt_authn
+# alone finds its `Bearer ` prefix anywhere in the value (`xyzBearer <token>` was accepted) and
+# matches it case-sensitively (`bearer <token>` was "Jwt is missing"): this filter refuses any
+# other shape with 401 and rewrites the scheme to `Bearer`, so `bearer`/`BEARER` are accepted
+# as the RFC says. Several Authorization headers arrive joined by commas, which no b64token
+# contains: refused. Tokens are accepted from this header only (jwt_authn `from_headers`): a
+# token in the URL (`?access_token=`, RFC 6750 §2.3) would land in access logs, the audit
+# record's path and browser histories (§5.3), so there it is ignored and the request is 401.
+LUA_BEARER = r"""
+local MAX_TOKEN = 8192
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local value = headers:get("authorization")
+  if value == nil then return end
+  local scheme, token = value:match("^(%a+) +([%w%-%._~%+/]+=*)$")
+  local problem = nil
+  if scheme == nil or scheme:lower() ~= "bearer" then
+    problem = "malformed Authorization header: expected Bearer and a token"
+  elseif #token > MAX_TOKEN then
+    problem = "the token is too long"
+  end
+  if problem ~= nil then
+    handle:respond({[":status"] = "401",
+                    ["www-authenticate"] = 'Bearer error="invalid_token"'}, problem)
+    return
+  end
+  if scheme ~= "Bearer" or value ~= "Bearer " .. token then
+    headers:replace("authorization", "Bearer " .. token)
+  end
+end
+"""
+
+# Right after the transcoder, on the response path: the service's own gRPC status, before the
+# transcoder turns it into an HTTP status for a REST caller (and drops the grpc-status header).
+# Envoy's %GRPC_STATUS% reads the response the caller gets, so for REST it derived the status
+# from the HTTP code: a 400 INVALID_ARGUMENT was recorded as Internal, a 404 as Unimplemented, a
+# 409 as Unknown. Errors arrive as trailers-only responses (grpc-status in the headers); an OK
+# one carries it in trailers, which this filter does not wait for (that would hold a watch's
+# stream): a 200 is OK anyway. gateway.audit puts the audit record's grpc_status together.
+LUA_OUTCOME = r"""
+function envoy_on_response(handle)
+  local status = handle:headers():get("grpc-status")
+  if status ~= nil then
+    handle:streamInfo():dynamicMetadata():set("cartage.outcome", "grpc_status", status)
+  end
+end
+"""
+
+# Per request, after jwt_authn: (0) the token's `typ` header is at+jwt and it has an iat, and
+# exp - iat is at most the issuer's lifetime; (1) the client's IP
+# allowlist (token claim `ip_allow`; absent = anywhere) against the peer address; (2) whether the
+# client is still enabled and the token not revoked, asked of the authorization server and cached
+# per worker for STATUS_TTL seconds, so a disabled client or a revoked token is refused within
+# seconds at the cost of one call per token and worker per period. If the authorization server
+# cannot answer, the last answer (or "allowed") stands: token lifetimes bound that exposure, and
+# the API stays up without the auth server.
 LUA_ACCESS = r"""
 local STATUS_TTL = __TTL__
+local MAX_LIFETIME = __MAX_LIFETIME__
 local cache = {}
 local entries = 0
 local function prune(now)
@@ -55,10 +107,31 @@ local function still_allowed(handle, client_id, jti)
   cache[key] = {ok = ok, until_ = now + STATUS_TTL}
   return ok
 end
+local function unauthenticated(handle, message)
+  handle:respond({[":status"] = "401",
+                  ["www-authenticate"] = 'Bearer error="invalid_token"'}, message)
+end
 function envoy_on_request(handle)
   local meta = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.jwt_authn")
   if meta == nil or meta["jwt_payload"] == nil then return end
   local claims = meta["jwt_payload"]
+  -- RFC 9068 §4: an access token's `typ` is at+jwt (jwt_authn does not look at it), so an ID
+  -- token or any other JWT signed by the same keys is not taken for one.
+  local typ = meta["jwt_header"] and meta["jwt_header"]["typ"]
+  if type(typ) ~= "string" or (typ:lower() ~= "at+jwt" and typ:lower() ~= "application/at+jwt")
+  then
+    return unauthenticated(handle, "the token is not an access token (typ at+jwt)")
+  end
+  -- jwt_authn's max_lifetime bounds exp from now only (a token issued an hour ago that still
+  -- has five minutes passes it), and it lets a token without iat through (RFC 9068 §2.2
+  -- requires one): the lifetime the issuer gave it, exp - iat, is bounded here.
+  local iat, exp = claims["iat"], claims["exp"]
+  if type(iat) ~= "number" or type(exp) ~= "number" then
+    return unauthenticated(handle, "the token has no iat")
+  end
+  if exp - iat > MAX_LIFETIME then
+    return unauthenticated(handle, "the token lives longer than the issuer's tokens")
+  end
   local allow = claims["ip_allow"]
   if allow ~= nil and #allow > 0 then
     local peer = handle:streamInfo():downstreamDirectRemoteAddress()
