@@ -55,13 +55,14 @@ from bench.orders import (
     drain_and_lag,
     log,
     open_channels,
+    percentile,
     service_env,
     start_service,
     stop_owned,
     stop_process,
     stored_body,
 )
-from cartage.order.v1 import order_service_pb2_grpc
+from cartage.order.v1 import events_pb2, order_service_pb2_grpc
 from services.kit.db import create_engine
 from services.kit.events import EVENT_TYPE_HEADER, catalog
 from services.kit.messaging import (
@@ -89,13 +90,13 @@ STREAM, SUBJECT = "EVBENCH", "evbench.event"
 WINDOW = 8000  # in-flight publishes, as the relay's default window
 
 
-async def raw_publish(nc: Any, payload: bytes, n: int) -> dict[str, Any]:
+async def raw_publish(nc: Any, payload: bytes, n: int, prefix: str = "ev") -> dict[str, Any]:
     js = nc.jetstream(timeout=10, publish_async_max_pending=WINDOW)
     await ensure_stream(js, STREAM, [SUBJECT])
     log(f"raw JetStream: publish_async of {n} events ({len(payload)} B), {WINDOW} in flight")
     started = time.perf_counter()
     futures = [await js.publish_async(SUBJECT, payload, headers={
-        MSG_ID_HEADER: f"ev-{i}", EVENT_TYPE_HEADER: "bench"}) for i in range(n)]
+        MSG_ID_HEADER: f"{prefix}-{i}", EVENT_TYPE_HEADER: "bench"}) for i in range(n)]
     acks = await asyncio.gather(*futures)
     elapsed = time.perf_counter() - started
     stored = (await js.stream_info(STREAM)).state.messages
@@ -310,6 +311,7 @@ async def ingestion_phase(postgres: Postgres, nats_server: Nats, admin: asyncpg.
         stubs = [order_service_pb2_grpc.OrderServiceStub(ch) for ch in channels]
         result = await batch_phase(stubs, bench_order(), args, cpu)
         result["outbox_lag"] = await drain_and_lag(admin, "batch", wait_s=60)
+        result["outbox_lag_from_commit"] = await lag_from_commit(admin)
     finally:
         for channel in channels:
             await asyncio.wait_for(channel.close(), 5)
@@ -329,6 +331,34 @@ async def ingestion_phase(postgres: Postgres, nats_server: Nats, admin: asyncpg.
     return result
 
 
+async def lag_from_commit(admin: asyncpg.Connection) -> dict[str, Any]:
+    """Commit -> stamped as published, per event of the measured calls. `drain_and_lag` (the
+    orders benchmark's figure) counts from `created_at`, the writer's transaction START: a
+    500-order BatchCreateOrders builds its orders, events and stored response inside that
+    transaction, and on a saturated service that alone takes ~0.3-0.6 s. The commit time is
+    the commit timestamp (`track_commit_timestamp`) of the transaction that inserted the
+    event's order, which the stamp UPDATE does not rewrite as it does the outbox row's."""
+    rows = await admin.fetch(
+        """SELECT o.payload, EXTRACT(EPOCH FROM o.published_at) AS published
+           FROM orders.outbox o WHERE o.request_id LIKE 'batch:m:%'""")
+    commits = {r["id"]: r["committed"] for r in await admin.fetch(
+        """SELECT id, EXTRACT(EPOCH FROM pg_xact_commit_timestamp(xmin)) AS committed
+           FROM orders.orders WHERE client_id LIKE 'bench-%-batch-%'""")}
+    lags = []
+    for row in rows:
+        order_id = events_pb2.OrderCreatedEvent.FromString(row["payload"]).order.name
+        committed = commits.get(order_id.removeprefix("orders/"))
+        if committed is not None:
+            lags.append((float(row["published"]) - float(committed)) * 1000)
+    lags.sort()
+    result = {"rows": len(lags), "p50_ms": round(percentile(lags, 0.50), 2),
+              "p99_ms": round(percentile(lags, 0.99), 2),
+              "max_ms": round(lags[-1], 2) if lags else float("nan")}
+    log(f"outbox lag from commit (batch): p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
+        f"max {result['max_ms']} ms over {result['rows']} rows")
+    return result
+
+
 async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     template = bench_order()
@@ -342,6 +372,11 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         loop.add_signal_handler(signum, task.cancel)
     try:
         _owned.append(postgres)
+        postgres.start()
+        admin = await asyncpg.connect(postgres.url)
+        await admin.execute("ALTER SYSTEM SET track_commit_timestamp = on")  # lag_from_commit
+        await admin.close()
+        postgres.stop()
         postgres.start()
         _owned.append(nats_server)
         nats_server.start()
@@ -362,6 +397,10 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await admin.execute("CHECKPOINT")
             results["relay"] = await relay_drain(postgres.url, nats_server.url, admin, payload,
                                                  args.events, "alone")
+            # The reference once more, next to the relay (the machine is shared and noisy);
+            # the relay is judged against the faster of the two.
+            results["raw_publish_after_relay"] = await raw_publish(nc, payload, args.events,
+                                                                   "again")
             # The history goes below everything else (as a real one would): start afresh.
             await admin.execute("TRUNCATE orders.outbox")
             if args.history_rows:
@@ -376,7 +415,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await admin.close()
     finally:
         stop_owned()
-    raw = results["raw_publish"]["per_s"]
+    raw = max(results["raw_publish"]["per_s"], results["raw_publish_after_relay"]["per_s"])
+    results["raw_publish_reference_per_s"] = raw
     results["relay"]["ratio_to_raw_publish"] = round(results["relay"]["per_s"] / raw, 3)
     if "history" in results:
         history_relay = results["history"]["relay"]
@@ -391,11 +431,14 @@ def verdict(results: dict[str, Any]) -> dict[str, Any]:
     consumer = results.get("kit_consumer", {})
     batch = results.get("batch_ingestion", {})
     lag = batch.get("outbox_lag", {})
+    commit_lag = batch.get("outbox_lag_from_commit", {})
     checks = {
         "relay_ratio_to_raw_publish": relay.get("ratio_to_raw_publish", 0.0)
         >= TARGETS["relay_ratio_to_raw_publish_min"],
-        "batch_lag_p99": bool(lag.get("drained"))
-        and lag.get("p99_ms", float("inf")) <= TARGETS["batch_lag_p99_ms_max"],
+        # commit -> published, as the README defines the outbox lag; the figure from the
+        # transaction's start is reported beside it (`outbox_lag`).
+        "batch_lag_p99": bool(lag.get("drained")) and commit_lag.get("rows", 0) > 0
+        and commit_lag.get("p99_ms", float("inf")) <= TARGETS["batch_lag_p99_ms_max"],
         "consumer_ratio_to_bare": consumer.get("ratio_to_bare", 0.0)
         >= TARGETS["consumer_ratio_to_bare_min"],
         "no_lost_or_doubled_event": (

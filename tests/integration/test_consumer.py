@@ -137,3 +137,106 @@ async def test_dead_letter_stream_keeps_its_copy(runner_parts) -> None:
 
 async def _never_called(tx: Transaction, msg) -> None:
     raise AssertionError("no event was published")
+
+
+async def test_a_fetched_batch_is_one_transaction_and_each_event_is_applied_once(
+        runner_parts) -> None:
+    uow, nc, stream = runner_parts
+    js = nc.jetstream()
+    subject = f"{stream.lower()}.thing"
+    for i in range(60):
+        await js.publish(subject, str(i).encode(), headers={"Nats-Msg-Id": f"b-{i}"})
+    transactions: set[int] = set()
+    applied: list[bytes] = []
+
+    async def handler(tx: Transaction, msg) -> None:
+        transactions.add(id(tx))
+        applied.append(msg.data)
+
+    spec = ConsumerSpec(stream=stream, durable="batched", filter_subjects=(subject,), batch=30)
+
+    async def done() -> bool:
+        try:
+            info = await js.consumer_info(stream, "batched")
+        except nats.js.errors.NotFoundError:
+            return False
+        return info.num_ack_pending == 0 and info.num_pending == 0 and len(applied) == 60
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(EventConsumer(uow, nc, spec, handler).run(stop))
+    try:
+        await eventually(done, seconds=20)
+    finally:
+        stop.set()
+        await task
+    assert applied == [str(i).encode() for i in range(60)]  # in stream order
+    assert len(transactions) <= 6  # a few fetches of up to 30, not one transaction per event
+    async with uow.transaction() as tx:
+        inbox = (await tx.execute(sa.text(
+            "SELECT count(*) FROM orders.inbox WHERE consumer = 'batched'"))).scalar_one()
+    assert inbox == 60
+
+
+async def test_a_poisonous_event_does_not_hold_up_the_rest_of_its_batch(runner_parts) -> None:
+    """The others of its batch commit at once (one transaction each after the batch failed),
+    while the poisonous one is still waiting for its retries."""
+    uow, nc, stream = runner_parts
+    js = nc.jetstream()
+    subject = f"{stream.lower()}.thing"
+    for i in range(10):
+        data = b"poison" if i == 4 else str(i).encode()
+        await js.publish(subject, data, headers={"Nats-Msg-Id": f"p-{i}"})
+
+    async def handler(tx: Transaction, msg) -> None:
+        if msg.data == b"poison":
+            raise RuntimeError("cannot handle this")
+
+    spec = ConsumerSpec(stream=stream, durable="poison", filter_subjects=(subject,),
+                        max_attempts=3, backoff=(5.0,))
+
+    async def handled() -> int:
+        async with uow.transaction() as tx:
+            return (await tx.execute(sa.text(
+                "SELECT count(*) FROM orders.inbox WHERE consumer = 'poison'"))).scalar_one()
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(EventConsumer(uow, nc, spec, handler).run(stop))
+    try:
+        await eventually(handled, seconds=4, until=lambda n: n == 9)  # before the first retry
+        info = await js.consumer_info(stream, "poison")
+        assert info.num_ack_pending == 1  # the poisonous one, waiting for its retry
+    finally:
+        stop.set()
+        await task
+
+
+async def test_lanes_run_side_by_side_and_keep_each_keys_order(runner_parts) -> None:
+    uow, nc, stream = runner_parts
+    js = nc.jetstream()
+    subject = f"{stream.lower()}.thing"
+    for n in range(20):
+        for key in "abcdefgh":
+            await js.publish(subject, f"{key}:{n}".encode(),
+                             headers={"Nats-Msg-Id": f"{key}-{n}", "Key": key})
+    seen: dict[str, list[int]] = {}
+    running = 0
+    overlapped = 0
+
+    async def handler(tx: Transaction, msg) -> None:
+        nonlocal running, overlapped
+        running += 1
+        overlapped = max(overlapped, running)
+        await asyncio.sleep(0.002)  # a handler that waits on I/O
+        running -= 1
+        key, n = msg.data.decode().split(":")
+        seen.setdefault(key, []).append(int(n))
+
+    spec = ConsumerSpec(stream=stream, durable="lanes", filter_subjects=(subject,),
+                        concurrency=4, key=lambda msg: msg.headers["Key"])
+
+    async def done() -> bool:
+        return sum(len(v) for v in seen.values()) == 160
+
+    await _run(uow, nc, spec, handler, done)
+    assert seen == {key: list(range(20)) for key in "abcdefgh"}
+    assert overlapped > 1
