@@ -141,7 +141,9 @@ async def kit_consumer(nc: Any, database_url: str, n: int) -> dict[str, Any]:
         if len(applied) >= n:
             all_seen.set()
 
-    spec = ConsumerSpec(stream=STREAM, durable="kit", filter_subjects=(SUBJECT,))
+    # The handler keeps nothing queued across events, so it allows one transaction per batch.
+    spec = ConsumerSpec(stream=STREAM, durable="kit", filter_subjects=(SUBJECT,),
+                        batch_transaction=True)
     consumer = EventConsumer(uow, nc, spec, handler)
     stop = asyncio.Event()
     started = time.perf_counter()

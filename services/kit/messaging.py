@@ -5,9 +5,10 @@ Delivery guarantees, end to end (publishing: `kit.relay`, re-exported here):
 - Publishing: the relay publishes unpublished outbox rows with header `Nats-Msg-Id` = the event
   id, waits for JetStream's acks, and only then stamps the rows; a republish after a crash is
   dropped by JetStream within the stream's duplicate window (`DUPLICATE_WINDOW`).
-- Consuming: `EventConsumer` fetches a batch from a durable pull consumer, records the event
-  ids in the service's `inbox` table with one statement in the same transaction as the
-  handler's effects for the whole batch, commits, and only then acks. A redelivery finds its id
+- Consuming: `EventConsumer` fetches a batch from a durable pull consumer and, for a handler
+  that allows it (`batch_transaction`), records the event ids in the service's `inbox` table
+  with one statement in the same transaction as the handler's effects for the whole batch,
+  commits, and only then acks (otherwise the same per event). A redelivery finds its id
   and does nothing. If the batch's transaction fails, its messages are handled again one
   transaction each, so that only the message that fails is retried with backoff and, after
   `max_attempts`, copied to the dead-letter stream and terminated; the others go through.
@@ -79,9 +80,12 @@ class ConsumerSpec:
     ack_wait: float = 30.0
     # Messages fetched at once; with `batch_transaction` a batch is one transaction (per lane).
     batch: int = 200
-    # False for a handler that must see its own transaction per event (one that does work
-    # outside the database it could not take back if a later event of the batch failed).
-    batch_transaction: bool = True
+    # True only for a handler that allows it: the unit of work sends queued writes
+    # (`insert`, `defer`) at commit, so in a shared transaction an event would not see what
+    # the one before it queued (routing's order read model and the order service's plan
+    # follower both read what the previous event wrote), and a handler's work outside the
+    # database would be repeated when the batch falls back to one transaction per event.
+    batch_transaction: bool = False
     # Lanes handled side by side; 1 keeps the stream's order for the whole consumer.
     concurrency: int = 1
     # With concurrency > 1: the events of one key (say, the aggregate's name) share a lane and

@@ -39,7 +39,9 @@ def compose(runtime: Runtime) -> Composition:
         service_names=[SERVICE_NAME],
         # In stream order (one lane): each plan event replaces the client's previous plan, so
         # an older plan applied after a newer one would leave its orders in the wrong state.
-        consumers=[(ConsumerSpec.of("order-plans", *PLAN_SUBJECTS, concurrency=1), follow_plan)],
+        # A transaction per event: a plan reads the order states the previous one wrote.
+        consumers=[(ConsumerSpec.of("order-plans", *PLAN_SUBJECTS, concurrency=1,
+                                    batch_transaction=False), follow_plan)],
     )
 
 

@@ -96,7 +96,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(runner_parts) -> No
     await js.publish(subject, b"poison", headers={"Nats-Msg-Id": "bad-1"})
     await js.publish(subject, b"fine", headers={"Nats-Msg-Id": "good-1"})
     spec = ConsumerSpec(stream=stream, durable="dlq", filter_subjects=(subject,),
-                        max_attempts=3, backoff=(0.1, 0.1, 0.1))
+                        max_attempts=3, backoff=(0.1, 0.1, 0.1), batch_transaction=True)
 
     async def dead_lettered():
         try:
@@ -153,7 +153,8 @@ async def test_a_fetched_batch_is_one_transaction_and_each_event_is_applied_once
         transactions.add(id(tx))
         applied.append(msg.data)
 
-    spec = ConsumerSpec(stream=stream, durable="batched", filter_subjects=(subject,), batch=30)
+    spec = ConsumerSpec(stream=stream, durable="batched", filter_subjects=(subject,), batch=30,
+                        batch_transaction=True)
 
     async def done() -> bool:
         try:
@@ -192,7 +193,7 @@ async def test_a_poisonous_event_does_not_hold_up_the_rest_of_its_batch(runner_p
             raise RuntimeError("cannot handle this")
 
     spec = ConsumerSpec(stream=stream, durable="poison", filter_subjects=(subject,),
-                        max_attempts=3, backoff=(5.0,))
+                        max_attempts=3, backoff=(5.0,), batch_transaction=True)
 
     async def handled() -> int:
         async with uow.transaction() as tx:
