@@ -17,10 +17,14 @@ How a row leaves (`OutboxRelay`):
   one UPDATE. One NATS connection sends in order, so the stream holds the outbox order; a
   claim always starts at the oldest unpublished row, so a row that committed late still goes
   out before any later change of its aggregate (those wait for its commit).
-- Any failure (an ack missing after `ack_timeout`, NATS or Postgres gone) rolls back every
-  batch in flight: their rows are claimed and published again in the same order, and JetStream
-  drops the copies it already has (`Nats-Msg-Id`, duplicate window `DUPLICATE_WINDOW`). A
-  crash between ack and stamp does the same on restart.
+- Any failure (an ack missing after `ack_timeout`, NATS or Postgres gone) abandons every
+  batch in flight unstamped: their rows are claimed and published again in the same order, and
+  JetStream drops the copies it already has (`Nats-Msg-Id`, duplicate window
+  `DUPLICATE_WINDOW`). A crash between ack and stamp does the same on restart. (A leader whose
+  lock connection dies notices before its next claim; a batch it sends meanwhile may reach the
+  stream beside the new leader's, again deduplicated by id.)
+- The relay runs on an event loop in a thread of its own (`run`), so that request handlers
+  holding the service's loop do not hold it up.
 - Wake-ups: the unit of work calls `wake()` after a commit that wrote events; the leader also
   LISTENs for other processes' NOTIFY; `poll_interval` is only the fallback.
 - Every `report_interval` the leader logs what it did: rows, rate, mean batch, oldest
