@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto lint test test-faults run bench bench-orders bench-gateway bench-envoy-alone bench-routing clean
+.PHONY: install proto lint test test-faults run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,10 +45,14 @@ test-faults: proto
 run: proto
 	$(BIN)/python -m services.stack
 
-bench: bench-orders bench-gateway bench-envoy-alone bench-routing
+bench: bench-orders bench-events bench-gateway bench-envoy-alone bench-routing
 
 bench-orders: proto
 	$(BIN)/python -m bench.orders
+
+# Outbox relay, consumers and the lag under batch ingestion against bare JetStream (~3 minutes).
+bench-events: proto
+	$(BIN)/python -m bench.events
 
 # The REST phases use wrk, from Debian's package of that name.
 bench-gateway: proto

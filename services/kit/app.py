@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -43,7 +44,13 @@ from services.kit.db import KitTables, create_engine, reachable
 from services.kit.events import catalog
 from services.kit.jobs import Job
 from services.kit.log import configure_logging
-from services.kit.messaging import ConsumerJob, ConsumerSpec, Handler, OutboxRelay
+from services.kit.messaging import (
+    ConsumerJob,
+    ConsumerSpec,
+    Handler,
+    OutboxHousekeeping,
+    OutboxRelay,
+)
 from services.kit.migrations import upgrade_async
 from services.kit.server import HealthCheck, Service
 from services.kit.uow import UnitOfWork
@@ -73,6 +80,10 @@ class ServiceSettings:
     worker_socket_dir: str = ""
     worker_index: int = 0  # set per worker process, not from the environment
     migrate_on_start: bool = True
+    # Published outbox rows older than this are deleted, every `outbox_housekeeping_interval_s`
+    # (`kit.relay.OutboxHousekeeping`); unpublished rows are never touched.
+    outbox_retention_s: float = 86_400.0
+    outbox_housekeeping_interval_s: float = 300.0
     # Test-only fail point, see OutboxRelay.
     fault_relay_crash_after_publish: bool = False
 
@@ -88,6 +99,9 @@ class ServiceSettings:
             workers=env.int(f"{prefix}_WORKERS", cls.workers),
             worker_socket_dir=env.str(f"{prefix}_WORKER_SOCKET_DIR", cls.worker_socket_dir),
             migrate_on_start=env.bool("MIGRATE_ON_START", cls.migrate_on_start),
+            outbox_retention_s=env.float(f"{prefix}_OUTBOX_RETENTION_S", cls.outbox_retention_s),
+            outbox_housekeeping_interval_s=env.float(
+                f"{prefix}_OUTBOX_HOUSEKEEPING_INTERVAL_S", cls.outbox_housekeeping_interval_s),
             fault_relay_crash_after_publish=env.bool(
                 "CARTAGE_FAULT_RELAY_CRASH_AFTER_PUBLISH", False),
             **cls.own(env),
@@ -165,7 +179,13 @@ class ServiceDefinition:
         try:
             built = self.compose(Runtime(settings, engine, uow, relay))
             composition = await built if inspect.isawaitable(built) else built
-            jobs = [Job("outbox-relay", relay.run, ready=relay.ready), *composition.jobs]
+            housekeeping = OutboxHousekeeping(
+                engine, self.tables, retention=timedelta(seconds=settings.outbox_retention_s),
+                interval=settings.outbox_housekeeping_interval_s)
+            jobs = [Job("outbox-relay", relay.run, ready=relay.ready),
+                    # Not required: the service serves while it is down; rows only wait longer.
+                    Job("outbox-housekeeping", housekeeping.run, required=False),
+                    *composition.jobs]
             if composition.consumers:
                 jobs.append(ConsumerJob(uow, settings.nats_url, f"{self.name}-consumer",
                                         composition.consumers).job())

@@ -4,7 +4,7 @@ Each service owns one Postgres schema. Next to its business tables the schema ho
 tables, created by the service's first migration through `create_kit_tables`:
 
 - `outbox`: events written in the same transaction as the change they describe; the relay
-  (`services.kit.messaging.OutboxRelay`) publishes them to JetStream and stamps `published_at`.
+  (`services.kit.relay.OutboxRelay`) publishes them to JetStream and stamps `published_at`.
 - `inbox`: ids of events a consumer has handled, so a redelivery has no effect.
 - `idempotency_keys`: per client and method, the fingerprint of a request and its stored response.
 

@@ -1,240 +1,64 @@
-"""NATS JetStream: connecting, declaring streams, the outbox relay and the consumer runner.
+"""NATS JetStream consumers: the runner every service reacts through, and the job that runs them.
 
-Delivery guarantees, end to end:
+Delivery guarantees, end to end (publishing: `kit.relay`, re-exported here):
 
-- Publishing: the relay reads unpublished outbox rows, publishes each with header
-  `Nats-Msg-Id` = the event id, waits for JetStream's acks, and only then stamps the rows. A
-  crash between publish and stamp republishes the same ids, which JetStream drops as duplicates
-  within the stream's duplicate window (`DUPLICATE_WINDOW`, set to cover the relay's longest
-  retry horizon). While NATS is down the rows simply wait; Postgres is the system of record.
-- Consuming: `EventConsumer` pulls from a durable consumer, records the event id in the
-  service's `inbox` table in the same transaction as the handler's effects, commits, and only
-  then acks. A redelivery finds the id and does nothing. A handler that keeps failing is retried
-  with backoff and, after `max_attempts`, copied to the dead-letter stream and terminated.
+- Publishing: the relay publishes unpublished outbox rows with header `Nats-Msg-Id` = the event
+  id, waits for JetStream's acks, and only then stamps the rows; a republish after a crash is
+  dropped by JetStream within the stream's duplicate window (`DUPLICATE_WINDOW`).
+- Consuming: `EventConsumer` fetches a batch from a durable pull consumer and, for a handler
+  that allows it (`batch_transaction`), records the event ids in the service's `inbox` table
+  with one statement in the same transaction as the handler's effects for the whole batch,
+  commits, and only then acks (otherwise the same per event). A redelivery finds its id
+  and does nothing. If the batch's transaction fails, its messages are handled again one
+  transaction each, so that only the message that fails is retried with backoff and, after
+  `max_attempts`, copied to the dead-letter stream and terminated; the others go through.
+- Order: with `concurrency=1` (the default) a consumer handles its events in stream order. With
+  more, a fetched batch is split into that many lanes handled side by side; a `key` keeps the
+  events of one key (an aggregate) in one lane, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import nats
 import sqlalchemy as sa
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.db import KitTables
-from services.kit.events import EVENT_TYPE_HEADER, catalog
+from services.kit.events import catalog
 from services.kit.jobs import Job
+from services.kit.relay import (
+    DUPLICATE_WINDOW,
+    MSG_ID_HEADER,
+    REQUEST_ID_HEADER,
+    OutboxHousekeeping,
+    OutboxRelay,
+    _sleep_or_stop,
+    connect,
+    ensure_stream,
+)
 from services.kit.uow import Transaction, UnitOfWork
+
+__all__ = ["DEAD_LETTER_STREAM", "DEAD_LETTER_SUBJECT_PREFIX", "DUPLICATE_WINDOW",
+           "MSG_ID_HEADER", "REQUEST_ID_HEADER", "ConsumerGone", "ConsumerJob", "ConsumerSpec",
+           "EventConsumer", "Handler", "OutboxHousekeeping", "OutboxRelay", "connect",
+           "ensure_stream"]
 
 log = logging.getLogger(__name__)
 
-DUPLICATE_WINDOW = timedelta(hours=2)
 DEAD_LETTER_STREAM = "DEAD_LETTER"
 DEAD_LETTER_SUBJECT_PREFIX = "deadletter"
-REQUEST_ID_HEADER = "Cartage-Request-Id"
-MSG_ID_HEADER = "Nats-Msg-Id"
-
-
-async def connect(url: str, *, name: str, stop: asyncio.Event | None = None) -> NatsClient:
-    """Connect, retrying the first connection too (nats-py gives up on it by default), and
-    reconnect forever afterwards. Returns once connected; raises CancelledError if stopped."""
-    delay = 0.2
-    while True:
-        try:
-            return await nats.connect(
-                url,
-                name=name,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=2,
-            )
-        except (OSError, nats.errors.NoServersError, TimeoutError) as error:
-            if stop is not None and stop.is_set():
-                raise asyncio.CancelledError from error
-            log.warning("nats not reachable, retrying", extra={"url": url, "error": str(error)})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-async def ensure_stream(js: JetStreamContext, name: str, subjects: Sequence[str], *,
-                        update: bool = True) -> None:
-    """Create a file-backed stream with our duplicate window, or update it to that config
-    (`update=False`: leave an existing stream as its owner declared it; consumers use that)."""
-    config = js_api.StreamConfig(
-        name=name,
-        subjects=list(subjects),
-        storage=js_api.StorageType.FILE,
-        duplicate_window=DUPLICATE_WINDOW.total_seconds(),
-    )
-    try:
-        await js.stream_info(name)
-        if update:
-            await js.update_stream(config)
-    except NotFoundError:
-        await js.add_stream(config)
-
-
-class OutboxRelay:
-    """Publishes a service's outbox to JetStream. Several replicas may run: rows are claimed
-    with FOR UPDATE SKIP LOCKED, and duplicates are dropped by JetStream anyway."""
-
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        tables: KitTables,
-        nats_url: str,
-        *,
-        name: str,
-        streams: dict[str, Sequence[str]] | None = None,
-        batch_size: int = 500,
-        poll_interval: float = 0.5,
-        coalesce: float = 0.02,
-        ack_timeout: float = 5.0,
-        crash_after_publish: bool = False,
-    ) -> None:
-        self._engine = engine
-        self._nats_url = nats_url
-        self._name = name
-        self._streams = dict(streams or {})
-        self._batch_size = batch_size
-        self._poll_interval = poll_interval
-        self._coalesce = coalesce
-        self._ack_timeout = ack_timeout
-        # Test-only fail point: exit the process after JetStream acked a batch and before the rows
-        # are stamped, the exact window in which a naive relay would publish twice.
-        self._crash_after_publish = crash_after_publish
-        self._wake = asyncio.Event()
-        self._nc: NatsClient | None = None
-        # Built once, with bind parameters (an IN list would be re-rendered per batch).
-        outbox = tables.outbox
-        self._claim = (
-            sa.select(outbox.c.seq, outbox.c.event_id, outbox.c.subject, outbox.c.event_type,
-                      outbox.c.payload, outbox.c.request_id)
-            .where(outbox.c.published_at.is_(None))
-            .order_by(outbox.c.seq)
-            .limit(sa.bindparam("limit", type_=sa.Integer))
-            .with_for_update(skip_locked=True)
-        )
-        self._stamp = (
-            sa.update(outbox)
-            .where(outbox.c.seq == sa.any_(sa.bindparam("seqs",
-                                                        type_=postgresql.ARRAY(sa.BigInteger))))
-            .values(published_at=sa.func.clock_timestamp())
-        )
-
-    def wake(self) -> None:
-        """Called after a commit that wrote events."""
-        self._wake.set()
-
-    @property
-    def connected(self) -> bool:
-        return self._nc is not None and self._nc.is_connected
-
-    async def ready(self) -> bool:
-        """A health check: the relay can publish."""
-        return self.connected
-
-    async def run(self, stop: asyncio.Event) -> None:
-        try:
-            self._nc = await connect(self._nats_url, name=f"{self._name}-relay", stop=stop)
-        except asyncio.CancelledError:
-            return
-        js = self._nc.jetstream(timeout=5)
-        backoff = 0.1
-        streams_ready = False
-        try:
-            while not stop.is_set():
-                if not streams_ready:
-                    try:
-                        for stream, subjects in self._streams.items():
-                            await ensure_stream(js, stream, subjects)
-                        streams_ready = True
-                    except Exception as error:
-                        log.warning("cannot declare streams yet", extra={"error": repr(error)})
-                        await _sleep_or_stop(stop, backoff)
-                        backoff = min(backoff * 2, 5.0)
-                        continue
-                # Cleared before reading, so a commit that lands during the read wakes us again.
-                self._wake.clear()
-                try:
-                    published = await self.relay_once(js)
-                    backoff = 0.1
-                except Exception as error:  # NATS or Postgres down: rows wait in the outbox
-                    log.warning("outbox relay failed, will retry", extra={"error": repr(error)})
-                    published = 0
-                    await _sleep_or_stop(stop, backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                if published < self._batch_size:
-                    # Caught up: wait for a commit's wake-up, or poll (other replicas' writes).
-                    await _wait_any(stop, self._wake, self._poll_interval)
-                    # Let concurrent commits gather, so one relay transaction carries many
-                    # events instead of one each (a few ms of lag for far less work).
-                    await _sleep_or_stop(stop, self._coalesce)
-        finally:
-            await self._nc.close()
-
-    async def _publish_all(self, js: JetStreamContext, rows: Sequence[Any]) -> list[Any]:
-        """Publish every row and wait for all acks. publish_async shares one reply
-        subscription: measured 46 us CPU per event against 82 us for publish (13k vs 8k events/s
-        from a backlog), which decides whether the relay keeps up with batch ingestion."""
-        futures = []
-        try:
-            for row in rows:
-                futures.append(await js.publish_async(
-                    row.subject,
-                    row.payload,
-                    headers={
-                        MSG_ID_HEADER: row.event_id,
-                        EVENT_TYPE_HEADER: row.event_type,
-                        REQUEST_ID_HEADER: row.request_id,
-                    },
-                ))
-            # The futures carry no deadline of their own (NATS may be gone): give them one.
-            _, pending = await asyncio.wait(futures, timeout=self._ack_timeout)
-            if pending:
-                raise TimeoutError(f"{len(pending)} of {len(futures)} JetStream acks missing "
-                                   f"after {self._ack_timeout:.0f}s")
-            return [future.result() for future in futures]
-        finally:
-            for future in futures:
-                if future.done():
-                    if not future.cancelled():
-                        future.exception()  # retrieved, so asyncio does not log it as lost
-                else:
-                    future.cancel()
-
-    async def relay_once(self, js: JetStreamContext) -> int:
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(self._claim, {"limit": self._batch_size})).all()
-            if not rows:
-                await conn.rollback()
-                return 0
-            # One connection sends in order, so the stream keeps the outbox order even though
-            # the acks are awaited together.
-            acks = await self._publish_all(js, rows)
-            if self._crash_after_publish:
-                os._exit(17)
-            await conn.execute(self._stamp, {"seqs": [row.seq for row in rows]})
-            await conn.commit()
-        duplicates = sum(1 for ack in acks if ack.duplicate)
-        if duplicates:
-            log.info("relay republished events JetStream already had", extra={"count": duplicates})
-        return len(rows)
 
 
 Handler = Callable[[Transaction, Msg], Awaitable[None]]
@@ -254,6 +78,19 @@ class ConsumerSpec:
     max_attempts: int = 5
     backoff: tuple[float, ...] = (0.5, 2.0, 10.0, 30.0, 60.0)
     ack_wait: float = 30.0
+    # Messages fetched at once; with `batch_transaction` a batch is one transaction (per lane).
+    batch: int = 200
+    # True only for a handler that allows it: the unit of work sends queued writes
+    # (`insert`, `defer`) at commit, so in a shared transaction an event would not see what
+    # the one before it queued (routing's order read model and the order service's plan
+    # follower both read what the previous event wrote), and a handler's work outside the
+    # database would be repeated when the batch falls back to one transaction per event.
+    batch_transaction: bool = False
+    # Lanes handled side by side; 1 keeps the stream's order for the whole consumer.
+    concurrency: int = 1
+    # With concurrency > 1: the events of one key (say, the aggregate's name) share a lane and
+    # keep their order; None spreads events over the lanes in no particular order.
+    key: Callable[[Msg], str] | None = None
 
     @classmethod
     def of(cls, durable: str, *subjects: str, **options: Any) -> ConsumerSpec:
@@ -276,6 +113,13 @@ class EventConsumer:
         self._handler = handler
         self._inbox = uow.tables.inbox
         self._sub: Any = None
+        inbox = self._inbox
+        # All of a batch's ids in one statement; the ones returned are new.
+        self._insert_many = sa.text(
+            f'INSERT INTO "{uow.tables.schema}".{inbox.name} (consumer, event_id) '
+            f"SELECT :consumer, unnest(:ids) ON CONFLICT DO NOTHING RETURNING event_id"
+        ).bindparams(sa.bindparam("consumer", type_=sa.Text),
+                     sa.bindparam("ids", type_=postgresql.ARRAY(sa.Text)))
 
     async def subscribe(self) -> None:
         """Create (or find) the durable consumer and bind a pull subscription to it."""
@@ -289,29 +133,45 @@ class EventConsumer:
             max_deliver=-1,
             ack_wait=spec.ack_wait,
             filter_subjects=list(spec.filter_subjects),
+            max_ack_pending=max(1000, 2 * spec.batch),
         )
         self._sub = await self._js.pull_subscribe(
             "", durable=spec.durable, stream=spec.stream, config=config
         )
 
-    async def run(self, stop: asyncio.Event, *, batch: int = 50) -> None:
+    async def run(self, stop: asyncio.Event, *, batch: int | None = None) -> None:
         """Handle events until `stop`. Raises ConsumerGone when the durable consumer no longer
         exists (deleted by an operator, or lost with the server's store), so that the
         supervisor subscribes again, which re-creates it."""
         if self._sub is None:
             await self.subscribe()
         sub = self._sub
+        size = batch or self._spec.batch
         while not stop.is_set():
             try:
-                messages = await sub.fetch(batch, timeout=1.0)
+                messages = await sub.fetch(size, timeout=1.0)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except Exception as error:
                 await self._check_durable(error)
                 await _sleep_or_stop(stop, 1.0)
                 continue
-            for msg in messages:
-                await self.handle(msg)
+            lanes = self._lanes(messages)
+            if len(lanes) == 1:
+                await self.handle_batch(lanes[0])
+            else:
+                await asyncio.gather(*(self.handle_batch(lane) for lane in lanes))
+
+    def _lanes(self, messages: list[Msg]) -> list[list[Msg]]:
+        count = self._spec.concurrency
+        if count <= 1 or len(messages) <= 1:
+            return [messages]
+        lanes: list[list[Msg]] = [[] for _ in range(count)]
+        key = self._spec.key
+        for i, msg in enumerate(messages):
+            lane = zlib.crc32(key(msg).encode()) % count if key is not None else i % count
+            lanes[lane].append(msg)
+        return [lane for lane in lanes if lane]
 
     async def _check_durable(self, error: Exception) -> None:
         """After a failed fetch: raise ConsumerGone if the durable is gone; otherwise (NATS
@@ -326,8 +186,37 @@ class EventConsumer:
         log.warning("fetch failed", extra={"consumer": self._spec.durable,
                                            "error": repr(error)})
 
+    async def handle_batch(self, messages: Sequence[Msg]) -> None:
+        """The batch in one transaction (inbox ids inserted together), then the acks; if the
+        transaction fails, each message again in a transaction of its own (`handle`)."""
+        if len(messages) == 1 or not self._spec.batch_transaction:
+            for msg in messages:
+                await self.handle(msg)
+            return
+        ids = [_event_id(msg) for msg in messages]
+        try:
+            async with self._uow.transaction() as tx:
+                new = set((await tx.execute(self._insert_many, {
+                    "consumer": self._spec.durable, "ids": ids})).scalars())
+                for event_id, msg in zip(ids, messages, strict=True):
+                    if event_id in new:
+                        new.discard(event_id)  # a duplicate within the batch is a no-op too
+                        await self._handler(tx, msg)
+        except Exception as error:
+            log.warning("event batch failed; handling its events one by one",
+                        extra={"consumer": self._spec.durable, "events": len(messages),
+                               "error": repr(error)})
+            for msg in messages:
+                await self.handle(msg)
+            return
+        for msg in messages:
+            await msg.ack()
+        # The acks are on their way in order; a PING/PONG round trip shows the server has
+        # them (a lost ack only means a redelivery, which the inbox turns into a no-op).
+        await self._nc.flush()
+
     async def handle(self, msg: Msg) -> None:
-        event_id = (msg.headers or {}).get(MSG_ID_HEADER) or f"seq:{msg.metadata.sequence.stream}"
+        event_id = _event_id(msg)
         try:
             async with self._uow.transaction() as tx:
                 inserted = await tx.execute(
@@ -370,20 +259,8 @@ class EventConsumer:
         await msg.nak(delay=delay * (0.8 + 0.4 * random.random()))
 
 
-async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
-
-
-async def _wait_any(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+def _event_id(msg: Msg) -> str:
+    return (msg.headers or {}).get(MSG_ID_HEADER) or f"seq:{msg.metadata.sequence.stream}"
 
 
 class ConsumerJob:

@@ -37,7 +37,11 @@ def compose(runtime: Runtime) -> Composition:
         register=lambda server: order_service_pb2_grpc.add_OrderServiceServicer_to_server(
             servicer, server),
         service_names=[SERVICE_NAME],
-        consumers=[(ConsumerSpec.of("order-plans", *PLAN_SUBJECTS), follow_plan)],
+        # In stream order (one lane): each plan event replaces the client's previous plan, so
+        # an older plan applied after a newer one would leave its orders in the wrong state.
+        # A transaction per event: a plan reads the order states the previous one wrote.
+        consumers=[(ConsumerSpec.of("order-plans", *PLAN_SUBJECTS, concurrency=1,
+                                    batch_transaction=False), follow_plan)],
     )
 
 

@@ -84,9 +84,16 @@ def compose(runtime: Runtime) -> Composition:
     return Composition(
         register=register,
         service_names=[SERVICE_NAME, OPERATIONS_NAME],
+        # Both in stream order (one lane): an order's created/released/updated/cancelled and a
+        # vehicle's status changes decide replans by what came before (the read model
+        # ignores a stale version, the replan triggers do not), and both replan the client's
+        # active plan, which a second lane would race for. A transaction per event: each
+        # reads the order versions and plans the previous one wrote.
         consumers=[
-            (ConsumerSpec.of("routing-orders", *events.ORDER_SUBJECTS), on_order),
-            (ConsumerSpec.of("routing-vehicles", events.VEHICLE_STATUS_CHANGED), on_vehicle),
+            (ConsumerSpec.of("routing-orders", *events.ORDER_SUBJECTS, concurrency=1,
+                             batch_transaction=False), on_order),
+            (ConsumerSpec.of("routing-vehicles", events.VEHICLE_STATUS_CHANGED, concurrency=1,
+                             batch_transaction=False), on_vehicle),
         ],
         jobs=[Job("planner", planner.run)],
     )

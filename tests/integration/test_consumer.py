@@ -85,10 +85,10 @@ async def test_redelivered_event_is_applied_once(runner_parts) -> None:
 async def test_failing_handler_is_retried_then_dead_lettered(runner_parts) -> None:
     uow, nc, stream = runner_parts
     js = nc.jetstream()
-    attempts: list[int] = []
+    attempts: list[tuple[bytes, int]] = []
 
     async def handler(tx: Transaction, msg) -> None:
-        attempts.append(msg.metadata.num_delivered)
+        attempts.append((msg.data, msg.metadata.num_delivered))
         if msg.data == b"poison":
             raise RuntimeError("cannot handle this")
 
@@ -96,7 +96,7 @@ async def test_failing_handler_is_retried_then_dead_lettered(runner_parts) -> No
     await js.publish(subject, b"poison", headers={"Nats-Msg-Id": "bad-1"})
     await js.publish(subject, b"fine", headers={"Nats-Msg-Id": "good-1"})
     spec = ConsumerSpec(stream=stream, durable="dlq", filter_subjects=(subject,),
-                        max_attempts=3, backoff=(0.1, 0.1, 0.1))
+                        max_attempts=3, backoff=(0.1, 0.1, 0.1), batch_transaction=True)
 
     async def dead_lettered():
         try:
@@ -109,7 +109,10 @@ async def test_failing_handler_is_retried_then_dead_lettered(runner_parts) -> No
     assert dead.data == b"poison"
     assert dead.headers["Cartage-Original-Subject"] == subject
     assert "cannot handle this" in dead.headers["Cartage-Error"]
-    assert attempts.count(1) == 2 and max(attempts) == 3  # poison tried 3x, fine once
+    # Poison delivered 3 times; fine delivered once (its first try, in the batch with poison,
+    # was rolled back with the batch and repeated in a transaction of its own).
+    assert sorted({n for data, n in attempts if data == b"poison"}) == [1, 2, 3]
+    assert {n for data, n in attempts if data == b"fine"} == {1}
     # The failed attempts left no inbox row, the handled one did.
     async with uow.transaction() as tx:
         rows = (await tx.execute(sa.text(
@@ -134,3 +137,107 @@ async def test_dead_letter_stream_keeps_its_copy(runner_parts) -> None:
 
 async def _never_called(tx: Transaction, msg) -> None:
     raise AssertionError("no event was published")
+
+
+async def test_a_fetched_batch_is_one_transaction_and_each_event_is_applied_once(
+        runner_parts) -> None:
+    uow, nc, stream = runner_parts
+    js = nc.jetstream()
+    subject = f"{stream.lower()}.thing"
+    for i in range(60):
+        await js.publish(subject, str(i).encode(), headers={"Nats-Msg-Id": f"b-{i}"})
+    transactions: set[int] = set()
+    applied: list[bytes] = []
+
+    async def handler(tx: Transaction, msg) -> None:
+        transactions.add(id(tx))
+        applied.append(msg.data)
+
+    spec = ConsumerSpec(stream=stream, durable="batched", filter_subjects=(subject,), batch=30,
+                        batch_transaction=True)
+
+    async def done() -> bool:
+        try:
+            info = await js.consumer_info(stream, "batched")
+        except nats.js.errors.NotFoundError:
+            return False
+        return info.num_ack_pending == 0 and info.num_pending == 0 and len(applied) == 60
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(EventConsumer(uow, nc, spec, handler).run(stop))
+    try:
+        await eventually(done, seconds=20)
+    finally:
+        stop.set()
+        await task
+    assert applied == [str(i).encode() for i in range(60)]  # in stream order
+    assert len(transactions) <= 6  # a few fetches of up to 30, not one transaction per event
+    async with uow.transaction() as tx:
+        inbox = (await tx.execute(sa.text(
+            "SELECT count(*) FROM orders.inbox WHERE consumer = 'batched'"))).scalar_one()
+    assert inbox == 60
+
+
+async def test_a_poisonous_event_does_not_hold_up_the_rest_of_its_batch(runner_parts) -> None:
+    """The others of its batch commit at once (one transaction each after the batch failed),
+    while the poisonous one is still waiting for its retries."""
+    uow, nc, stream = runner_parts
+    js = nc.jetstream()
+    subject = f"{stream.lower()}.thing"
+    for i in range(10):
+        data = b"poison" if i == 4 else str(i).encode()
+        await js.publish(subject, data, headers={"Nats-Msg-Id": f"p-{i}"})
+
+    async def handler(tx: Transaction, msg) -> None:
+        if msg.data == b"poison":
+            raise RuntimeError("cannot handle this")
+
+    spec = ConsumerSpec(stream=stream, durable="poison", filter_subjects=(subject,),
+                        max_attempts=3, backoff=(5.0,), batch_transaction=True)
+
+    async def handled() -> int:
+        async with uow.transaction() as tx:
+            return (await tx.execute(sa.text(
+                "SELECT count(*) FROM orders.inbox WHERE consumer = 'poison'"))).scalar_one()
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(EventConsumer(uow, nc, spec, handler).run(stop))
+    try:
+        await eventually(handled, seconds=4, until=lambda n: n == 9)  # before the first retry
+        info = await js.consumer_info(stream, "poison")
+        assert info.num_ack_pending == 1  # the poisonous one, waiting for its retry
+    finally:
+        stop.set()
+        await task
+
+
+async def test_lanes_run_side_by_side_and_keep_each_keys_order(runner_parts) -> None:
+    uow, nc, stream = runner_parts
+    js = nc.jetstream()
+    subject = f"{stream.lower()}.thing"
+    for n in range(20):
+        for key in "abcdefgh":
+            await js.publish(subject, f"{key}:{n}".encode(),
+                             headers={"Nats-Msg-Id": f"{key}-{n}", "Key": key})
+    seen: dict[str, list[int]] = {}
+    running = 0
+    overlapped = 0
+
+    async def handler(tx: Transaction, msg) -> None:
+        nonlocal running, overlapped
+        running += 1
+        overlapped = max(overlapped, running)
+        await asyncio.sleep(0.002)  # a handler that waits on I/O
+        running -= 1
+        key, n = msg.data.decode().split(":")
+        seen.setdefault(key, []).append(int(n))
+
+    spec = ConsumerSpec(stream=stream, durable="lanes", filter_subjects=(subject,),
+                        concurrency=4, key=lambda msg: msg.headers["Key"])
+
+    async def done() -> bool:
+        return sum(len(v) for v in seen.values()) == 160
+
+    await _run(uow, nc, spec, handler, done)
+    assert seen == {key: list(range(20)) for key in "abcdefgh"}
+    assert overlapped > 1

@@ -60,12 +60,15 @@ def placement(plan: route_plan_pb2.RoutePlan) -> dict[tuple[str, int], str]:
 
 
 async def plan_orders(routing: RoutingClient, names: list[str]) -> route_plan_pb2.RoutePlan:
-    """PlanRoutes once the routing read model has the orders (their events take a moment)."""
+    """PlanRoutes once the routing read model has the orders (their events take a moment:
+    unknown yet, or known from order.created while order.released is still on its way)."""
     async def attempt():
         try:
             return await routing.planned(orders=names)
         except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            behind = error.code() == grpc.StatusCode.FAILED_PRECONDITION and (
+                "is CREATED" in (error.details() or ""))
+            if error.code() != grpc.StatusCode.INVALID_ARGUMENT and not behind:
                 raise
             return None
 
