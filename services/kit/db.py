@@ -70,6 +70,23 @@ def unreachable(error: BaseException) -> bool:
     return False
 
 
+#: SQLSTATEs of text Postgres cannot store: a NUL character in text (22021) or a \u0000
+#: escape in jsonb (22P05). Only a request can carry one, so it is the caller's error.
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
+
+
+def unstorable_text(error: BaseException) -> bool:
+    """Whether `error` is Postgres refusing a string of the request (a NUL character)."""
+    seen: BaseException | None = error
+    for _ in range(8):
+        if seen is None:
+            break
+        if getattr(seen, "sqlstate", None) in _UNSTORABLE_TEXT:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     statement: sa.Executable

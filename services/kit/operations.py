@@ -161,7 +161,8 @@ class OperationsServicer(operations_pb2_grpc.OperationsServicer):
         operation_id = self.names.parse(request.name, v)
         wait = self._max_wait_s
         if request.HasField("timeout"):
-            asked = request.timeout.ToTimedelta().total_seconds()
+            # Not ToTimedelta: a huge `seconds` would overflow it (OverflowError, INTERNAL).
+            asked = request.timeout.seconds + request.timeout.nanos / 1e9
             if asked < 0:
                 v.add("timeout", "must not be negative", "OUT_OF_RANGE")
             wait = min(wait, asked)

@@ -29,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from services.kit.auth import Caller, set_caller
-from services.kit.db import unreachable
+from services.kit.db import unreachable, unstorable_text
 from services.kit.errors import (
     CartageError,
     InvalidArgument,
@@ -125,6 +125,10 @@ async def _rpc_scope(method: str, context: grpc.aio.ServicerContext) -> AsyncIte
             log.warning("database unreachable", extra={"rpc": method, "error": repr(error)})
             status = to_rpc_status(Unavailable("the database is unreachable; retry shortly",
                                                reason="DATABASE_UNAVAILABLE"))
+        elif unstorable_text(error):  # e.g. a NUL in a request_id or a reason: the caller's
+            status = to_rpc_status(InvalidArgument(
+                "a text field contains a character that cannot be stored (NUL)",
+                reason="UNSTORABLE_CHARACTER"))
         else:
             log.exception("unhandled error", extra={"rpc": method})
             status = to_rpc_status(Exception())
