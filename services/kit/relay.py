@@ -286,7 +286,10 @@ class OutboxRelay:
             finally:
                 self._loop = None
                 ready.set()
-                loop.call_soon_threadsafe(settle, error)
+                try:
+                    loop.call_soon_threadsafe(settle, error)
+                except RuntimeError:  # the service's loop is already closed: nobody waits
+                    pass
 
         worker = threading.Thread(target=thread, name=f"{self._name}-outbox-relay", daemon=True)
         worker.start()
