@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from authlib.integrations.httpx_client import AsyncOAuth2Client
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.audit import start_collector
 from gateway.auth.clients import ClientRegistry
@@ -123,3 +124,11 @@ async def partner_factory(envoy: EnvoyProcess, gateway_auth: RunningAuth,
 @pytest.fixture
 async def partner(partner_factory: object) -> Partner:
     return await partner_factory()  # type: ignore[operator, no-any-return]
+
+
+@pytest.fixture
+async def engine(stack: Stack) -> AsyncIterator[AsyncEngine]:
+    """An engine on the session's database (the audit tests read the gateway schema)."""
+    engine = create_engine(stack.database_url, pool_size=2)
+    yield engine
+    await engine.dispose()

@@ -16,20 +16,12 @@ from gateway.audit import AuditStore
 from gateway.audit import main as audit_cli
 from gateway.auth.clients import ClientRegistry
 from services.kit.db import create_engine
-from tests.conftest import Stack
 from tests.e2e.conftest import Partner
 from tests.e2e.test_gateway_journeys import order_json
 from tests.support import eventually
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:The httpx module is deprecated")]
-
-
-@pytest.fixture
-async def engine(stack: Stack) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(stack.database_url, pool_size=2)
-    yield engine
-    await engine.dispose()
 
 
 async def test_every_request_is_audited_in_an_intact_chain(

@@ -5,7 +5,7 @@ transcoding), and the gateway's for its own refusals."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -14,8 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cartage.order.v1 import order_service_pb2, order_service_pb2_grpc
 from gateway.audit import AuditStore
-from services.kit.db import create_engine
-from tests.conftest import Stack
 from tests.e2e.conftest import Partner
 from tests.e2e.harness import EnvoyProcess
 from tests.e2e.test_gateway_journeys import order_json
@@ -23,13 +21,6 @@ from tests.support import eventually, sample_order
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore:The httpx module is deprecated")]
-
-
-@pytest.fixture
-async def engine(stack: Stack) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(stack.database_url, pool_size=2)
-    yield engine
-    await engine.dispose()
 
 
 async def test_the_audit_records_the_true_grpc_status(

@@ -308,14 +308,18 @@ async def test_kill_9_of_every_process_under_load_loses_nothing(tmp_path: Path) 
     report = {target: {"kills": len(times), "median_s": round(statistics.median(times), 2),
                        "max_s": max(times), "seconds": times}
               for target, times in recovery.items() if times}
+    worst = max(r["max_s"] for r in report.values())
     report["requests"] = dict(load.outcomes)
     report["orders"] = len(load.acknowledged)
+    report["targets"] = {"recovery_max_s": 5.0, "asserted_recovery_max_s": MAX_RECOVERY_S}
+    # Written only once the loss checks above held; recovery against the 5 s target.
+    report["pass"] = {"nothing_lost": True, "recovery_within_5s": worst <= 5.0}
+    report["pass"]["all"] = all(report["pass"].values())
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "faults_kill.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
-    slow = {t: r["max_s"] for t, r in report.items()
-            if isinstance(r, dict) and r.get("max_s", 0) > MAX_RECOVERY_S}
+    slow = {t: recovery[t] for t in recovery if recovery[t] and max(recovery[t]) > MAX_RECOVERY_S}
     assert not slow, slow
 
 
