@@ -153,8 +153,11 @@ def _tokenize(raw: str) -> tuple[list[str], str]:
     if len(body) < _ISA_LENGTH:
         raise ChannelError("truncated ISA header (it is 106 characters)", "segment 1 (ISA)")
     separator, terminator = body[3], body[105]
-    if separator.isalnum() or terminator.isalnum() or separator == terminator:
-        raise ChannelError("invalid delimiters in the ISA header", "segment 1 (ISA)")
+    if separator.isalnum() or separator.isspace():
+        raise ChannelError("invalid element separator in the ISA header", "segment 1 (ISA)")
+    if terminator.isalnum() or terminator in (separator, " "):
+        raise ChannelError("the ISA header is not fixed width (106 characters)",
+                           "segment 1 (ISA)")
     parts = body.split(terminator)
     if parts[-1].strip():
         raise ChannelError("truncated: data after the last segment terminator",
