@@ -116,7 +116,7 @@ class HttpTenderSender:
         response = await self._client.send(request, stream=True, follow_redirects=False)
         try:
             body = bytearray()
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_bytes():  # decoded: the cap bounds memory
                 body += chunk
                 if len(body) > http_api.MAX_BODY:
                     raise ChannelError(f"answer larger than {http_api.MAX_BODY} bytes", "body")
