@@ -122,6 +122,9 @@ def parse_offer_response(status: int, body: bytes) -> TenderResponse | None:
         return parse_callback(body)
     if status == 429 or status >= 500:
         raise CarrierUnavailable(f"carrier answered HTTP {status}")
+    if 300 <= status < 400:
+        raise ChannelError(f"carrier redirected the offer (HTTP {status}); redirects are not "
+                           "followed", "status")
     raise ChannelError(f"carrier refused the offer with HTTP {status}",
                        body[:200].decode("utf-8", "replace") or None)
 

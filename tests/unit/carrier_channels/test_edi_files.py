@@ -74,3 +74,19 @@ def test_the_inbox_refuses_oversized_and_non_ascii_files(tmp_path: Path) -> None
     big, utf = EdiInbox(tmp_path, max_bytes=1000).read()
     assert big.error is not None and "larger than" in str(big.error)
     assert utf.error is not None and "not ASCII" in str(utf.error)
+
+
+def test_an_edi_tender_round_trip_through_outbox_and_inbox(tmp_path: Path) -> None:
+    """The 204 we drop is what a carrier answers; its 990 in our inbox finds the tender."""
+    outbox, inbox_dir = tmp_path / "out", tmp_path / "in"
+    outbox.mkdir()
+    inbox_dir.mkdir()
+    path = EdiFileSender(outbox, sender_id="CARTAGE", receiver_id="ABCD").write(
+        DOCUMENT, control_number=100, now=NOW)
+    ref = edi_x12.parse_204(path.read_text())  # the carrier's side
+    answer = TenderResponse(ref.tender_id, ref.carrier_scac, False, "NO_CAPACITY", None, NOW)
+    (inbox_dir / "990-1.x12").write_text(edi_x12.build_990(
+        answer, shipment_id=ref.shipment_id, control_number=1, sender_id=ref.carrier_scac,
+        receiver_id=ref.interchange_sender, now=NOW))
+    [item] = EdiInbox(inbox_dir).read()
+    assert item.responses == (answer,)

@@ -8,7 +8,13 @@ import dataclasses
 import httpx
 import pytest
 
-from services.carrier.channels.model import CarrierUnavailable, UnsafeDestination
+from services.carrier.channels.http_api import MAX_BODY, answer_body
+from services.carrier.channels.model import (
+    CarrierUnavailable,
+    ChannelError,
+    TenderResponse,
+    UnsafeDestination,
+)
 from services.carrier.channels.sender import HttpTenderSender
 from tests.carrier_server import Behaviour, CallbackReceiver, TestCarrier
 from tests.unit.carrier_channels.samples import DOCUMENT
@@ -178,3 +184,30 @@ async def test_allow_public_lets_a_global_address_through() -> None:
     [request] = network.requests
     assert request.url.host == "8.8.4.4" and request.headers["host"] == "carrier.example"
     assert request.extensions["sni_hostname"] == "carrier.example"
+
+
+def _answering(body: bytes, status: int = 200) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(
+        lambda request: httpx.Response(status, content=body)))
+
+
+async def test_an_answer_for_another_tender_is_refused() -> None:
+    other = TenderResponse("T-OTHER", "ABCD", True, None, None, None)
+    sender = HttpTenderSender("http://127.0.0.1:9", client=_answering(answer_body(other)))
+    with pytest.raises(ChannelError, match="another tender"):
+        await sender.offer(_tender("T-MINE"))
+
+
+async def test_an_endless_answer_is_cut_off() -> None:
+    sender = HttpTenderSender("http://127.0.0.1:9",
+                              client=_answering(b"{" + b" " * (2 * MAX_BODY) + b"}"))
+    with pytest.raises(ChannelError, match="larger than"):
+        await sender.offer(_tender("T-BIG"))
+
+
+async def test_a_redirect_is_not_followed() -> None:
+    sender = HttpTenderSender("http://127.0.0.1:9", client=httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda request: httpx.Response(
+            307, headers={"location": "http://169.254.169.254/"}))))
+    with pytest.raises(ChannelError, match="redirected the offer"):
+        await sender.offer(_tender("T-REDIR"))
