@@ -25,7 +25,8 @@ class Code:
 def _table(*rows: Code) -> tuple[Code, ...]:
     for attr in ("canonical", "x12", "api"):
         values = [getattr(row, attr) for row in rows]
-        assert len(values) == len(set(values)), f"duplicate {attr} code"
+        if len(values) != len(set(values)):  # a code mapping two ways would silently win one
+            raise ValueError(f"duplicate {attr} code in a code table")
     return rows
 
 

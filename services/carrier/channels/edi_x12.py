@@ -50,6 +50,8 @@ def _stop_loop(document: TenderDocument, index: int) -> list[str]:
     where = f"stops[{index}]"
     if stop.kind not in codes.STOP_REASON:
         raise ChannelError(f"unknown stop kind {stop.kind!r}", f"{where}.kind")
+    if not 1 <= stop.sequence <= 999:  # S5-01 is N0 1/3
+        raise ChannelError("stop sequence must be 1–999", f"{where}.sequence")
     out = [_seg("S5", str(stop.sequence), codes.STOP_REASON[stop.kind])]
     if stop.reference:
         out.append(_seg("L11", x12.text(stop.reference, f"{where}.reference", max_len=30),

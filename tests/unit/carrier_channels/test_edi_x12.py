@@ -145,6 +145,8 @@ def test_a_bad_990_is_refused_with_its_position(mutate, message: str, where: str
     ({"weight_kg": Decimal("-1")}, "weight_kg"),
     ({"respond_by": datetime(2026, 3, 2, 12, 0)}, "respond_by"),
     ({"stops": ()}, "stops"),
+    ({"stops": (dataclasses.replace(DOCUMENT.stops[0], sequence=0),)}, "stops[0].sequence"),
+    ({"currency": "EURO"}, "currency"),
 ])
 def test_a_document_x12_cannot_carry_is_refused_naming_the_field(change, field: str) -> None:
     with pytest.raises(ChannelError) as caught:
