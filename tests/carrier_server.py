@@ -74,7 +74,7 @@ class _Server:
                                 access_log=False, timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
         self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
-        for _ in range(500):
+        for _ in range(1000):  # up to 10 s on a busy machine
             if self.server.started:
                 break
             await asyncio.sleep(0.01)
