@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from google.protobuf.descriptor import Descriptor
+from google.api import field_behavior_pb2
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from cartage.type.v1 import constraints_pb2
 
@@ -54,3 +55,19 @@ def bounds(message: Descriptor, field: str) -> tuple[float | None, float | None,
     found = of(message, field)
     return (found.minimum if found.HasField("minimum") else None,
             found.maximum if found.HasField("maximum") else None, found.exclusive_minimum)
+
+
+_NOT_UPDATABLE = frozenset({field_behavior_pb2.OUTPUT_ONLY, field_behavior_pb2.IDENTIFIER,
+                            field_behavior_pb2.IMMUTABLE})
+
+
+def behaviors(field: FieldDescriptor) -> frozenset[int]:
+    """The field's `google.api.field_behavior` values."""
+    return frozenset(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+
+
+def updatable(message: Descriptor) -> frozenset[str]:
+    """The fields an update mask may name (AIP-134): all but the output-only, identifier and
+    immutable ones and the etag, which is a precondition, not content."""
+    return frozenset(f.name for f in message.fields if f.name != "etag"
+                     and not behaviors(f) & _NOT_UPDATABLE)
