@@ -353,7 +353,7 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
             if binding.verb == "POST":
                 operation["parameters"].append({
                     "name": "Idempotency-Key", "in": "header",
-                    "schema": {"type": "string", "maxLength": 100},
+                    "schema": {"type": "string"},
                     "description": "Makes a retry return the first response."})
             paths.setdefault(path, {})[binding.verb.lower()] = operation
     scopes = {rule.scope: f"scope {rule.scope}" for rule in policy.values()}
