@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto lint test test-faults run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing clean
+.PHONY: install proto lint test test-faults fuzz run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ test: lint
 test-faults: proto
 	$(BIN)/pytest tests/integration/test_faults_kill.py tests/integration/test_faults_nats.py \
 		tests/integration/test_faults_postgres.py tests/integration/test_durability.py
+
+# The fuzzers with a longer budget than make test's: schemathesis against the gateway's
+# /openapi.json (FUZZ_EXAMPLES per operation) and random and mutated protobuf bytes on every
+# gRPC method (FUZZ_CASES per method). CARTAGE_FUZZ_SEED=N for other cases.
+FUZZ_EXAMPLES ?= 200
+FUZZ_CASES ?= 400
+fuzz: proto
+	CARTAGE_SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) CARTAGE_FUZZ_CASES=$(FUZZ_CASES) $(BIN)/pytest \
+		tests/e2e/test_gateway_schemathesis.py tests/integration/test_fuzz_grpc.py
 
 run: proto
 	$(BIN)/python -m services.stack

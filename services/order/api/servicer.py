@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from cartage.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
+from services.kit import constraints
 from services.kit.auth import Caller, current_caller
 from services.kit.errors import CartageError, InvalidArgument, to_rpc_status
 from services.kit.fieldmask import apply_update_mask, check_update_mask
@@ -22,10 +23,8 @@ from services.order.domain.model import State
 from services.order.use_cases import BatchItem, ListQuery, OrderUseCases
 
 MAX_BATCH = 1000
-UPDATABLE = frozenset({
-    "shipper", "consignee", "pickup", "delivery", "line_items", "priority", "service_level",
-    "required_skills", "mode", "notes",
-})
+# What an update mask may name: the contract's writable fields (not output-only, immutable).
+UPDATABLE = constraints.updatable(order_pb2.Order.DESCRIPTOR)
 FILTERS = {
     "state": frozenset({"=", "!="}),
     "external_reference": frozenset({"="}),

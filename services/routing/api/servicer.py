@@ -18,6 +18,7 @@ from cartage.routing.v1 import (
     routing_service_pb2_grpc,
     vehicle_pb2,
 )
+from services.kit import constraints
 from services.kit.auth import Caller, current_caller
 from services.kit.errors import InvalidArgument
 from services.kit.fieldmask import apply_update_mask, check_update_mask
@@ -39,10 +40,8 @@ from services.routing.use_cases import (
 from services.routing.use_cases.ports import Page
 
 pb = routing_service_pb2
-VEHICLE_UPDATABLE = frozenset({
-    "display_name", "capacities", "skills", "start_depot", "end_depot", "shift", "breaks",
-    "costs", "max_route_duration", "max_route_distance_meters",
-})
+# What an update mask may name: the contract's writable fields (not output-only, immutable).
+VEHICLE_UPDATABLE = constraints.updatable(vehicle_pb2.Vehicle.DESCRIPTOR)
 #: How often a watch re-reads its plan without a notice (changes made by another process).
 WATCH_REREAD_S = 1.0
 
