@@ -64,6 +64,9 @@ class Child:
             self.process = subprocess.Popen(
                 **dying_with_parent(self.command or [sys.executable, "-m", self.module]),
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                # Not in the terminal's group: Ctrl-C reaches the supervisor only, which stops
+                # the services before NATS and Postgres (see the `finally` in run()).
+                process_group=0,
             )
         self.started_at = time.monotonic()
         wait_for_port(self.port, timeout=120, process=self.process, what=self.name)
@@ -259,12 +262,17 @@ def run() -> int:
         _say("stopping ...")
         return 0
     finally:
+        # In order: Envoy and the services drain while NATS and Postgres are still there (each
+        # child has a process group of its own, so a Ctrl-C reached none of them).
         for child in reversed([*children, *(c for c in gateway if c not in children)]):
             _stop(child.process, signal.SIGTERM)
+        _say("stopped the gateway and the services")
         if nats is not None:
             nats.stop()
+            _say("stopped NATS")
         if postgres is not None:
             postgres.stop()
+            _say("stopped PostgreSQL")
         _say("stopped.")
 
 
