@@ -316,9 +316,13 @@ def _banner(endpoints: dict[str, object], data: Path) -> None:
     _say(f"  TOKEN=$(curl -s -u '{creds}' -d grant_type=client_credentials \\")
     _say(f"          {endpoints['token_url']} | python3 -c 'import json,sys; "
          "print(json.load(sys.stdin)[\"access_token\"])')")
-    _say("  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: demo-1' \\")
+    # The sample order's own reference as the key: a new one each run (a fixed key would
+    # meet the next run's sample with IDEMPOTENCY_KEY_REUSED).
+    key = json.loads((data / "demo-order.json").read_text())["externalReference"]
+    _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: {key}' \\")
     _say(f"       -d @{data / 'demo-order.json'} {endpoints['gateway_url']}/v1/orders")
     _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" {endpoints['gateway_url']}/v1/orders")
+    _say("The README's session (\"Running it\") plans and approves it, as typed.")
     _say("Or over gRPC straight to the service: .venv/bin/python -m services.stack demo")
     _say("Press Ctrl-C to stop.")
 
