@@ -5,6 +5,11 @@
 
 The HTTP filter chain, in order, and why that order:
 
+0. `cartage.rest_response` (Lua, response path only, REST callers only: a matcher skips
+   `application/grpc` requests; gateway.envoy_lua.LUA_REST_RESPONSE): first, so last on the
+   response path and it sees every local reply. It removes the grpc-* headers the transcoder
+   leaves on REST responses and puts the gateway's own refusals (the transcoder's 400s,
+   jwt_authn's 401s, RBAC's 403, the route table's 404) into our words with an ErrorInfo reason.
 1. `header_mutation` strips client-supplied identity headers (x-cartage-*), so only values
    set below from a verified token can reach a service.
 2. `cartage.bearer` (Lua, gateway.envoy_lua.LUA_BEARER) refuses an Authorization header that
@@ -42,8 +47,10 @@ The HTTP filter chain, in order, and why that order:
    client's tier and the RPC's class; 429 with Retry-After.
 10. `router`.
 
-Every local reply (401, 403, 404, 429, 503 …) has a JSON body shaped like the `google.rpc.Status`
-the transcoder produces for service errors, so a partner parses one error format.
+Every local reply (401, 403, 404, 405, 429, 503 …) has a JSON body shaped like the
+`google.rpc.Status` the transcoder produces for service errors, with an ErrorInfo reason
+(LOCAL_REPLY_REASONS), so a partner parses one error format. A path the HTTP rules serve, asked
+with a method none of them has, is 405 with `Allow` (`_method_not_allowed`).
 
 Each RPC goes to the upstream of the registered service (services.registry) that lists its gRPC
 service (`--upstream routing=host:port`); RPCs of a service without an upstream are left out
