@@ -15,7 +15,10 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
+	# A lenient editable install maps the top-level packages that exist now: the generated
+	# `cartage` package (make proto) gets its directory first, so it is mapped too.
+	mkdir -p cartage && touch cartage/__init__.py
+	$(BIN)/python -m pip install --quiet --config-settings editable_mode=lenient -e '.[dev]'
 	touch $(STAMP)
 
 $(BUF):

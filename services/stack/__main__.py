@@ -64,6 +64,9 @@ class Child:
             self.process = subprocess.Popen(
                 **dying_with_parent(self.command or [sys.executable, "-m", self.module]),
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                # Not in the terminal's group: Ctrl-C reaches the supervisor only, which stops
+                # the services before NATS and Postgres (see the `finally` in run()).
+                process_group=0,
             )
         self.started_at = time.monotonic()
         wait_for_port(self.port, timeout=120, process=self.process, what=self.name)
@@ -259,12 +262,17 @@ def run() -> int:
         _say("stopping ...")
         return 0
     finally:
+        # In order: Envoy and the services drain while NATS and Postgres are still there (each
+        # child has a process group of its own, so a Ctrl-C reached none of them).
         for child in reversed([*children, *(c for c in gateway if c not in children)]):
             _stop(child.process, signal.SIGTERM)
+        _say("stopped the gateway and the services")
         if nats is not None:
             nats.stop()
+            _say("stopped NATS")
         if postgres is not None:
             postgres.stop()
+            _say("stopped PostgreSQL")
         _say("stopped.")
 
 
@@ -308,9 +316,13 @@ def _banner(endpoints: dict[str, object], data: Path) -> None:
     _say(f"  TOKEN=$(curl -s -u '{creds}' -d grant_type=client_credentials \\")
     _say(f"          {endpoints['token_url']} | python3 -c 'import json,sys; "
          "print(json.load(sys.stdin)[\"access_token\"])')")
-    _say("  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: demo-1' \\")
+    # The sample order's own reference as the key: a new one each run (a fixed key would
+    # meet the next run's sample with IDEMPOTENCY_KEY_REUSED).
+    key = json.loads((data / "demo-order.json").read_text())["externalReference"]
+    _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: {key}' \\")
     _say(f"       -d @{data / 'demo-order.json'} {endpoints['gateway_url']}/v1/orders")
     _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" {endpoints['gateway_url']}/v1/orders")
+    _say("The README's session (\"Running it\") plans and approves it, as typed.")
     _say("Or over gRPC straight to the service: .venv/bin/python -m services.stack demo")
     _say("Press Ctrl-C to stop.")
 

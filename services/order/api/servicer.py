@@ -11,7 +11,11 @@ from cartage.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grp
 from services.kit import constraints
 from services.kit.auth import Caller, current_caller
 from services.kit.errors import CartageError, InvalidArgument, to_rpc_status
-from services.kit.fieldmask import apply_update_mask, check_update_mask
+from services.kit.fieldmask import (
+    apply_update_mask,
+    check_update_mask,
+    effective_update_mask,
+)
 from services.kit.filtering import Condition, parse_filter
 from services.kit.idempotency import IdempotencyKey, request_key
 from services.kit.log import request_id_var
@@ -130,11 +134,11 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                           context: grpc.aio.ServicerContext) -> order_pb2.Order:
         caller = current_caller()
         order_id = parse_name(request.order.name, "orders", "order.name")
-        check_update_mask(request.update_mask, order_pb2.Order.DESCRIPTOR, updatable=UPDATABLE)
+        mask = effective_update_mask(request.update_mask, request.order, updatable=UPDATABLE)
+        check_update_mask(mask, order_pb2.Order.DESCRIPTOR, updatable=UPDATABLE)
 
         def apply(content: order_pb2.Order) -> list[str]:
-            paths = apply_update_mask(content, request.order, request.update_mask,
-                                      updatable=UPDATABLE)
+            paths = apply_update_mask(content, request.order, mask, updatable=UPDATABLE)
             after = Violations()
             check_order(content, after)
             after.raise_if_any()
