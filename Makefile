@@ -32,6 +32,7 @@ lint: proto $(BUF)
 	$(BUF) lint build/cartage.binpb --config proto/buf.yaml
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/hadolint deploy/Containerfile
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
