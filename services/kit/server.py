@@ -148,6 +148,9 @@ async def _abort(context: grpc.aio.ServicerContext, status: RpcStatus) -> None:
 
 HealthCheck = Callable[[], Awaitable[bool]]
 HEALTH_INTERVAL_S = 1.0
+# A grpc.health.v1 service name that is SERVING as long as the server serves, whatever its
+# dependencies: the liveness (and startup) probe. Readiness is the overall "" entry.
+LIVENESS_SERVICE = "liveness"
 
 
 class Service:
@@ -213,6 +216,7 @@ class Service:
         if self.own_address and server.add_insecure_port(self.own_address) == 0:
             raise OSError(f"could not bind {self.own_address}")
         await server.start()
+        await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         if handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
