@@ -116,6 +116,9 @@ topologySpreadConstraints:
 {{- end }}
 {{- range $name, $ref := .c.secretEnv }}
 {{- $secret := index $.root.Values.secrets $ref }}
+{{- if not $secret }}
+{{- fail (printf "secretEnv %s: %q is not one of the `secrets` references (%s)" $name $ref (keys $.root.Values.secrets | sortAlpha | join ", ")) }}
+{{- end }}
 - name: {{ $name }}
   valueFrom:
     secretKeyRef:

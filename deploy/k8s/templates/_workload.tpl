@@ -85,8 +85,10 @@ spec:
               containerPort: {{ .containerPort }}
               protocol: TCP
             {{- end }}
+          {{- with $s.env }}
           env:
-            {{- toYaml $s.env | nindent 12 }}
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
           {{- toYaml $s.probes | nindent 10 }}
           resources:
             {{- toYaml $c.resources | nindent 12 }}
@@ -144,7 +146,14 @@ metadata:
   labels:
     {{- include "cartage.labels" $ctx | nindent 4 }}
 spec:
-  {{- toYaml $c.podDisruptionBudget | nindent 2 }}
+  {{- /* minAvailable, when given anywhere, wins over the defaults' maxUnavailable */}}
+  {{- with $c.podDisruptionBudget }}
+  {{- if hasKey . "minAvailable" }}
+  minAvailable: {{ .minAvailable }}
+  {{- else }}
+  maxUnavailable: {{ .maxUnavailable }}
+  {{- end }}
+  {{- end }}
   unhealthyPodEvictionPolicy: AlwaysAllow
   selector:
     matchLabels:
