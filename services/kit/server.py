@@ -39,6 +39,7 @@ from services.kit.errors import (
 )
 from services.kit.jobs import Job, Supervisor
 from services.kit.log import request_id_var
+from services.kit.metrics import observe_rpc
 
 log = logging.getLogger("cartage.rpc")
 
@@ -135,8 +136,10 @@ async def _rpc_scope(method: str, context: grpc.aio.ServicerContext) -> AsyncIte
         code = status.code
         await _abort(context, status)
     finally:
+        elapsed = time.perf_counter() - started
+        observe_rpc(method, code.name, elapsed)
         log.info("rpc", extra={"rpc": method, "code": code.name,
-                               "ms": round((time.perf_counter() - started) * 1000, 2),
+                               "ms": round(elapsed * 1000, 2),
                                "client_id": caller.client_id if caller else ""})
 
 
