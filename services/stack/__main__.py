@@ -69,6 +69,11 @@ class Child:
         wait_for_port(self.port, timeout=120, process=self.process, what=self.name)
 
 
+# A service's metrics port under make run: its gRPC port + this (order: 51051), unless
+# <PREFIX>_METRICS_PORT says otherwise or it is taken.
+METRICS_PORT_OFFSET = 1000
+
+
 def _port(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int:
     """The port from `name`, else `default` if it is free, else any free port (run.json tells)."""
     if env.get(name):
@@ -183,9 +188,13 @@ def run() -> int:
     # `upstreams` is where Envoy reaches each.
     children: list[Child] = []
     upstreams: dict[str, str] = {}
+    metrics: dict[str, str] = {}  # Prometheus /metrics of each service (kit.metrics)
     for entry in registry.SERVICES:
         port = _port(env, entry.port_env, entry.default_port)
-        service_env = {entry.address_env: f"127.0.0.1:{port}"}
+        metrics_env = f"{entry.env_prefix}_METRICS_PORT"
+        metrics_port = _port(env, metrics_env, entry.default_port + METRICS_PORT_OFFSET)
+        metrics[entry.name] = f"http://127.0.0.1:{metrics_port}/metrics"
+        service_env = {entry.address_env: f"127.0.0.1:{port}", metrics_env: str(metrics_port)}
         upstreams[entry.name] = f"127.0.0.1:{port}"
         if entry.worker_sockets:
             # Envoy reaches each worker on its own socket and balances requests over them.
@@ -236,6 +245,8 @@ def run() -> int:
             "jwks_url": f"{issuer}/.well-known/jwks.json",
             "openapi_url": f"http://127.0.0.1:{gateway_port}/openapi.json",
             "audit_verify": ".venv/bin/python -m gateway.audit verify",
+            "metrics": {**metrics,
+                        "envoy": f"http://127.0.0.1:{admin_port}/stats/prometheus"},
             "demo_client_id": credentials["client_id"],
             "demo_client_secret": credentials["client_secret"],
             "logs": str(logs),
@@ -302,6 +313,8 @@ def _banner(endpoints: dict[str, object], data: Path) -> None:
     _say(f"  tokens     OAuth2 {endpoints['token_url']}")
     _say(f"  postgres          {endpoints['database_url']}")
     _say(f"  nats              {endpoints['nats_url']}")
+    for name, url in endpoints["metrics"].items():  # type: ignore[attr-defined]
+        _say(f"  {name:<10} metrics {url}")
     _say("")
     _say("Try it through the gateway as the demo partner:")
     creds = f"{endpoints['demo_client_id']}:{endpoints['demo_client_secret']}"
