@@ -39,6 +39,7 @@ HARDENED = {
     "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
 }
 PROD = chart.CHART / "values-prod.yaml"
+METRICS = 9464
 
 
 @pytest.fixture(scope="module")
@@ -127,13 +128,14 @@ def test_every_registry_service_has_all_its_objects(rendered: list[dict[str, Any
             assert name in objects(rendered, kind), f"{kind} {name}"
         service = objects(rendered, "Service")[name]
         assert service["spec"]["clusterIP"] == "None"  # headless: Envoy balances over pods
-        assert [p["port"] for p in service["spec"]["ports"]] == [entry.default_port]
+        assert [p["port"] for p in service["spec"]["ports"]] == [entry.default_port, METRICS]
         container = objects(rendered, "Deployment")[name]["spec"]["template"]["spec"][
             "containers"][0]
         assert container["args"] == [entry.name, "serve"]
         env = {e["name"]: e for e in container["env"]}
         assert env[entry.address_env]["value"] == f"0.0.0.0:{entry.default_port}"
         assert env["MIGRATE_ON_START"]["value"] == "false"
+        assert env[f"{entry.env_prefix}_METRICS_PORT"]["value"] == str(METRICS)
         # grpc.health.v1 probes on the gRPC port: readiness is the overall entry (it follows
         # Postgres and NATS), liveness and startup the kit's `liveness` entry.
         assert container["readinessProbe"]["grpc"] == {"port": entry.default_port}
@@ -235,9 +237,13 @@ def test_default_deny_and_only_envoy_reaches_the_services(
         "app.kubernetes.io/name": "cartage", "app.kubernetes.io/instance": RELEASE}
     for entry in registry.SERVICES:
         spec = policies[component(entry.name)]["spec"]
-        (rule,) = spec["ingress"]
+        rule, scrape = spec["ingress"]
         assert [_selects(p) for p in rule["from"]] == ["gateway"]
         assert rule["ports"] == [{"protocol": "TCP", "port": entry.default_port}]
+        # Prometheus (metrics.from: the monitoring namespace) reaches the metrics port only.
+        assert scrape["ports"] == [{"protocol": "TCP", "port": METRICS}]
+        assert scrape["from"][0]["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "monitoring"}
         egress_ports = {p["port"] for r in spec["egress"] for p in r["ports"]}
         other_ports = {s.default_port for s in registry.SERVICES}
         assert not egress_ports & other_ports, "no arrow between services by default"
@@ -298,6 +304,16 @@ def test_envoy_config_in_the_configmap_is_valid_and_points_at_kubernetes_service
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][:3] == ["envoy", "-c", "/etc/cartage/envoy/envoy.yaml"]
     assert deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_the_service_monitor_is_off_by_default_and_scrapes_every_port(
+        helm: Path, chart_dir: Path, rendered: list[dict[str, Any]]) -> None:
+    assert not [d for d in rendered if d["kind"] == "ServiceMonitor"]
+    docs = render(helm, chart_dir, sets=("metrics.serviceMonitor.enabled=true",))
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert {(e["port"], e["path"]) for e in monitor["spec"]["endpoints"]} == {
+        ("metrics", "/metrics"), ("stats", "/stats/prometheus")}
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
 
 
 def test_the_chart_refuses_to_render_without_its_generated_files(
