@@ -336,10 +336,13 @@ def test_the_chart_refuses_to_render_without_its_generated_files(
      "invalid propertyName 'DATABASE_URL'"),
     ({"services": {"order": {"replica": 3}}}, "replica"),
     ({"nats": {"url": "nats://user:password@nats:4222"}}, "at '/nats/url'"),
+    # nats-py takes one URL as a string (a list only from code); the server tells the client
+    # the cluster's other addresses.
+    ({"nats": {"url": "nats://a:4222,nats://b:4222"}}, "at '/nats/url'"),
     ({"networkPolicy": {"postgres": {"port": 5432, "to": []}}},
      "at '/networkPolicy/postgres/to'"),
 ], ids=["type", "enum", "digest", "secret-in-env", "unknown-key", "credentials-in-url",
-        "no-peers"])
+        "url-list", "no-peers"])
 def test_a_bad_values_file_fails_with_the_schemas_message(
         helm: Path, chart_dir: Path, tmp_path: Path, values: dict[str, Any],
         message: str) -> None:
