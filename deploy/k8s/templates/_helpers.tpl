@@ -76,7 +76,7 @@ seccompProfile:
 {{/* dict root, component */}}
 {{- define "cartage.topologySpread" -}}
 {{- $t := .root.Values.topologySpread -}}
-{{- if $t.enabled }}
+{{- if $t.enabled -}}
 topologySpreadConstraints:
   - maxSkew: {{ $t.maxSkew }}
     topologyKey: topology.kubernetes.io/zone

@@ -60,7 +60,9 @@ spec:
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- include "cartage.topologySpread" $ctx | nindent 6 }}
+      {{- with include "cartage.topologySpread" $ctx }}
+      {{- . | nindent 6 }}
+      {{- end }}
       {{- with $c.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
