@@ -371,16 +371,25 @@ def test_values_list_every_registry_service() -> None:
 
 
 def test_a_registry_service_missing_in_values_fails_the_check(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    extra = ServiceEntry(name="carrier", package="services.carrier", default_port=50099,
-                         env_prefix="CARRIER", proto_package="cartage.carrier.v1",
-                         grpc_services=("cartage.carrier.v1.CarrierService",))
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, helm: Path, chart_dir: Path) -> None:
+    extra = ServiceEntry(name="ledger", package="services.ledger", default_port=50990,
+                         env_prefix="LEDGER", proto_package="cartage.ledger.v1",
+                         grpc_services=("cartage.ledger.v1.LedgerService",))
     values = tmp_path / "values.yaml"
     values.write_text(chart.VALUES.read_text())
-    if registry.find("carrier") is None:
-        monkeypatch.setattr(registry, "SERVICES", (*registry.SERVICES, extra))
-        assert chart.check_values(values) == [
-            "service 'carrier' of services.registry is missing in values.yaml"]
+    monkeypatch.setattr(registry, "SERVICES", (*registry.SERVICES, extra))
+    assert chart.check_values(values) == [
+        "service 'ledger' of services.registry is missing in values.yaml"]
     chart.sync_values(values)
     assert chart.check_values(values) == []
-    assert "  carrier:\n    module: services.carrier\n" in values.read_text()
+    assert "  ledger:\n    module: services.ledger\n    envPrefix: LEDGER\n" in values.read_text()
+    # What sync-values wrote renders (schema included): the new service joins the chart
+    # with all its objects, and its migration Job, without a template change.
+    synced = tmp_path / "cartage"
+    shutil.copytree(chart_dir, synced)
+    shutil.copyfile(values, synced / "values.yaml")
+    docs = render(helm, synced)
+    for kind in ("Deployment", "Service", "ServiceAccount", "PodDisruptionBudget",
+                 "HorizontalPodAutoscaler", "NetworkPolicy"):
+        assert component("ledger") in objects(docs, kind), kind
+    assert component("migrate-ledger") in objects(docs, "Job")
