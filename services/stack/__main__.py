@@ -208,14 +208,20 @@ def run() -> int:
     gateway_port = _port(env, "CARTAGE_GATEWAY_PORT", 8080)
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
     issuer = f"http://127.0.0.1:{auth_port}"
+    auth_metrics = _port(env, "AUTH_METRICS_PORT", auth_port + METRICS_PORT_OFFSET)
+    metrics["auth"] = f"http://127.0.0.1:{auth_metrics}/metrics"
     auth = Child("auth", "gateway.auth", auth_port,
                  {**child_env, "AUTH_HTTP_PORT": str(auth_port), "AUTH_ISSUER": issuer,
+                  "AUTH_METRICS_PORT": str(auth_metrics),
                   "AUTH_KEY_ENCRYPTION_KEY": env.get("AUTH_KEY_ENCRYPTION_KEY")
                   or _key_encryption_key(data)},
                  logs / "auth.log")
     audit_port = _port(env, "AUDIT_GRPC_PORT", 8091)
+    audit_metrics = _port(env, "AUDIT_METRICS_PORT", audit_port + METRICS_PORT_OFFSET)
+    metrics["audit"] = f"http://127.0.0.1:{audit_metrics}/metrics"
     audit = Child("audit", "gateway.audit", audit_port,
-                  {**child_env, "AUDIT_GRPC_ADDRESS": f"127.0.0.1:{audit_port}"},
+                  {**child_env, "AUDIT_GRPC_ADDRESS": f"127.0.0.1:{audit_port}",
+                   "AUDIT_METRICS_PORT": str(audit_metrics)},
                   logs / "audit.log",
                   command=[sys.executable, "-m", "gateway.audit", "serve"])
     gateway = [auth, audit]

@@ -255,6 +255,11 @@ def test_default_deny_and_only_envoy_reaches_the_services(
         ports = {p["port"] for r in policies[component(name)]["spec"]["egress"]
                  for p in r["ports"]}
         assert ports == {53, 5432}, f"{name} reaches only DNS and Postgres"
+        scrape = policies[component(name)]["spec"]["ingress"][-1]
+        assert scrape["ports"] == [{"protocol": "TCP", "port": METRICS}]
+        env = {e["name"]: e.get("value") for e in objects(rendered, "Deployment")[
+            component(name)]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env[f"{name.upper()}_METRICS_PORT"] == str(METRICS)
 
 
 def test_a_grpc_arrow_opens_exactly_that_path(helm: Path, chart_dir: Path) -> None:
