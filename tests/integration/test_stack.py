@@ -87,6 +87,29 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
             "authorization": f"Bearer {token.json()['access_token']}"})
         assert listed.status_code == 200, listed.text
         assert len(listed.json()["orders"]) == 1
+        # Every service's Prometheus metrics, where run.json (and the banner) says, counted
+        # the demo's calls; Envoy's stats from its admin endpoint.
+        assert set(endpoints["metrics"]) == {*registry.names(), "auth", "audit", "envoy"}
+        auth_metrics = httpx.get(endpoints["metrics"]["auth"]).text
+        assert 'cartage_http_requests_total{code="200",route="/oauth/token"}' in auth_metrics
+
+        def audited() -> float:
+            for line in httpx.get(endpoints["metrics"]["audit"]).text.splitlines():
+                if line.startswith("cartage_audit_records_total "):
+                    return float(line.split()[1])
+            return 0.0
+
+        for _ in range(50):  # Envoy flushes its audit stream every 0.2 s
+            if audited() >= 1:
+                break
+            time.sleep(0.2)
+        assert audited() >= 1
+        scraped = httpx.get(endpoints["metrics"]["order"]).text
+        assert ('cartage_rpc_handled_total{grpc_code="OK",grpc_method="CreateOrder",'
+                'grpc_service="cartage.order.v1.OrderService"}') in scraped
+        for name in registry.names():
+            assert "cartage_rpc_duration_seconds" in httpx.get(endpoints["metrics"][name]).text
+        assert "envoy_server_live" in httpx.get(endpoints["metrics"]["envoy"]).text
         # ... and the routing service planned it on the demo truck: pickup, then delivery.
         assert "PROPOSED" in first_demo and "0 unassigned" in first_demo, first_demo
         assert "vehicles/demo-truck: pickup" in first_demo and ", delivery" in first_demo
