@@ -63,6 +63,23 @@ POLICY: dict[str, Rule] = {
     "cartage.routing.v1.RoutingService/RejectDecision": Rule("decisions.approve", WRITE),
     "cartage.routing.v1.RoutingService/GetAutonomyPolicy": Rule("routes.read", READ),
     "cartage.routing.v1.RoutingService/UpdateAutonomyPolicy": Rule("decisions.approve", WRITE),
+    # Tracking: positions and milestones in, the tracking record and links out.
+    "cartage.tracking.v1.TrackingService/RecordPositions": Rule("tracking.write", WRITE),
+    "cartage.tracking.v1.TrackingService/BatchRecordPositions": Rule("tracking.write", WRITE),
+    "cartage.tracking.v1.TrackingService/RecordMilestone": Rule("tracking.write", WRITE),
+    "cartage.tracking.v1.TrackingService/ListMilestones": Rule("tracking.read", READ),
+    "cartage.tracking.v1.TrackingService/GetTracking": Rule("tracking.read", READ),
+    "cartage.tracking.v1.TrackingService/WatchTracking": Rule("tracking.read", READ),
+    "cartage.tracking.v1.TrackingService/CreateGeofence": Rule("geofences.write", WRITE),
+    "cartage.tracking.v1.TrackingService/GetGeofence": Rule("tracking.read", READ),
+    "cartage.tracking.v1.TrackingService/ListGeofences": Rule("tracking.read", READ),
+    "cartage.tracking.v1.TrackingService/DeleteGeofence": Rule("geofences.write", WRITE),
+    "cartage.tracking.v1.TrackingService/CreateTrackingLink": Rule("tracking.write", WRITE),
+    "cartage.tracking.v1.TrackingService/RevokeTrackingLink": Rule("tracking.write", WRITE),
+    # The public link view: the token in the path is the authorization. Until the gateway has a
+    # public route (no JWT, its own rate limit) it is served only to token holders with
+    # tracking.read, like any other call.
+    "cartage.tracking.v1.TrackingService/GetSharedTracking": Rule("tracking.read", READ),
 }
 
 

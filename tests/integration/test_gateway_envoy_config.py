@@ -24,7 +24,8 @@ def config(**overrides: Any) -> GatewayConfig:
                                 auth_address="127.0.0.1:18090",
                                 issuer="http://127.0.0.1:18090",
                                 upstreams={"order": "127.0.0.1:50051",
-                                           "routing": "127.0.0.1:50052"})
+                                           "routing": "127.0.0.1:50052",
+                                           "tracking": "127.0.0.1:50054"})
     return GatewayConfig(**(base | overrides))
 
 
@@ -170,7 +171,8 @@ def test_unary_routes_time_out_and_streaming_routes_do_not() -> None:
     generated = routes(build(config(unary_timeout_seconds=2.5)))
     rpcs = contracts.rpcs(contracts.load())
     streaming = [r for r in rpcs if r.streaming]
-    assert [r.method for r in streaming] == ["WatchRoutePlan"]
+    assert sorted(r.method for r in streaming) == [
+        "RecordPositions", "WatchRoutePlan", "WatchTracking"]
     for rpc in rpcs:
         for _, key, _ in rules_of(rpc):
             timeout = generated[key]["route"]["timeout"]
@@ -286,7 +288,8 @@ def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> No
     bootstrap = build(config(descriptor_set=path))
     generated = routes(bootstrap)
     assert not any(name.startswith((OPERATIONS, "cartage.routing.")) for name in generated)
-    assert transcoded_services(bootstrap) == ["cartage.order.v1.OrderService"]
+    assert transcoded_services(bootstrap) == ["cartage.order.v1.OrderService",
+                                              "cartage.tracking.v1.TrackingService"]
     validate = tmp_path / "envoy.json"
     validate.write_text(json.dumps(bootstrap))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(validate),
