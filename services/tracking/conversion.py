@@ -141,7 +141,7 @@ def tracking_to_proto(view: TrackingView) -> tracking_pb2.Tracking:
         if departures:
             set_timestamp(stop.departure_time, min(departures))
         planned = route.get(stop_id)
-        if planned is not None and planned.eta is not None and not departures:
+        if planned is not None and planned.eta is not None and not ranked:  # not reached yet
             set_timestamp(stop.eta, planned.eta)
             stop.late_risk = planned.late_risk
         if view.stops is not None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,24 +21,7 @@ from cartage.routing.v1 import route_plan_pb2
 from cartage.tracking.v1 import tracking_pb2, tracking_service_pb2, tracking_service_pb2_grpc
 from services.kit.events import EVENT_TYPE_HEADER, catalog
 from services.kit.relay import ensure_stream
-from tests.support import OrderClient, RunningService, eventually, new_client_id, sample_order
-
-
-def tracking_settings(stack: Any, **overrides: Any) -> Any:
-    from services.tracking.settings import Settings
-
-    base = Settings(database_url=stack.database_url, nats_url=stack.nats_url,
-                    grpc_address="127.0.0.1:0", log_level="WARNING", watch_interval_s=0.2,
-                    link_secret="x" * 32)
-    return replace(base, **overrides)
-
-
-@pytest.fixture(scope="session")
-async def tracking_address(stack: Any, order_address: str) -> AsyncIterator[str]:
-    from services.tracking.app import DEFINITION
-
-    async with RunningService(DEFINITION, tracking_settings(stack)) as running:
-        yield running.address
+from tests.support import OrderClient, eventually, new_client_id, sample_order
 
 
 @pytest.fixture
