@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import Partner
@@ -98,11 +99,25 @@ async def test_a_partner_tracks_an_order_over_rest(partner_factory: Any, stack: 
 
     link = await partner.http.post(f"/v1/{order}/trackingLinks", json={"ttl": "3600s"})
     assert link.status_code == 200, link.text
-    shared = await partner.http.get(link.json()["path"])
-    assert shared.status_code == 200, shared.text
-    view = shared.json()
-    assert view["state"] == "SHIPMENT_STATE_IN_TRANSIT" and "etaLatest" in view
-    assert "latitude" not in json.dumps(view) and "Acme" not in json.dumps(view)
+    # the consignee has no token: the link's own signed token is the authorization
+    async with httpx.AsyncClient(base_url=str(partner.http.base_url), timeout=10) as anyone:
+        shared = await anyone.get(link.json()["path"])
+        assert shared.status_code == 200, shared.text
+        view = shared.json()
+        assert view["state"] == "SHIPMENT_STATE_IN_TRANSIT" and "etaLatest" in view
+        assert "latitude" not in json.dumps(view) and "Acme" not in json.dumps(view)
+        forged = await anyone.get(link.json()["path"][:-3] + "AAA")
+        assert forged.status_code == 404, forged.text
+        # its own rate limit per address (5 per second), JSON 429 with Retry-After
+        statuses = [(await anyone.get(link.json()["path"])).status_code for _ in range(12)]
+        assert 429 in statuses and statuses[0] in (200, 429)
+        # every other route still needs a token
+        assert (await anyone.get(f"/v1/{order}/tracking")).status_code == 401
+    revoked = await partner.http.post(f"/v1/{link.json()['name']}:revoke", json={})
+    assert revoked.status_code == 200, revoked.text
+    await asyncio.sleep(1.1)  # a fresh bucket
+    async with httpx.AsyncClient(base_url=str(partner.http.base_url), timeout=10) as anyone:
+        assert (await anyone.get(link.json()["path"])).status_code == 404
 
 
 async def test_tracking_needs_its_scopes(partner_factory: Any) -> None:
