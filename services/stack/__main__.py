@@ -21,6 +21,7 @@ import asyncio
 import importlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -107,6 +108,16 @@ def _key_encryption_key(data: Path) -> str:
     return path.read_text().strip()
 
 
+def _link_secret(data: Path) -> str:
+    """The tracking service's link-signing key, made on first run and kept in the data
+    directory, so tracking links survive a restart."""
+    path = data / "tracking-link-secret"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
 def _demo_credentials(database_url: str, data: Path) -> dict[str, str]:
     """Register the demo partner (all scopes) on first run; keep its secret in the data dir."""
     from gateway.auth.clients import ClientRegistry
@@ -186,6 +197,9 @@ def run() -> int:
     for entry in registry.SERVICES:
         port = _port(env, entry.port_env, entry.default_port)
         service_env = {entry.address_env: f"127.0.0.1:{port}"}
+        if entry.name == "tracking":
+            service_env["TRACKING_LINK_SECRET"] = (env.get("TRACKING_LINK_SECRET")
+                                                   or _link_secret(data))
         upstreams[entry.name] = f"127.0.0.1:{port}"
         if entry.worker_sockets:
             # Envoy reaches each worker on its own socket and balances requests over them.
