@@ -2,7 +2,7 @@
 through the gateway, with geofence and ETA evaluation on, and the time from a position's
 arrival to its geofence event.
 
-    python -m bench.tracking [--seconds 15] [--streams 100] [--per-message 20]
+    python -m bench.tracking [--seconds 15] [--streams 100] [--per-message 20] [--messages 30]
                              [--rest-callers 8] [--fences 10000] [--out bench/results/tracking.json]
 
 One run starts its own durable PostgreSQL, NATS JetStream, the tracking service (`python -m
@@ -14,13 +14,14 @@ column of the grid at 20 m per fix (72 km/h in the fixes' own time), so it enter
 fence every ~27 fixes. Then:
 
 1. streams: `--streams` concurrent RecordPositions client streams (gRPC, straight to the
-   service), each sending messages of `--per-message` positions of its own vehicle;
+   service), each sending `--messages` messages of `--per-message` positions of its own
+   vehicle;
 2. batch REST: `--rest-callers` concurrent callers POSTing 1,000-position batches to
    `/v1/positions:batchRecord` through Envoy with a bearer token.
 
-Accepted positions per second come from the service's own answers. For every
-`geofence.entered` event (a core NATS subscription on the subject the relay publishes to), the
-latency is its arrival here minus the moment the request carrying that position was sent.
+Accepted positions per second come from the service's own answers. The position ->
+`geofence.entered` latency is measured by a probe vehicle (`Probe`) on a thread of its own
+while both phases run.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -83,42 +85,80 @@ class Fleet:
         return p
 
 
-class Sent:
-    """When each (vehicle, fix time) was sent, for the geofence event latency."""
+class Probe:
+    """While the load runs: one more vehicle, on a channel and event loop (thread) of its own,
+    sends one position every `interval` seconds, alternately in the middle of its own fence and
+    1 km away. The latency of each `geofence.entered` of that fence is its arrival here minus
+    the moment the unary call carrying the entering position was sent (so it includes the
+    service, its transaction, the outbox relay and NATS, but no client-side queueing)."""
 
-    def __init__(self) -> None:
-        self.at: dict[tuple[str, int], float] = {}
+    VEHICLE = "bench-probe"
+    LAT, LNG = 49.0, 10.0
+
+    def __init__(self, address: str, nats_url: str, meta: Any, interval: float = 0.25) -> None:
+        self.address, self.nats_url, self.meta, self.interval = address, nats_url, meta, interval
         self.latencies: list[float] = []
-        self.events = 0
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: uvloop.run(self._run()), daemon=True)
 
-    def mark(self, positions: list[tracking_pb2.Position]) -> None:
-        now = time.perf_counter()
-        for p in positions:
-            self.at[(p.vehicle, p.time.seconds)] = now
+    def start(self) -> None:
+        self._thread.start()
 
-    async def on_event(self, msg: Any) -> None:
-        event = events_pb2.GeofenceEnteredEvent.FromString(msg.data)
-        sent = self.at.get((event.visit.vehicle, event.visit.position_time.seconds))
-        self.events += 1
-        if sent is not None:
-            self.latencies.append((time.perf_counter() - sent) * 1000)
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    async def _run(self) -> None:
+        at: dict[int, float] = {}
+        nc = await nats.connect(self.nats_url)
+
+        async def on_event(msg: Any) -> None:
+            event = events_pb2.GeofenceEnteredEvent.FromString(msg.data)
+            if event.visit.vehicle == f"vehicles/{self.VEHICLE}":
+                sent = at.pop(event.visit.position_time.seconds, None)
+                if sent is not None:
+                    self.latencies.append((time.perf_counter() - sent) * 1000)
+
+        await nc.subscribe("geofence.entered", cb=on_event)
+        t = datetime.now(UTC) - timedelta(hours=12)
+        n = 0
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            stub = rpc.TrackingServiceStub(channel)
+            while not self._stop.is_set():
+                inside = n % 2 == 0
+                p = tracking_pb2.Position(vehicle=f"vehicles/{self.VEHICLE}")
+                p.time.FromDatetime(t + timedelta(minutes=n))
+                p.location.latitude = self.LAT if inside else self.LAT + 0.009
+                p.location.longitude = self.LNG
+                if inside:
+                    at[p.time.seconds] = time.perf_counter()
+                await stub.BatchRecordPositions(tracking_service_pb2.BatchRecordPositionsRequest(
+                    positions=[p]), metadata=self.meta, timeout=30)
+                self.sent += 1
+                n += 1
+                await asyncio.sleep(self.interval)
+        await asyncio.sleep(2)  # the last events
+        await nc.close()
 
 
-async def stream_phase(address: str, meta: Any, fleet: Fleet, sent: Sent, seconds: float,
+async def stream_phase(address: str, meta: Any, fleet: Fleet, messages_each: int,
                        per_message: int) -> dict[str, Any]:
-    stop = time.perf_counter() + seconds
+    """Every stream sends `messages_each` messages as fast as the transport takes them, then
+    closes; the rate is what the service stored over the time until the last answer (so
+    whatever the transport buffered counts only once the service has stored it)."""
     channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
     try:
         async def one(i: int) -> tracking_service_pb2.RecordPositionsResponse:
             stub = rpc.TrackingServiceStub(channels[i % len(channels)])
 
             async def messages():
-                while time.perf_counter() < stop:
+                for _ in range(messages_each):
                     batch = [fleet.fix(i) for _ in range(per_message)]
-                    sent.mark(batch)
                     yield tracking_service_pb2.RecordPositionsRequest(positions=batch)
+                    await asyncio.sleep(0)
 
-            return await stub.RecordPositions(messages(), metadata=meta, timeout=seconds + 60)
+            return await stub.RecordPositions(messages(), metadata=meta, timeout=600)
 
         started = time.perf_counter()
         results = await asyncio.gather(*[one(i) for i in range(len(fleet.ids))])
@@ -133,7 +173,7 @@ async def stream_phase(address: str, meta: Any, fleet: Fleet, sent: Sent, second
             "per_s": round(accepted / elapsed)}
 
 
-async def rest_phase(url: str, token: str, fleet: Fleet, sent: Sent, seconds: float,
+async def rest_phase(url: str, token: str, fleet: Fleet, seconds: float,
                      callers: int) -> dict[str, Any]:
     stop = time.perf_counter() + seconds
     totals = {"accepted": 0, "refused": 0, "requests": 0, "errors": 0}
@@ -144,7 +184,6 @@ async def rest_phase(url: str, token: str, fleet: Fleet, sent: Sent, seconds: fl
             batch = [fleet.fix(i) for i in range(len(fleet.ids)) for _ in range(per_vehicle)]
             body = json_format.MessageToJson(
                 tracking_service_pb2.BatchRecordPositionsRequest(positions=batch), indent=None)
-            sent.mark(batch)
             response = await http.post("/v1/positions:batchRecord", content=body,
                                        headers={"content-type": "application/json"})
             totals["requests"] += 1
@@ -198,6 +237,11 @@ async def load_fences(stub: rpc.TrackingServiceStub, meta: Any, count: int) -> f
                 geofence=fence), metadata=meta, timeout=30)
 
     await asyncio.gather(*[worker() for _ in range(16)])
+    probe = tracking_pb2.Geofence(display_name="probe")
+    probe.circle.center.latitude, probe.circle.center.longitude = Probe.LAT, Probe.LNG
+    probe.circle.radius_meters = 150
+    await stub.CreateGeofence(tracking_service_pb2.CreateGeofenceRequest(geofence=probe),
+                              metadata=meta, timeout=30)
     return time.perf_counter() - started
 
 
@@ -243,7 +287,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     meta = (("x-cartage-client-id", client_id), ("x-cartage-scopes", "tracking.write"))
     fleet = Fleet(args.streams)
-    await make_known(nats_server.url, client_id, fleet.ids)
+    await make_known(nats_server.url, client_id, [*fleet.ids, Probe.VEHICLE])
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = rpc.TrackingServiceStub(channel)
         for _ in range(300):
@@ -258,25 +302,23 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         fence_s = await load_fences(stub, meta, args.fences)
     log(f"{args.fences} geofences loaded in {fence_s:.1f}s; {len(fleet.ids)} vehicles known")
 
-    sent = Sent()
-    nc = await nats.connect(nats_server.url)
+    probe = Probe(f"127.0.0.1:{port}", nats_server.url, meta)
+    probe.start()
     try:
-        await nc.subscribe("geofence.entered", cb=sent.on_event)
         results: dict[str, Any] = {"fences": args.fences, "fence_load_seconds": round(fence_s, 1)}
-        results["streams"] = await stream_phase(f"127.0.0.1:{port}", meta, fleet, sent,
-                                                args.seconds, args.per_message)
+        results["streams"] = await stream_phase(f"127.0.0.1:{port}", meta, fleet,
+                                                args.messages, args.per_message)
         log(f"streams: {results['streams']}")
         results["batch_rest"] = await rest_phase(f"http://127.0.0.1:{gw_port}", token, fleet,
-                                                 sent, args.seconds, args.rest_callers)
+                                                 args.seconds, args.rest_callers)
         log(f"batch REST: {results['batch_rest']}")
-        await asyncio.sleep(3)  # the relay's last events
     finally:
-        await nc.close()
-    lat = sorted(sent.latencies)
+        probe.stop()
+    lat = sorted(probe.latencies)
     results["geofence_events"] = {
-        "entered_events": sent.events, "matched": len(lat),
-        "p50_ms": round(percentile(lat, 50), 1) if lat else None,
-        "p99_ms": round(percentile(lat, 99), 1) if lat else None,
+        "probe_positions": probe.sent, "entered_events": len(lat),
+        "p50_ms": round(percentile(lat, 0.50), 1) if lat else None,
+        "p99_ms": round(percentile(lat, 0.99), 1) if lat else None,
         "max_ms": round(lat[-1], 1) if lat else None}
     log(f"geofence events: {results['geofence_events']}")
     return results
@@ -299,6 +341,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--streams", type=int, default=100)
     p.add_argument("--per-message", type=int, default=20)
+    p.add_argument("--messages", type=int, default=30, help="messages per stream")
     p.add_argument("--rest-callers", type=int, default=8)
     p.add_argument("--fences", type=int, default=10_000)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -322,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "tracking", "timestamp": stamp,
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "processor": _cpu_model()},
-        "config": {"seconds": args.seconds, "streams": args.streams,
+        "config": {"seconds": args.seconds, "streams": args.streams, "messages": args.messages,
                    "per_message": args.per_message, "rest_callers": args.rest_callers,
                    "fences": args.fences, "postgres_durable": True,
                    "load": "grpc.aio / httpx Python clients in the benchmark process"},

@@ -3,10 +3,12 @@ spatial index (kept in memory, rebuilt when that client's fences change in this 
 
 With several worker processes a fence created in one is seen by the others after
 `INDEX_TTL` (their cached index expires); presences and events are in Postgres either way.
+An expired index is rebuilt by one task while the others go on with the old one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
@@ -18,7 +20,7 @@ from services.kit.uow import Transaction, UnitOfWork
 from services.tracking.domain.geofencing import Fence, FenceIndex, circle, grown
 from services.tracking.use_cases.ports import RouteStopRow, Store, StoredFence
 
-INDEX_TTL = 5.0  # seconds a cached index is trusted without a local change
+INDEX_TTL = 30.0  # seconds a cached index is trusted without a local change
 
 
 def _not_found(fence_id: str) -> NotFound:
@@ -41,6 +43,7 @@ class Geofences:
         self._dwell = dwell
         self._stop_body = stop_body
         self._indexes: dict[str, tuple[float, FenceIndex]] = {}
+        self._loading: dict[str, asyncio.Future[FenceIndex]] = {}
 
     @property
     def default_dwell(self) -> timedelta:
@@ -50,12 +53,28 @@ class Geofences:
         cached = self._indexes.get(client_id)
         if cached is not None and time.monotonic() - cached[0] < INDEX_TTL:
             return cached[1]
-        index = FenceIndex([s.fence for s in await self._store.fences(tx, client_id)])
-        self._indexes[client_id] = (time.monotonic(), index)
-        return index
+        loading = self._loading.get(client_id)
+        if loading is not None:
+            return cached[1] if cached is not None else await asyncio.shield(loading)
+        future: asyncio.Future[FenceIndex] = asyncio.get_running_loop().create_future()
+        self._loading[client_id] = future
+        try:
+            index = FenceIndex([s.fence for s in await self._store.fences(tx, client_id)])
+            if self._loading.get(client_id) is future:  # not forgotten meanwhile
+                self._indexes[client_id] = (time.monotonic(), index)
+            future.set_result(index)
+            return index
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: waiters get it, nobody else needs to
+            raise
+        finally:
+            if self._loading.get(client_id) is future:
+                del self._loading[client_id]
 
     def forget(self, client_id: str) -> None:
         self._indexes.pop(client_id, None)
+        self._loading.pop(client_id, None)
 
     async def create(self, client_id: str, inner: object, dwell: timedelta | None,
                      body: Callable[[str, datetime], bytes], request_id: str = ""
