@@ -25,8 +25,12 @@ SHARED_PATH = "/v1/sharedTracking/"
 ETA_TOLERANCE = timedelta(minutes=15)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _time(stamp: timestamp_pb2.Timestamp) -> datetime:
-    return datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, UTC)
+    # exact, and cheaper than Timestamp.ToDatetime (this runs for every position)
+    return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=stamp.nanos // 1000)
 
 
 def fix_from_proto(p: tracking_pb2.Position) -> Fix:

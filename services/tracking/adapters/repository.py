@@ -71,6 +71,24 @@ _UPSERT_LAST = sa.text(
              _p("headings", FLOATS))
 
 
+_DELETE_PRESENCES = sa.text(
+    "DELETE FROM tracking.presences p USING unnest(:vehicles, :fences) AS u(v, f) "
+    "WHERE p.client_id = :client_id AND p.vehicle_id = u.v AND p.fence_id = u.f"
+).bindparams(_p("client_id", sa.Text), _p("vehicles", TEXTS), _p("fences", TEXTS))
+
+_UPSERT_PRESENCES = sa.text(
+    "INSERT INTO tracking.presences "
+    "(client_id, vehicle_id, fence_id, enter_time, last_time, dwelled, detained) "
+    "SELECT :client_id, v, f, e, l, dw, de FROM unnest("
+    ":vehicles, :fences, :enters, :lasts, :dwelled, :detained) AS u(v, f, e, l, dw, de) "
+    "ON CONFLICT (client_id, vehicle_id, fence_id) DO UPDATE SET "
+    "enter_time = excluded.enter_time, last_time = excluded.last_time, "
+    "dwelled = excluded.dwelled, detained = excluded.detained"
+).bindparams(_p("client_id", sa.Text), _p("vehicles", TEXTS), _p("fences", TEXTS),
+             _p("enters", TIMES), _p("lasts", TIMES), _p("dwelled", ARRAY(sa.Boolean)),
+             _p("detained", ARRAY(sa.Boolean)))
+
+
 def _columns(fixes: Sequence[Fix]) -> dict[str, list[Any]]:
     return {"vehicles": [f.vehicle for f in fixes], "times": [f.time for f in fixes],
             "lats": [f.lat for f in fixes], "lngs": [f.lng for f in fixes],
@@ -320,22 +338,20 @@ class TrackingStore:
 
     async def save_presences(self, tx: Transaction, client_id: str,
                              changed: dict[tuple[str, str], Presence | None]) -> None:
-        gone = [key for key, p in changed.items() if p is None]
-        for vehicle_id, fence_id in gone:
-            await tx.execute(sa.delete(presences).where(
-                presences.c.client_id == client_id, presences.c.vehicle_id == vehicle_id,
-                presences.c.fence_id == fence_id))
-        upserts = [{"client_id": client_id, "vehicle_id": p.vehicle, "fence_id": p.fence_id,
-                    "enter_time": p.enter_time, "last_time": p.last_time,
-                    "dwelled": p.dwelled, "detained": p.detained}
-                   for p in changed.values() if p is not None]
-        if upserts:
-            statement = postgresql.insert(presences).values(upserts)
-            await tx.execute(statement.on_conflict_do_update(
-                index_elements=[presences.c.client_id, presences.c.vehicle_id,
-                                presences.c.fence_id],
-                set_={c: statement.excluded[c] for c in (
-                    "enter_time", "last_time", "dwelled", "detained")}))
+        """Two statements whatever the count: a vehicle inside a fence updates its row on
+        every fix, so this runs for most positions of a busy fleet."""
+        gone = sorted(key for key, p in changed.items() if p is None)
+        if gone:
+            await tx.execute(_DELETE_PRESENCES, {
+                "client_id": client_id, "vehicles": [v for v, _ in gone],
+                "fences": [f for _, f in gone]})
+        kept = [p for p in changed.values() if p is not None]
+        if kept:
+            await tx.execute(_UPSERT_PRESENCES, {
+                "client_id": client_id, "vehicles": [p.vehicle for p in kept],
+                "fences": [p.fence_id for p in kept],
+                "enters": [p.enter_time for p in kept], "lasts": [p.last_time for p in kept],
+                "dwelled": [p.dwelled for p in kept], "detained": [p.detained for p in kept]})
 
     # ------------------------------------------------------------------ tracking links
 

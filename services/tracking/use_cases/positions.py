@@ -90,10 +90,14 @@ class Positions:
         located = index.locate([f.lat for f in fixes], [f.lng for f in fixes])
         current: dict[tuple[str, str], Presence | None] = dict(inside)
         changed: dict[tuple[str, str], Presence | None] = {}
+        # per vehicle, the fences it is inside now (kept up to date below)
+        within: dict[str, set[str]] = {}
+        for vehicle, fence_id in inside:
+            within.setdefault(vehicle, set()).add(fence_id)
         now = self._clock()
         for fix, here in zip(fixes, located, strict=True):
-            ids = set(here) | {fid for (v, fid), p in current.items()
-                               if v == fix.vehicle and p is not None}
+            own = within.setdefault(fix.vehicle, set())
+            ids = own | set(here) if here else set(own)
             for fence_id in sorted(ids):
                 fence = index.get(fence_id)
                 if fence is None:
@@ -104,6 +108,10 @@ class Positions:
                               self._rules.free_time)
                 if result.presence != current.get(key):
                     current[key] = changed[key] = result.presence
+                    if result.presence is None:
+                        own.discard(fence_id)
+                    else:
+                        own.add(fence_id)
                 for occurrence in result.occurrences:
                     tx.publish(self._events.geofence(client_id, occurrence,
                                                      self._rules.free_time.total_seconds(), now))
