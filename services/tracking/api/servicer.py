@@ -64,14 +64,15 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
 
     async def RecordPositions(self, request_iterator: AsyncIterator[pb.RecordPositionsRequest],
                               context: grpc.aio.ServicerContext) -> pb.RecordPositionsResponse:
-        """Each message is stored before the next is read; see `_Tally` for a bad message."""
+        """Each message is stored before the next is read (together with the messages other
+        streams of the client sent meanwhile: one transaction for many small messages); see
+        `_Tally` for a bad message."""
         caller = current_caller()
         total = Outcome()
         async for request in _Tally(request_iterator, total):
             validation.check_batch_size(len(request.positions))
             fixes, refused = _positions(list(request.positions))
-            outcome = await self._positions.record(caller.client_id, fixes, refused,
-                                                   request_id_var.get())
+            outcome = await self._positions.record_shared(caller.client_id, fixes, refused)
             total.accepted += outcome.accepted
             total.duplicates += outcome.duplicates
             total.late += outcome.late

@@ -117,12 +117,12 @@ class Geofences:
         """A fence of `stop_radius_m` around every stop of the new active plan; the previous
         plan's stop fences that it no longer has go (with their presences)."""
         now = self._clock()
-        fences = []
+        fences: dict[str, StoredFence] = {}  # by id: a stop twice in a plan is one fence
         for r in rows:
             inner, outer = circle(r.stop.lat, r.stop.lng, self._stop_radius_m)
             fence = Fence(stop_fence_id(client_id, r.stop.order_id, r.stop.stop_id), client_id,
                           inner, outer, self._dwell, 2, r.stop.order_id, r.stop.stop_id,
                           r.vehicle_id)
-            fences.append(StoredFence(fence, now, self._stop_body(fence)))
-        await self._store.replace_stop_fences(tx, client_id, fences)
+            fences[fence.id] = StoredFence(fence, now, self._stop_body(fence))
+        await self._store.replace_stop_fences(tx, client_id, list(fences.values()))
         self.forget(client_id)

@@ -3,9 +3,11 @@ geofences and ETAs on the fixes that are new — all in one transaction per requ
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from services.kit.errors import NotFound
 from services.kit.uow import Transaction, UnitOfWork
@@ -35,6 +37,28 @@ class Outcome:
     refused: list[Refused] = field(default_factory=list)
 
 
+STORED, LATE = "stored", "late"
+Fate = str | Refused  # STORED, LATE, or why it was refused; no entry: a duplicate
+SHARED_BATCH = 2000  # positions one group commit takes at most
+
+
+def _outcome(fixes: Sequence[tuple[int, Fix]], fates: dict[int, Fate],
+             refused: Sequence[Refused], offset: int) -> Outcome:
+    """The outcome of one request whose fixes are at `offset`… of a (shared) `fates`."""
+    out = Outcome(refused=list(refused))
+    for position, (index, _) in enumerate(fixes):
+        fate = fates.get(offset + position)
+        if fate is None:
+            out.duplicates += 1
+        elif isinstance(fate, Refused):
+            out.refused.append(Refused(index, fate.reason, fate.description))
+        else:
+            out.accepted += 1
+            out.late += fate == LATE
+    out.refused.sort(key=lambda r: r.index)
+    return out
+
+
 class Positions:
     def __init__(self, uow: UnitOfWork, store: Store, events: Events, codecs: Codecs,
                  geofences: Geofences, milestones: Milestones, rules: Rules,
@@ -47,26 +71,98 @@ class Positions:
         self._milestones = milestones
         self._rules = rules
         self._clock = clock
+        self._known: dict[str, set[str]] = {}
+        self._pending: dict[str, list[tuple[list[tuple[int, Fix]], asyncio.Future[Any]]]] = {}
+        self._flushing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def record(self, client_id: str, fixes: Sequence[tuple[int, Fix]],
                      refused: Sequence[Refused] = (), request_id: str = "") -> Outcome:
-        """`refused`: items the API already found malformed (they count in the outcome)."""
+        """One request in its own transaction. `refused`: items the API already found
+        malformed (they count in the outcome)."""
+        await self._check_vehicles(client_id, fixes)
+        fates = await self._store_fixes(client_id, fixes, request_id)
+        return _outcome(fixes, fates, refused, 0)
+
+    async def record_shared(self, client_id: str, fixes: Sequence[tuple[int, Fix]],
+                            refused: Sequence[Refused] = ()) -> Outcome:
+        """The same outcome as `record`, but stored together with whatever other requests of
+        the client are waiting (group commit): while one transaction runs, the next one
+        gathers the stream messages that arrive meanwhile, up to `SHARED_BATCH` positions.
+        For streams, whose messages are small and many."""
+        await self._check_vehicles(client_id, fixes)
+        if not fixes:
+            return _outcome(fixes, {}, refused, 0)
+        waiting = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(client_id, []).append((list(fixes), waiting))
+        if client_id not in self._flushing:
+            self._flushing.add(client_id)
+            task = asyncio.create_task(self._flush(client_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        fates, offset = await waiting
+        return _outcome(fixes, fates, refused, offset)
+
+    async def _flush(self, client_id: str) -> None:
+        try:
+            while self._pending.get(client_id):
+                queue = self._pending[client_id]
+                taken: list[tuple[list[tuple[int, Fix]], asyncio.Future[Any], int]] = []
+                merged: list[tuple[int, Fix]] = []
+                while queue and (not merged or len(merged) + len(queue[0][0]) <= SHARED_BATCH):
+                    items, waiting = queue.pop(0)
+                    offset = len(merged)
+                    merged += [(offset + k, fix) for k, (_, fix) in enumerate(items)]
+                    taken.append((items, waiting, offset))
+                try:
+                    fates = await self._store_fixes(client_id, merged, "")
+                except Exception as error:  # every request of the group gets the error
+                    for _, waiting, _ in taken:
+                        if not waiting.done():
+                            waiting.set_exception(error)
+                    continue
+                for _, waiting, offset in taken:
+                    if not waiting.done():
+                        waiting.set_result((fates, offset))
+        finally:
+            self._flushing.discard(client_id)
+
+    async def _check_vehicles(self, client_id: str, fixes: Sequence[tuple[int, Fix]]) -> None:
+        """NOT_FOUND for a vehicle the client does not have. Known vehicles are remembered
+        (a vehicle never stops being the client's)."""
+        known = self._known.setdefault(client_id, set())
+        unknown = sorted({fix.vehicle for _, fix in fixes} - known)
+        if not unknown:
+            return
+        async with self._uow.transaction() as tx:
+            found = await self._store.known_vehicles(tx, client_id, unknown)
+        known |= found
+        missing = [v for v in unknown if v not in found]
+        if missing:
+            raise NotFound(f"vehicle vehicles/{missing[0]} not found",
+                           reason="VEHICLE_NOT_FOUND", metadata={"vehicle": missing[0]})
+
+    async def _store_fixes(self, client_id: str, fixes: Sequence[tuple[int, Fix]],
+                           request_id: str) -> dict[int, Fate]:
+        """Each index's fate (missing: refused by the domain, see `_outcome`)."""
         vehicles = sorted({fix.vehicle for _, fix in fixes})
+        fates: dict[int, Fate] = {}
         async with self._uow.transaction(request_id) as tx:
-            if vehicles:
-                missing = set(vehicles) - await self._store.known_vehicles(tx, client_id,
-                                                                           vehicles)
-                if missing:
-                    first = sorted(missing)[0]
-                    raise NotFound(f"vehicle vehicles/{first} not found",
-                                   reason="VEHICLE_NOT_FOUND", metadata={"vehicle": first})
             now = self._clock()
             last = await self._store.lock_last_known(tx, client_id, vehicles) if vehicles \
                 else {}
             sorted_ = sort_fixes(fixes, now, last)
+            for refusal in sorted_.refused:
+                fates[refusal.index] = refusal
             accepted = [fix for _, fix in sorted_.accepted]
             inserted = await self._store.insert_positions(tx, client_id, accepted, now)
-            stored = [f for f in accepted if (f.vehicle, f.time) in inserted]
+            stored = []
+            for index, fix in sorted_.accepted:
+                if (fix.vehicle, fix.time) in inserted:
+                    stored.append(fix)
+                    known = last.get(fix.vehicle)
+                    fates[index] = LATE if known is not None and fix.time < known.time \
+                        else STORED
             moved = newest(stored, last)
             forward = [f for f in stored if f.vehicle not in last or f.time > last[f.vehicle].time]
             latest = {v: k for v, k in moved.items() if last.get(v) != k}
@@ -75,11 +171,7 @@ class Positions:
             if forward:
                 await self._fences(tx, client_id, forward)
                 await self._etas(tx, client_id, latest, now)
-        outcome = Outcome(len(stored), sorted_.duplicates + len(accepted) - len(stored),
-                          sum(1 for f in stored if f.vehicle in last
-                              and f.time < last[f.vehicle].time),
-                          sorted([*refused, *sorted_.refused], key=lambda r: r.index))
-        return outcome
+        return fates
 
     async def _fences(self, tx: Transaction, client_id: str, fixes: list[Fix]) -> None:
         """Enter / exit / dwell / detention for the new fixes, in time order."""

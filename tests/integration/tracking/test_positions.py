@@ -3,6 +3,7 @@ another client's vehicle, oversized batches, and a stream that sends garbage."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from datetime import timedelta
@@ -127,3 +128,39 @@ async def test_a_stream_sending_garbage_is_closed_and_keeps_what_came_before(
     again = await tracking.batch(*[position(truck, t + timedelta(seconds=i), 52.0, 13.0)
                                    for i in range(3)])
     assert (again.accepted, again.duplicates) == (0, 3)
+
+
+async def test_concurrent_streams_share_transactions_but_keep_their_own_outcomes(
+        tracking, stack) -> None:
+    order_id = await tracking.tracked_order()
+    trucks = [f"truck-{uuid.uuid4().hex[:8]}" for _ in range(10)]
+    await publish_plan(stack.nats_url, tracking.client_id, {
+        truck: [(order_id, "pickup", 52.52, 13.40, 900)] for truck in trucks})
+    for truck in trucks:
+        await known_vehicle(tracking, truck, 10.0, 10.0)
+    t = NOW - timedelta(hours=2)  # the known_vehicle fix (a day ago, far away) is not 250 km/h off
+
+    def message(truck: str, m: int) -> tracking_service_pb2.RecordPositionsRequest:
+        return tracking_service_pb2.RecordPositionsRequest(positions=[
+            position(truck, t + timedelta(seconds=10 * (m * 10 + i)), 52.0 + 0.0001 * i, 13.0)
+            for i in range(10)])
+
+    async def stream(k: int) -> tracking_service_pb2.RecordPositionsResponse:
+        async def messages():
+            for m in range(5):
+                yield message(trucks[k], m)
+                if k % 2 == 0:  # the even streams send every message twice
+                    yield message(trucks[k], m)
+            if k == 3:
+                yield tracking_service_pb2.RecordPositionsRequest(positions=[
+                    position(trucks[k], t + timedelta(days=2), 52.0, 13.0)])  # future
+
+        return await tracking.stub.RecordPositions(messages(), metadata=tracking.metadata,
+                                                   timeout=30)
+
+    results = await asyncio.gather(*[stream(k) for k in range(10)])
+    for k, result in enumerate(results):
+        assert result.accepted == 50, (k, result)
+        assert result.duplicates == (50 if k % 2 == 0 else 0), (k, result)
+        assert [r.reason for r in result.refusals] == (
+            [R.REASON_IN_THE_FUTURE] if k == 3 else []), (k, result)
