@@ -17,7 +17,9 @@ fence every ~27 fixes. Then:
    service), each sending `--messages` messages of `--per-message` positions of its own
    vehicle;
 2. batch REST: `--rest-callers` concurrent callers POSTing 1,000-position batches to
-   `/v1/positions:batchRecord` through Envoy with a bearer token.
+   `/v1/positions:batchRecord` through Envoy with a bearer token;
+3. the same batches straight to the service over gRPC, as the reference for what the edge
+   (JWT, strict JSON check, transcoding) costs.
 
 Accepted positions per second come from the service's own answers. The position ->
 `geofence.entered` latency is measured by a probe vehicle (`Probe`) on a thread of its own
@@ -204,6 +206,32 @@ async def rest_phase(url: str, token: str, fleet: Fleet, seconds: float,
             "per_s": round(totals["accepted"] / elapsed)}
 
 
+async def grpc_batch_phase(address: str, meta: Any, fleet: Fleet, seconds: float,
+                           callers: int) -> dict[str, Any]:
+    """The same batches straight to the service over gRPC: what the edge costs."""
+    stop = time.perf_counter() + seconds
+    accepted = requests = 0
+    per_vehicle = 1000 // len(fleet.ids)
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = rpc.TrackingServiceStub(channel)
+
+        async def caller() -> None:
+            nonlocal accepted, requests
+            while time.perf_counter() < stop:
+                batch = [fleet.fix(i) for i in range(len(fleet.ids)) for _ in range(per_vehicle)]
+                result = await stub.BatchRecordPositions(
+                    tracking_service_pb2.BatchRecordPositionsRequest(positions=batch),
+                    metadata=meta, timeout=60)
+                accepted += result.accepted
+                requests += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*[caller() for _ in range(callers)])
+        elapsed = time.perf_counter() - started
+    return {"callers": callers, "seconds": round(elapsed, 2), "requests": requests,
+            "accepted": accepted, "per_s": round(accepted / elapsed)}
+
+
 async def make_known(nats_url: str, client_id: str, vehicles: list[str]) -> None:
     plan = route_plan_pb2.RoutePlan(name=f"routePlans/{uuid.uuid4().hex}",
                                     state=route_plan_pb2.RoutePlan.STATE_ACTIVE)
@@ -313,6 +341,9 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         results["batch_rest"] = await rest_phase(f"http://127.0.0.1:{gw_port}", token, fleet,
                                                  args.seconds, args.rest_callers)
         log(f"batch REST: {results['batch_rest']}")
+        results["batch_grpc_reference"] = await grpc_batch_phase(
+            f"127.0.0.1:{port}", meta, fleet, args.seconds, args.rest_callers)
+        log(f"batch gRPC (reference, no edge): {results['batch_grpc_reference']}")
         # other work on the machine shows here (the benchmark itself keeps ~2 cores busy)
         results["load_average_after"] = os.getloadavg()[0]
     finally:
