@@ -194,9 +194,13 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
         caller = current_caller()
         v = Violations()
         order_id = v.resource_id(request.parent, "orders", "parent")
-        ttl = request.ttl.ToTimedelta() if request.HasField("ttl") else DEFAULT_LINK_TTL
-        if not LINK_TTL[0] <= ttl <= LINK_TTL[1]:
-            v.add("ttl", "must be from 1 minute to 30 days", "OUT_OF_RANGE")
+        ttl = DEFAULT_LINK_TTL
+        if request.HasField("ttl"):
+            if not (LINK_TTL[0].total_seconds() <= validation.seconds(request.ttl)
+                    <= LINK_TTL[1].total_seconds()):
+                v.add("ttl", "must be from 1 minute to 30 days", "OUT_OF_RANGE")
+            else:
+                ttl = request.ttl.ToTimedelta()
         v.raise_if_any()
         link = await self._views.create_link(caller.client_id, order_id, ttl,
                                              request_id_var.get())

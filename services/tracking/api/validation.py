@@ -79,6 +79,14 @@ def check_milestone(m: tracking_pb2.Milestone, now: datetime, v: Violations,
         v.add(f"{path}.vehicle", "must look like vehicles/{id}")
 
 
+def seconds(duration: Any) -> float:
+    """A Duration's seconds without Duration.ToTimedelta, which overflows on extreme values
+    (nanos outside ±999,999,999 count as invalid: NaN compares false with everything)."""
+    if not -999_999_999 <= duration.nanos <= 999_999_999:
+        return float("nan")
+    return duration.seconds + duration.nanos / 1e9
+
+
 def _vertices(geojson: struct_pb2.Struct) -> int:
     """Vertices of a GeoJSON polygon counted on the message itself (cheap, before the
     conversion to Python that a huge polygon would make expensive)."""
@@ -93,8 +101,7 @@ def check_geofence(g: tracking_pb2.Geofence, max_vertices: int, v: Violations,
     """The validated shape (shapely polygon) or None; problems go to `v`."""
     v.text(g.display_name, f"{path}.display_name", max_len=200)
     if g.HasField("dwell_time"):
-        dwell = g.dwell_time.ToTimedelta()
-        if not timedelta(0) < dwell <= MAX_DWELL:
+        if not 0 < seconds(g.dwell_time) <= MAX_DWELL.total_seconds():
             v.add(f"{path}.dwell_time", "must be more than 0 and at most 24 hours",
                   "OUT_OF_RANGE")
     which = g.WhichOneof("area")
