@@ -124,3 +124,34 @@ async def test_tracking_needs_its_scopes(partner_factory: Any) -> None:
     reader: Partner = await partner_factory(("orders.read",))
     response = await reader.http.post("/v1/positions:batchRecord", json={"positions": []})
     assert response.status_code == 403, response.text
+
+
+async def test_another_partner_sees_none_of_it(partner_factory: Any) -> None:
+    a: Partner = await partner_factory(SCOPES)
+    b: Partner = await partner_factory(SCOPES)
+    order = (await a.http.post("/v1/orders", json=order_json())).json()["name"]
+    await until_ok(lambda: a.http.get(f"/v1/{order}/tracking"))
+    fence = (await a.http.post("/v1/geofences", json={"circle": {
+        "center": {"latitude": 50.0, "longitude": 10.0}, "radiusMeters": 100}})).json()
+    link = (await a.http.post(f"/v1/{order}/trackingLinks", json={})).json()
+    now = iso(datetime.now(UTC))
+    calls = [
+        ("GET", f"/v1/{order}/tracking", None),
+        ("GET", f"/v1/{order}/milestones", None),
+        ("POST", f"/v1/{order}/milestones", {
+            "stopId": "pickup", "type": "MILESTONE_TYPE_ARRIVED", "eventTime": now,
+            "source": "MILESTONE_SOURCE_MANUAL"}),
+        ("POST", f"/v1/{order}/trackingLinks", {}),
+        ("GET", f"/v1/{fence['name']}", None),
+        ("DELETE", f"/v1/{fence['name']}", None),
+        ("POST", f"/v1/{link['name']}:revoke", {}),
+    ]
+    for method, path, body in calls:
+        response = await b.http.request(method, path, json=body)
+        assert response.status_code == 404, (method, path, response.text)
+    # A's things are untouched
+    assert (await a.http.get(f"/v1/{fence['name']}")).status_code == 200
+    assert (await a.http.get(f"/v1/{order}/milestones")).json() == {}
+    assert (await a.http.get(link["path"])).status_code == 200
+    listed = (await b.http.get("/v1/geofences")).json()
+    assert fence["name"] not in json.dumps(listed)
