@@ -325,6 +325,9 @@ def _banner(endpoints: dict[str, object], data: Path) -> None:
     _say("  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: demo-1' \\")
     _say(f"       -d @{data / 'demo-order.json'} {endpoints['gateway_url']}/v1/orders")
     _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" {endpoints['gateway_url']}/v1/orders")
+    _say("  # an order's tracking record, live (ORDER = the created order's name):")
+    _say(f"  curl -sN -H \"Authorization: Bearer $TOKEN\" "
+         f"{endpoints['gateway_url']}/v1/$ORDER/tracking:watch")
     _say("Or over gRPC straight to the service: .venv/bin/python -m services.stack demo")
     _say("Press Ctrl-C to stop.")
 
