@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto chart helm lint test test-faults fuzz run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing clean
+.PHONY: install proto chart helm lint test test-faults fuzz run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-tracking clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -69,7 +69,7 @@ fuzz: proto
 run: proto
 	$(BIN)/python -m services.stack
 
-bench: bench-orders bench-events bench-gateway bench-envoy-alone bench-routing
+bench: bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-tracking
 
 bench-orders: proto
 	$(BIN)/python -m bench.orders
@@ -87,6 +87,11 @@ bench-gateway: proto
 bench-envoy-alone: proto
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.envoy_alone
+
+# Positions/s over 100 client streams and batch REST through Envoy with 10,000 geofences, and
+# the p99 from a position to its geofence event (~1 minute).
+bench-tracking: proto
+	$(BIN)/python -m bench.tracking
 
 INSTANCES ?=
 TIME_LIMIT ?= 10

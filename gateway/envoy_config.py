@@ -76,7 +76,7 @@ from typing import Any
 from gateway import contracts, openapi, operations, strict_json
 from gateway.auth.settings import AuthSettings
 from gateway.envoy_lua import LUA_ACCESS, LUA_BEARER, LUA_OUTCOME, LUA_REST_RESPONSE
-from gateway.policy import POLICY, TIERS, Bucket, Rule, rules_of
+from gateway.policy import POLICY, PUBLIC, TIERS, Bucket, Rule, rules_of
 from services import registry
 from services.kit.errors import ERROR_DOMAIN
 
@@ -134,6 +134,8 @@ class GatewayConfig:
     max_token_lifetime_seconds: int = AuthSettings.token_ttl
     policy: Mapping[str, Rule] = field(default_factory=lambda: dict(POLICY))
     tiers: Mapping[str, Mapping[str, Bucket]] = field(default_factory=lambda: dict(TIERS))
+    # RPCs served without a token, each with its bucket per caller address (gateway.policy).
+    public: Mapping[str, Bucket] = field(default_factory=lambda: dict(PUBLIC))
     # Route timeouts. Unary calls get `unary_timeout_seconds`; streaming RPCs (WatchRoutePlan)
     # none at all (0s: a watch lasts as long as the caller wants; the HCM's stream idle timeout,
     # 5 min, still ends a silent one); WaitOperation, a long poll the service bounds at 60 s,
@@ -257,6 +259,55 @@ def _rate_limit(rate_class: str, tiers: Mapping[str, Mapping[str, Bucket]]) -> d
     }
 
 
+def _anyone() -> dict[str, Any]:
+    """RBAC for a public route: every caller, with or without a token."""
+    return {"@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute",
+            "rbac": {"rules": {"action": "ALLOW", "policies": {"public": {
+                "permissions": [{"any": True}], "principals": [{"any": True}]}}}}}
+
+
+def _public_rate_limit(key: str, b: Bucket) -> dict[str, Any]:
+    """A token bucket per caller address (there is no client id without a token)."""
+    bucket = {"max_tokens": b.tokens, "tokens_per_fill": b.tokens,
+              "fill_interval": f"{b.seconds}s"}
+    return {
+        "@type": T + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "public_" + key.rsplit("/", 1)[-1],
+        # All anonymous callers of this route together (per Envoy) get 20 buckets' worth.
+        "token_bucket": {"max_tokens": b.tokens * 20, "tokens_per_fill": b.tokens * 20,
+                         "fill_interval": f"{b.seconds}s"},
+        "filter_enabled": _percent(100),
+        "filter_enforced": _percent(100),
+        "descriptors": [{"entries": [{"key": "remote_address"}], "token_bucket": bucket}],
+        "rate_limits": [{"actions": [{"remote_address": {}}]}],
+        "max_dynamic_descriptors": 100_000,
+        "rate_limited_as_resource_exhausted": True,
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        "response_headers_to_add": [
+            {"header": {"key": "retry-after", "value": str(b.seconds)},
+             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+    }
+
+
+def _public_paths(rpcs: list[contracts.Rpc], public: Mapping[str, Bucket]
+                  ) -> list[dict[str, Any]]:
+    """jwt_authn rules (no `requires`) for the public RPCs: their gRPC path and the REST
+    path prefix up to the template's first variable, which must end it
+    (`/v1/sharedTracking/{token}`)."""
+    rules: list[dict[str, Any]] = []
+    for rpc in rpcs:
+        if rpc.path.lstrip("/") not in public:
+            continue
+        rules.append({"match": {"path": rpc.path}})
+        for binding in rpc.bindings:
+            prefix, _, rest = binding.template.partition("{")
+            if "/" in rest.partition("}")[2] or rest.count("{"):
+                raise ValueError(f"public route {binding.template}: only a trailing variable")
+            rules.append({"match": {"safe_regex": {"regex": "^" + re.escape(prefix) + "[^/]+$"}}
+                          if rest else {"match": {"path": prefix}}})
+    return rules
+
+
 WAIT_RPCS = frozenset({"/google.longrunning.Operations/WaitOperation"})
 
 
@@ -304,7 +355,12 @@ def _routes(config: GatewayConfig, rpcs: list[contracts.Rpc]) -> list[dict[str, 
                 "typed_per_filter_config": {
                     "envoy.filters.http.rbac": _scope_rbac(rule.scope if rule else None)},
             }
-            if rule is not None:
+            if key in config.public:
+                route["typed_per_filter_config"] = {
+                    "envoy.filters.http.rbac": _anyone(),
+                    "envoy.filters.http.local_ratelimit": _public_rate_limit(
+                        key, config.public[key])}
+            elif rule is not None:
                 route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"] = (
                     _rate_limit(rule.rate_class, config.tiers))
             if rpc.shared:
@@ -622,6 +678,7 @@ def build(config: GatewayConfig) -> dict[str, Any]:
             "rules": [
                 {"match": {"path": "/healthz"}},
                 {"match": {"path": "/openapi.json"}},
+                *_public_paths(rpcs, config.public),
                 {"match": {"prefix": "/"}, "requires": {"provider_name": PROVIDER}},
             ],
         }},

@@ -23,7 +23,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 
 from gateway import constraints, contracts
-from gateway.policy import POLICY, Rule, rules_of
+from gateway.policy import POLICY, PUBLIC, Rule, rules_of
 from services.kit.validation import RESOURCE_ID
 
 F = descriptor_pb2.FieldDescriptorProto
@@ -320,6 +320,8 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
         rules = [rule for _, _, rule in rules_of(rpc, policy)]
         security = ([{"oauth2": [rule.scope]} for rule in dict.fromkeys(rules) if rule]
                     if all(rules) else [{"oauth2": ["-"]}])
+        if rpc.path.lstrip("/") in PUBLIC:
+            security = []  # served without a token (gateway.policy.PUBLIC)
         for binding, path, bound, bound_fields, suffix in _variants(rpc):
             operation: dict[str, Any] = {
                 "operationId": (rpc.method if len(rpc.bindings) == 1

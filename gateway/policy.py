@@ -63,7 +63,29 @@ POLICY: dict[str, Rule] = {
     "cartage.routing.v1.RoutingService/RejectDecision": Rule("decisions.approve", WRITE),
     "cartage.routing.v1.RoutingService/GetAutonomyPolicy": Rule("routes.read", READ),
     "cartage.routing.v1.RoutingService/UpdateAutonomyPolicy": Rule("decisions.approve", WRITE),
+    # Tracking: positions and milestones in, the tracking record and links out.
+    "cartage.tracking.v1.TrackingService/RecordPositions": Rule("tracking.write", WRITE),
+    "cartage.tracking.v1.TrackingService/BatchRecordPositions": Rule("tracking.write", WRITE),
+    "cartage.tracking.v1.TrackingService/RecordMilestone": Rule("tracking.write", WRITE),
+    "cartage.tracking.v1.TrackingService/ListMilestones": Rule("tracking.read", READ),
+    "cartage.tracking.v1.TrackingService/GetTracking": Rule("tracking.read", READ),
+    "cartage.tracking.v1.TrackingService/WatchTracking": Rule("tracking.read", READ),
+    "cartage.tracking.v1.TrackingService/CreateGeofence": Rule("geofences.write", WRITE),
+    "cartage.tracking.v1.TrackingService/GetGeofence": Rule("tracking.read", READ),
+    "cartage.tracking.v1.TrackingService/ListGeofences": Rule("tracking.read", READ),
+    "cartage.tracking.v1.TrackingService/DeleteGeofence": Rule("geofences.write", WRITE),
+    "cartage.tracking.v1.TrackingService/CreateTrackingLink": Rule("tracking.write", WRITE),
+    "cartage.tracking.v1.TrackingService/RevokeTrackingLink": Rule("tracking.write", WRITE),
+    # The public link view: the signed token in the path is the authorization (PUBLIC below).
+    "cartage.tracking.v1.TrackingService/GetSharedTracking": Rule("tracking.read", READ),
 }
+
+
+# RPCs served WITHOUT a bearer token: jwt_authn skips them, any caller passes the scope check,
+# and they carry no client identity. Each has its own token bucket per caller address instead of
+# the per-client one (their policy line's scope and class are then not used). Only RPCs whose
+# request carries its own authorization belong here (a tracking link's signed token).
+PUBLIC: dict[str, Bucket] = {}
 
 
 # Which of an owner's two operation scopes each Operations method needs.
@@ -122,6 +144,12 @@ TIERS: dict[str, dict[str, Bucket]] = {
     "premium": {READ: Bucket(1000, 1), WRITE: Bucket(500, 1)},
     "internal": {READ: Bucket(10_000, 1), WRITE: Bucket(5_000, 1)},
 }
+
+
+PUBLIC.update({
+    # A consignee opening a tracking link: a few requests per second per address.
+    "cartage.tracking.v1.TrackingService/GetSharedTracking": Bucket(5, 1),
+})
 
 
 def all_scopes() -> list[str]:

@@ -77,6 +77,10 @@ SERVICES: tuple[ServiceEntry, ...] = (
         grpc_services=("cartage.routing.v1.RoutingService",),
         serves_operations=True,
         operation_scopes=OperationScopes(read="routes.read", write="routes.write")),
+    ServiceEntry(
+        name="tracking", package="services.tracking", default_port=50054, env_prefix="TRACKING",
+        proto_package="cartage.tracking.v1",
+        grpc_services=("cartage.tracking.v1.TrackingService",)),
 )
 
 #: The owner of operations named the old way, `operations/{id}` (before operation names

@@ -133,6 +133,26 @@ async def routing_address(stack: Any, order_address: str) -> AsyncIterator[str]:
     await running.stop()
 
 
+def tracking_settings(stack: Any, **overrides: Any) -> Any:
+    """Settings of a tracking service on the session's Postgres and NATS (fast watches)."""
+    from services.tracking.settings import Settings as TrackingSettings
+
+    base = TrackingSettings(database_url=stack.database_url, nats_url=stack.nats_url,
+                            grpc_address="127.0.0.1:0", log_level="WARNING",
+                            watch_interval_s=0.2, link_secret="x" * 32)
+    return replace(base, **overrides)
+
+
+@pytest.fixture(scope="session")
+async def tracking_address(stack: Any, order_address: str) -> AsyncIterator[str]:
+    """The tracking service for the whole session (one per database, like routing), next to
+    the order service whose orders it tracks."""
+    from services.tracking.app import DEFINITION
+
+    async with RunningService(DEFINITION, tracking_settings(stack)) as running:
+        yield running.address
+
+
 @pytest.fixture
 async def channel(order_address: str) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(

@@ -1,7 +1,7 @@
 """gRPC server bootstrap: interceptors, health, reflection, graceful shutdown.
 
 One interceptor does, for every unary RPC of every service (and every server-streaming RPC
-written as an async generator):
+written as an async generator, and every client-streaming RPC):
 - parses the request itself, so malformed bytes become INVALID_ARGUMENT, not INTERNAL;
 - sets the request id (from `x-request-id`, else a new one) and the caller for the call;
 - maps every exception to a status with `google.rpc` details through `errors.to_rpc_status`,
@@ -82,6 +82,19 @@ def _wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         return grpc.unary_stream_rpc_method_handler(
             serve_stream, request_deserializer=None,
             response_serializer=handler.response_serializer)
+    if handler.stream_unary is not None:
+        client_stream = handler.stream_unary
+
+        async def serve_client_stream(raw: AsyncIterator[bytes],
+                                      context: grpc.aio.ServicerContext) -> Any:
+            # Each message is parsed as the servicer reads it: a malformed one raises
+            # INVALID_ARGUMENT there, after the messages before it were handled.
+            async with _rpc_scope(method, context):
+                return await client_stream(_parse_each(parse, raw), context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            serve_client_stream, request_deserializer=None,
+            response_serializer=handler.response_serializer)
     if handler.unary_unary is None:
         return handler  # other streams (health Watch, reflection) pass through untouched
     inner = handler.unary_unary
@@ -100,6 +113,12 @@ def _parse(parse: Callable[[bytes], Any] | None, raw: bytes) -> Any:
         return parse(raw) if parse else raw
     except DecodeError:
         raise InvalidArgument("the request body is not a valid message") from None
+
+
+async def _parse_each(parse: Callable[[bytes], Any] | None, raw: AsyncIterator[bytes]
+                      ) -> AsyncIterator[Any]:
+    async for message in raw:
+        yield _parse(parse, message)
 
 
 @contextlib.asynccontextmanager

@@ -21,6 +21,7 @@ import asyncio
 import importlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -115,6 +116,16 @@ def _key_encryption_key(data: Path) -> str:
     return path.read_text().strip()
 
 
+def _link_secret(data: Path) -> str:
+    """The tracking service's link-signing key, made on first run and kept in the data
+    directory, so tracking links survive a restart."""
+    path = data / "tracking-link-secret"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
 def _demo_credentials(database_url: str, data: Path) -> dict[str, str]:
     """Register the demo partner (all scopes) on first run; keep its secret in the data dir."""
     from gateway.auth.clients import ClientRegistry
@@ -198,6 +209,9 @@ def run() -> int:
         metrics_port = _port(env, metrics_env, entry.default_port + METRICS_PORT_OFFSET)
         metrics[entry.name] = f"http://127.0.0.1:{metrics_port}/metrics"
         service_env = {entry.address_env: f"127.0.0.1:{port}", metrics_env: str(metrics_port)}
+        if entry.name == "tracking":
+            service_env["TRACKING_LINK_SECRET"] = (env.get("TRACKING_LINK_SECRET")
+                                                   or _link_secret(data))
         upstreams[entry.name] = f"127.0.0.1:{port}"
         if entry.worker_sockets:
             # Envoy reaches each worker on its own socket and balances requests over them.
@@ -341,6 +355,9 @@ def _banner(endpoints: dict[str, object], data: Path) -> None:
     _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: {key}' \\")
     _say(f"       -d @{data / 'demo-order.json'} {endpoints['gateway_url']}/v1/orders")
     _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" {endpoints['gateway_url']}/v1/orders")
+    _say("  # an order's tracking record, live (ORDER = the created order's name):")
+    _say(f"  curl -sN -H \"Authorization: Bearer $TOKEN\" "
+         f"{endpoints['gateway_url']}/v1/$ORDER/tracking:watch")
     _say("The README's session (\"Running it\") plans and approves it, as typed.")
     _say("Or over gRPC straight to the service: .venv/bin/python -m services.stack demo")
     _say("Press Ctrl-C to stop.")

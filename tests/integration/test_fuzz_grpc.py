@@ -25,6 +25,7 @@ from google.protobuf import message_factory
 from cartage.order.v1 import order_service_pb2
 from cartage.order.v1 import order_service_pb2 as order_pb
 from cartage.routing.v1 import routing_service_pb2
+from cartage.tracking.v1 import tracking_service_pb2
 from tests.support import OrderClient, metadata, new_client_id, sample_order
 
 SEED = int(os.environ.get("CARTAGE_FUZZ_SEED", "12"))  # another seed: other cases
@@ -42,10 +43,13 @@ SERVICES = [
     ("order", order_service_pb2.DESCRIPTOR.services_by_name["OrderService"]),
     ("routing", routing_service_pb2.DESCRIPTOR.services_by_name["RoutingService"]),
     ("routing", operations_proto_pb2.DESCRIPTOR.services_by_name["Operations"]),
+    ("tracking", tracking_service_pb2.DESCRIPTOR.services_by_name["TrackingService"]),
 ]
 
 HEX_ID = "0123456789abcdef" * 2
-RESOURCES = [("ListOperations", "operations"), ("Operation", f"operations/routing/{HEX_ID}"),
+RESOURCES = [("TrackingLink", f"trackingLinks/{HEX_ID}"),
+             ("Tracking", f"orders/{HEX_ID}/tracking"), ("Geofence", f"geofences/{HEX_ID}"),
+             ("ListOperations", "operations"), ("Operation", f"operations/routing/{HEX_ID}"),
              ("Order", f"orders/{HEX_ID}"), ("Vehicle", "vehicles/v-fuzz"),
              ("RoutePlan", f"routePlans/{HEX_ID}"), ("Routes", f"routePlans/{HEX_ID}"),
              ("Decision", f"decisions/{HEX_ID}"), ("Incident", "trafficIncidents/fuzz"),
@@ -248,19 +252,23 @@ async def send(channel: grpc.aio.Channel, path: str, streaming: bool, body: byte
 
 
 async def test_random_and_mutated_bytes_never_end_internal(order_address: str,
-                                                          routing_address: str) -> None:
+                                                          routing_address: str,
+                                                          tracking_address: str) -> None:
     started = time.monotonic()
     rng = random.Random(SEED)
     client_id = new_client_id()
     identity = metadata(client_id)
-    addresses = {"order": order_address, "routing": routing_address}
+    addresses = {"order": order_address, "routing": routing_address,
+                 "tracking": tracking_address}
     seen: Counter[str] = Counter()
     failures: list[tuple[str, str, bytes]] = []
     per_method: dict[str, int] = {}
     limit = asyncio.Semaphore(CONCURRENCY)
     async with grpc.aio.insecure_channel(order_address) as order_channel, \
-            grpc.aio.insecure_channel(routing_address) as routing_channel:
-        channels = {order_address: order_channel, routing_address: routing_channel}
+            grpc.aio.insecure_channel(routing_address) as routing_channel, \
+            grpc.aio.insecure_channel(tracking_address) as tracking_channel:
+        channels = {order_address: order_channel, routing_address: routing_channel,
+                    tracking_address: tracking_channel}
 
         async def one(path: str, streaming: bool, channel, body: bytes) -> None:
             async with limit:

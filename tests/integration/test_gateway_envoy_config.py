@@ -13,7 +13,7 @@ import pytest
 
 from gateway import contracts, openapi, operations
 from gateway.envoy_config import GatewayConfig, build, envoy_binary, unguarded_rpcs
-from gateway.policy import POLICY, operation_key, rules_of
+from gateway.policy import POLICY, PUBLIC, operation_key, rules_of
 from services import registry
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,8 @@ def config(**overrides: Any) -> GatewayConfig:
                                 auth_address="127.0.0.1:18090",
                                 issuer="http://127.0.0.1:18090",
                                 upstreams={"order": "127.0.0.1:50051",
-                                           "routing": "127.0.0.1:50052"})
+                                           "routing": "127.0.0.1:50052",
+                                           "tracking": "127.0.0.1:50054"})
     return GatewayConfig(**(base | overrides))
 
 
@@ -92,11 +93,33 @@ def test_every_annotated_rpc_gets_a_route_with_its_policy_scope() -> None:
     for rpc in rpcs:
         for _, key, rule in rules_of(rpc):
             assert generated[key]["match"]["path"] == rpc.path
+            if key in PUBLIC:  # served without a token (a tracking link's own signed token)
+                assert allowed_scopes(generated[key]) == ["public"]
+                continue
             assert allowed_scopes(generated[key]) == ([rule.scope] if rule else [])
     transcoder = next(
         f for f in build(config())["static_resources"]["listeners"][0]["filter_chains"][0]
         ["filters"][0]["typed_config"]["http_filters"] if "transcoder" in f["name"])
     assert transcoder["typed_config"]["services"] == sorted({r.service_name for r in rpcs})
+
+
+def test_public_routes_skip_the_token_and_have_their_own_rate_limit() -> None:
+    bootstrap = build(config())
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    jwt = next(f for f in hcm["typed_config"]["http_filters"] if "jwt_authn" in f["name"])
+    rules = jwt["typed_config"]["rules"]
+    shared = "/cartage.tracking.v1.TrackingService/GetSharedTracking"
+    assert {"match": {"path": shared}} in rules
+    regexes = [r["match"]["safe_regex"]["regex"] for r in rules if "safe_regex" in r["match"]]
+    assert regexes == ["^/v1/sharedTracking/[^/]+$"]
+    assert all("requires" not in r for r in rules[:-1]) and "requires" in rules[-1]
+    route = routes(bootstrap)[shared.lstrip("/")]
+    limit = route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]
+    assert limit["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
+    # nothing else is public
+    public = [name for name, r in routes(bootstrap).items() if "route" in r
+              and allowed_scopes(r) == ["public"]]
+    assert public == [shared.lstrip("/")]
 
 
 def test_an_rpc_without_a_policy_line_is_denied_to_everyone() -> None:
@@ -174,7 +197,8 @@ def test_unary_routes_time_out_and_streaming_routes_do_not() -> None:
     generated = routes(build(config(unary_timeout_seconds=2.5)))
     rpcs = contracts.rpcs(contracts.load())
     streaming = [r for r in rpcs if r.streaming]
-    assert [r.method for r in streaming] == ["WatchRoutePlan"]
+    assert sorted(r.method for r in streaming) == [
+        "RecordPositions", "WatchRoutePlan", "WatchTracking"]
     for rpc in rpcs:
         for _, key, _ in rules_of(rpc):
             timeout = generated[key]["route"]["timeout"]
@@ -292,7 +316,8 @@ def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> No
     bootstrap = build(config(descriptor_set=path))
     generated = routes(bootstrap)
     assert not any(name.startswith((OPERATIONS, "cartage.routing.")) for name in generated)
-    assert transcoded_services(bootstrap) == ["cartage.order.v1.OrderService"]
+    assert transcoded_services(bootstrap) == ["cartage.order.v1.OrderService",
+                                              "cartage.tracking.v1.TrackingService"]
     validate = tmp_path / "envoy.json"
     validate.write_text(json.dumps(bootstrap))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(validate),

@@ -73,7 +73,7 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
         endpoints = json.loads((tmp_path / "run.json").read_text())
         assert endpoints["services"] == {name: f"127.0.0.1:{port}"
                                          for name, port in service_ports.items()}
-        assert set(endpoints["services"]) >= {"order", "routing"}
+        assert set(endpoints["services"]) >= {"order", "routing", "tracking"}
         assert endpoints["database_url"].startswith("postgresql://postgres@127.0.0.1:")
         first_demo = _demo(tmp_path)
         assert "has 1 order(s)" in first_demo
