@@ -109,6 +109,9 @@ def services_block() -> str:
                   f"    module: {entry.package}",
                   f"    envPrefix: {entry.env_prefix}",
                   f"    port: {entry.default_port}"]
+        if entry.secret_env:
+            lines.append("    secretEnv:")
+            lines += [f"      {name}: {ref}" for name, ref in entry.secret_env]
     lines.append(END)
     return "\n".join(lines)
 

@@ -39,6 +39,9 @@ class ServiceEntry:
     # Its workers can each listen on their own unix socket ({prefix}_WORKER_SOCKET_DIR), which
     # Envoy then balances per request (services.order.settings.worker_sockets).
     worker_sockets: bool = False
+    # Env vars it reads from a deployment's Secrets, NAME -> the chart's `secrets` reference
+    # (deploy/k8s/values.yaml): secrets shared by every replica, never in values.
+    secret_env: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.serves_operations and self.operation_scopes is None:
@@ -80,7 +83,9 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry(
         name="tracking", package="services.tracking", default_port=50054, env_prefix="TRACKING",
         proto_package="cartage.tracking.v1",
-        grpc_services=("cartage.tracking.v1.TrackingService",)),
+        grpc_services=("cartage.tracking.v1.TrackingService",),
+        # Every replica signs and checks tracking links with the same key.
+        secret_env=(("TRACKING_LINK_SECRET", "trackingLinkSecret"),)),
 )
 
 #: The owner of operations named the old way, `operations/{id}` (before operation names

@@ -116,10 +116,11 @@ def _key_encryption_key(data: Path) -> str:
     return path.read_text().strip()
 
 
-def _link_secret(data: Path) -> str:
-    """The tracking service's link-signing key, made on first run and kept in the data
-    directory, so tracking links survive a restart."""
-    path = data / "tracking-link-secret"
+def _local_secret(data: Path, name: str) -> str:
+    """A secret a service reads from the deployment (its registry `secret_env`, e.g. the
+    tracking link key), made on first run and kept in the data directory, so what it signs
+    survives a restart."""
+    path = data / name.lower().replace("_", "-")
     if not path.exists():
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(48))
@@ -209,9 +210,8 @@ def run() -> int:
         metrics_port = _port(env, metrics_env, entry.default_port + METRICS_PORT_OFFSET)
         metrics[entry.name] = f"http://127.0.0.1:{metrics_port}/metrics"
         service_env = {entry.address_env: f"127.0.0.1:{port}", metrics_env: str(metrics_port)}
-        if entry.name == "tracking":
-            service_env["TRACKING_LINK_SECRET"] = (env.get("TRACKING_LINK_SECRET")
-                                                   or _link_secret(data))
+        for name, _ in entry.secret_env:
+            service_env[name] = env.get(name) or _local_secret(data, name)
         upstreams[entry.name] = f"127.0.0.1:{port}"
         if entry.worker_sockets:
             # Envoy reaches each worker on its own socket and balances requests over them.

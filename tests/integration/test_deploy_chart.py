@@ -209,6 +209,20 @@ def test_secret_env_maps_a_variable_to_an_existing_secret(helm: Path, chart_dir:
         "name": "cartage-webhooks", "key": "secret-key"}
 
 
+def test_every_registry_secret_reaches_its_service(rendered: list[dict[str, Any]]) -> None:
+    # A service's `secret_env` (services/registry.py) is read from the Secret the chart names,
+    # so every replica shares it (tracking links signed by one replica verify on another).
+    deployments = objects(rendered, "Deployment")
+    declared = [(entry, name, ref) for entry in registry.SERVICES
+                for name, ref in entry.secret_env]
+    assert declared, "no service declares a secret: this test checks nothing"
+    for entry, name, _ in declared:
+        container = deployments[component(entry.name)]["spec"]["template"]["spec"][
+            "containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        assert "secretKeyRef" in env[name]["valueFrom"], (entry.name, name)
+
+
 def test_migrations_run_as_hook_jobs_one_per_schema(rendered: list[dict[str, Any]]) -> None:
     jobs = objects(rendered, "Job")
     expected = {*registry.names(), "auth"}
@@ -371,8 +385,11 @@ def test_values_list_every_registry_service() -> None:
     values = yaml.safe_load(chart.VALUES.read_text())
     assert set(values["services"]) == set(registry.names())
     for entry in registry.SERVICES:
-        assert values["services"][entry.name] == {
+        expected: dict[str, Any] = {
             "module": entry.package, "envPrefix": entry.env_prefix, "port": entry.default_port}
+        if entry.secret_env:
+            expected["secretEnv"] = dict(entry.secret_env)
+        assert values["services"][entry.name] == expected
 
 
 def test_a_registry_service_missing_in_values_fails_the_check(
