@@ -430,6 +430,13 @@ class Anchorer:
         nothing, when the head this anchorer signed last is no longer in the chain or the
         records after it do not chain from it (checking since the last anchor only: the whole
         chain is `verify`'s job)."""
+        if self._last is None:  # after a restart: the newest anchor this key signed
+            public = self.key.public_key()
+            mine = [a for a in await self.store.anchors()
+                    if a.key_id == key_id(public) and a.signed_by(public)]
+            if mine:
+                newest = max(mine, key=lambda a: a.seq)
+                self._last = (newest.seq, newest.hash)
         if self._last is not None:
             wrong = await self.store.follows(*self._last)
             if wrong is not None:
