@@ -87,8 +87,15 @@ async def test_two_key_rotations_under_32_concurrent_clients_have_no_false_401(
             refresh_at = 0.0
             while not stop.is_set():
                 if token is None or time.monotonic() >= refresh_at:
-                    issued = await oauth.post(gateway_auth.token_url,
-                                              data={"grant_type": "client_credentials"})
+                    try:
+                        issued = await oauth.post(gateway_auth.token_url,
+                                                  data={"grant_type": "client_credentials"})
+                    except httpx.TransportError as error:
+                        # The token endpoint, not the gateway (e.g. a keep-alive connection
+                        # the server closed as this request went out): counted, retried.
+                        tally.token_requests[type(error).__name__] += 1
+                        await asyncio.sleep(0.2)
+                        continue
                     tally.token_requests[str(issued.status_code)] += 1
                     if issued.status_code == 200:
                         token = issued.json()["access_token"]
@@ -157,6 +164,8 @@ async def test_two_key_rotations_under_32_concurrent_clients_have_no_false_401(
     for kid in kids[1:]:
         assert tally.ok_by_kid[kid] >= MIN_CALLS_PER_KEY, report
         assert len(tally.clients_by_kid[kid]) >= MIN_CLIENTS_PER_KEY, report
+    # Tokens of the key each rotation retired were still accepted after it.
+    assert tally.retired_ok_after[1] > 0 and tally.retired_ok_after[2] > 0, report
     # The first key, retired by the first rotation, is still published and its tokens served.
     assert kids[0] in keys.state()["retired"], keys.state()
     print(report)
