@@ -52,10 +52,12 @@ test: lint chart
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The fault tests alone (make test runs them too): kill -9 of every process, NATS and Postgres
-# crashes, under load. FAULT_ROUNDS=N kills each process N times (default 5).
+# crashes (for the order service's and routing's consumers), under load. FAULT_ROUNDS=N kills
+# each process N times (default 5).
 test-faults: proto
 	$(BIN)/pytest tests/integration/test_faults_kill.py tests/integration/test_faults_nats.py \
-		tests/integration/test_faults_postgres.py tests/integration/test_durability.py
+		tests/integration/test_faults_postgres.py tests/integration/test_faults_routing.py \
+		tests/integration/test_durability.py
 
 # The fuzzers with a longer budget than make test's: schemathesis against the gateway's
 # /openapi.json (FUZZ_EXAMPLES per operation) and random and mutated protobuf bytes on every

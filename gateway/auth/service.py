@@ -21,7 +21,7 @@ from services.kit.metrics import MetricsServer
 def build(settings: AuthSettings, registry: ClientRegistry, keys: KeyRing | None = None
           ) -> AuthServer:
     keys = keys or KeyRing(token_ttl=settings.token_ttl,
-                           publish_ahead=settings.jwks_cache_seconds)
+                           publish_ahead=settings.publish_ahead)
     tokens = TokenService(keys, settings.issuer, settings.audience, settings.token_ttl)
     throttle = AuthThrottle(settings.client_rate, settings.failure_rate,
                             settings.concurrent_verifications)
@@ -39,7 +39,7 @@ async def serve(settings: AuthSettings, *,
     try:
         store = KeyStore(engine, settings.key_encryption_key)
         keys = await store.load_or_create(lambda rows: KeyRing.restore(
-            rows, token_ttl=settings.token_ttl, publish_ahead=settings.jwks_cache_seconds))
+            rows, token_ttl=settings.token_ttl, publish_ahead=settings.publish_ahead))
         auth = build(settings, ClientRegistry(engine), keys)
         app = build_app(auth, settings.rotation_seconds, on_rotate=store.save)
         # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only from the

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from services.kit.config import Env
 
+JWKS_FETCH_MARGIN_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class AuthSettings:
@@ -38,6 +40,14 @@ class AuthSettings:
     log_level: str = "INFO"
     migrate_on_start: bool = True
     metrics_port: int = 0  # Prometheus /metrics (gateway.metrics); 0: off
+
+    @property
+    def publish_ahead(self) -> float:
+        """How long the next key is in the JWKS before it signs: one cache period is not
+        enough, since Envoy refetches a cache period after its last fetch *completed*, so a key
+        published just after the auth server answered that fetch reaches Envoy a cache period
+        plus a fetch later. The margin is Envoy's JWKS fetch timeout (gateway.envoy_config)."""
+        return self.jwks_cache_seconds + JWKS_FETCH_MARGIN_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> AuthSettings:

@@ -127,6 +127,18 @@ def _local_secret(data: Path, name: str) -> str:
     return path.read_text().strip()
 
 
+def _audit_anchor_key(data: Path) -> dict[str, str]:
+    """The audit collector's anchor key pair (gateway.audit), made on first run in the data
+    directory: the private key for the collector only, the public one for `verify`."""
+    from gateway.audit import write_key_pair
+
+    private, public = data / "audit-anchor.key", data / "audit-anchor.pub"
+    if not private.exists():
+        write_key_pair(private, public)
+    return {"AUDIT_ANCHOR_KEY_FILE": str(private), "AUDIT_ANCHOR_PUBLIC_KEY_FILE": str(public),
+            "AUDIT_ANCHOR_FILE": str(data / "audit-anchors.jsonl")}
+
+
 def _demo_credentials(database_url: str, data: Path) -> dict[str, str]:
     """Register the demo partner (all scopes) on first run; keep its secret in the data dir."""
     from gateway.auth.clients import ClientRegistry
@@ -236,9 +248,10 @@ def run() -> int:
     audit_port = _port(env, "AUDIT_GRPC_PORT", 8091)
     audit_metrics = _port(env, "AUDIT_METRICS_PORT", audit_port + METRICS_PORT_OFFSET)
     metrics["audit"] = f"http://127.0.0.1:{audit_metrics}/metrics"
+    anchor_env = _audit_anchor_key(data)
     audit = Child("audit", "gateway.audit", audit_port,
                   {**child_env, "AUDIT_GRPC_ADDRESS": f"127.0.0.1:{audit_port}",
-                   "AUDIT_METRICS_PORT": str(audit_metrics)},
+                   "AUDIT_METRICS_PORT": str(audit_metrics), **anchor_env},
                   logs / "audit.log",
                   command=[sys.executable, "-m", "gateway.audit", "serve"])
     gateway = [auth, audit]
@@ -267,7 +280,10 @@ def run() -> int:
             "token_url": f"{issuer}/oauth/token",
             "jwks_url": f"{issuer}/.well-known/jwks.json",
             "openapi_url": f"http://127.0.0.1:{gateway_port}/openapi.json",
-            "audit_verify": ".venv/bin/python -m gateway.audit verify",
+            "audit_verify": " ".join([
+                *(f"{k}={anchor_env[k]}"
+                  for k in ("AUDIT_ANCHOR_PUBLIC_KEY_FILE", "AUDIT_ANCHOR_FILE")),
+                ".venv/bin/python -m gateway.audit verify"]),
             "metrics": {**metrics,
                         "envoy": f"http://127.0.0.1:{admin_port}/stats/prometheus"},
             "demo_client_id": credentials["client_id"],

@@ -62,6 +62,21 @@ def test_make_run_serves_the_demo_partner_through_the_gateway(tmp_path: Path) ->
                 break
             time.sleep(0.2)
         assert verified.startswith("ok: 2 records"), verified
+        # make run made the anchor key pair in the data directory: anchor the head on demand
+        # (the collector does so every AUDIT_ANCHOR_SECONDS), verify with the public key.
+        anchor_env = {**os.environ, "DATABASE_URL": run["database_url"],
+                      "AUDIT_ANCHOR_KEY_FILE": str(tmp_path / "audit-anchor.key"),
+                      "AUDIT_ANCHOR_FILE": str(tmp_path / "audit-anchors.jsonl")}
+        anchored = subprocess.run([sys.executable, "-m", "gateway.audit", "anchor"], cwd=ROOT,
+                                  text=True, env=anchor_env, capture_output=True, timeout=60)
+        assert anchored.stdout.startswith("anchored record"), anchored
+        assert "AUDIT_ANCHOR_PUBLIC_KEY_FILE=" in run["audit_verify"]
+        verified = subprocess.run(
+            [sys.executable, "-m", "gateway.audit", "verify"], cwd=ROOT, text=True,
+            env={**anchor_env, "AUDIT_ANCHOR_KEY_FILE": "",
+                 "AUDIT_ANCHOR_PUBLIC_KEY_FILE": str(tmp_path / "audit-anchor.pub")},
+            capture_output=True, timeout=60).stdout
+        assert verified.startswith("ok: ") and "anchored up to record" in verified, verified
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=60)[0].decode()

@@ -36,6 +36,10 @@ from tests.support import eventually, health, sample_order, stream_events
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = int(os.environ.get("FAULT_ROUNDS", "5"))
+# The target is 5 s, and a quiet machine meets it (worst 3.1 s in a fresh clone); on a
+# shared 2-core machine the order service (migrations, two workers) took up to 8.1 s, and once
+# 17.5 s while other suites ran, so 5 s cannot be the test's bound. The target stays in the
+# report's pass object (`recovery_within_5s`); the test asserts 10 s.
 MAX_RECOVERY_S = 10.0
 CALLERS = 6
 # The process names in the supervisor's tree, by what their command line runs.
