@@ -63,6 +63,29 @@ POLICY: dict[str, Rule] = {
     "cartage.routing.v1.RoutingService/RejectDecision": Rule("decisions.approve", WRITE),
     "cartage.routing.v1.RoutingService/GetAutonomyPolicy": Rule("routes.read", READ),
     "cartage.routing.v1.RoutingService/UpdateAutonomyPolicy": Rule("decisions.approve", WRITE),
+    # Carrier: the shipper's carriers and cards, rate shopping, tendering; carriers answer
+    # their tenders with their own client and `tenders.respond` (the service shows a carrier's
+    # client only the tenders offered to it).
+    "cartage.carrier.v1.CarrierService/CreateCarrier": Rule("carriers.write", WRITE),
+    "cartage.carrier.v1.CarrierService/GetCarrier": Rule("carriers.read", READ),
+    "cartage.carrier.v1.CarrierService/ListCarriers": Rule("carriers.read", READ),
+    "cartage.carrier.v1.CarrierService/UpdateCarrier": Rule("carriers.write", WRITE),
+    "cartage.carrier.v1.CarrierService/CreateRateCard": Rule("carriers.write", WRITE),
+    "cartage.carrier.v1.CarrierService/ImportRateCard": Rule("carriers.write", WRITE),
+    "cartage.carrier.v1.CarrierService/GetRateCard": Rule("carriers.read", READ),
+    "cartage.carrier.v1.CarrierService/ListRateCards": Rule("carriers.read", READ),
+    "cartage.carrier.v1.CarrierService/DeleteRateCard": Rule("carriers.write", WRITE),
+    "cartage.carrier.v1.CarrierService/CreateShipment": Rule("tenders.write", WRITE),
+    "cartage.carrier.v1.CarrierService/GetShipment": Rule("rates.read", READ),
+    "cartage.carrier.v1.CarrierService/ListShipments": Rule("rates.read", READ),
+    "cartage.carrier.v1.CarrierService/CancelShipment": Rule("tenders.write", WRITE),
+    "cartage.carrier.v1.CarrierService/QuoteRates": Rule("rates.read", READ),
+    "cartage.carrier.v1.CarrierService/TenderShipment": Rule("tenders.write", WRITE),
+    "cartage.carrier.v1.CarrierService/GetTender": Rule("tenders.respond", READ),
+    "cartage.carrier.v1.CarrierService/ListTenders": Rule("tenders.respond", READ),
+    "cartage.carrier.v1.CarrierService/AcceptTender": Rule("tenders.respond", WRITE),
+    "cartage.carrier.v1.CarrierService/RejectTender": Rule("tenders.respond", WRITE),
+    "cartage.carrier.v1.CarrierService/ListLaneScorecards": Rule("carriers.read", READ),
 }
 
 

@@ -77,6 +77,10 @@ SERVICES: tuple[ServiceEntry, ...] = (
         grpc_services=("cartage.routing.v1.RoutingService",),
         serves_operations=True,
         operation_scopes=OperationScopes(read="routes.read", write="routes.write")),
+    ServiceEntry(
+        name="carrier", package="services.carrier", default_port=50053, env_prefix="CARRIER",
+        proto_package="cartage.carrier.v1",
+        grpc_services=("cartage.carrier.v1.CarrierService",)),
 )
 
 #: The owner of operations named the old way, `operations/{id}` (before operation names
