@@ -145,6 +145,7 @@ def parse_lanes(text: str, template: carrier_pb2.RateCard
     sheet = _Sheet()
     currency = template.currency_code
     lanes: dict[str, _Lane] = {}
+    broken: set[str] = set()  # lanes with an error of their own rows: not checked further
     try:
         rows = csv.reader(io.StringIO(text, newline=""), strict=True)
         for number, values in enumerate(rows, start=1):
@@ -172,6 +173,7 @@ def parse_lanes(text: str, template: carrier_pb2.RateCard
                                                            f"the header has {len(sheet.header)}")
                 continue
             cells = dict(zip(sheet.header, values, strict=True))
+            before = len(sheet.v)
             row_currency = cells.get("currency", "").strip().upper()
             if row_currency and row_currency != currency:
                 sheet.error(number, "currency", f"{row_currency[:10]} differs from the card's "
@@ -182,6 +184,7 @@ def parse_lanes(text: str, template: carrier_pb2.RateCard
             if known is None:
                 lane = _lane(sheet, number, cells, currency)
                 if lane is None:
+                    broken.add(lane_id)
                     continue
                 known = lanes[lane_id] = _Lane(number, cells, lane)
             else:
@@ -198,20 +201,26 @@ def parse_lanes(text: str, template: carrier_pb2.RateCard
                                                     f"lane {lane_id[:64]!r}")
             known.break_rows.append(number)
             _rate(sheet, number, cells, known.message, currency)
+            if len(sheet.v) > before:
+                broken.add(lane_id)
     except csv.Error as error:
         sheet.v.add("csv_content", f"not a readable CSV file: {error}", "MALFORMED_CSV")
     if not lanes and not sheet.v:
         sheet.v.add("csv_content", "the file has no lanes", "REQUIRED")
-    if sheet.v:
+    if not sheet.header:
         return None, sheet.v.items
+    # The card's own rules, on the lanes whose rows read cleanly, so that one answer names
+    # the file's errors and the card's together.
+    clean = [entry for lane_id, entry in lanes.items() if lane_id not in broken]
     card = carrier_pb2.RateCard()
     card.CopyFrom(template)
     card.ClearField("lanes")
-    card.lanes.extend(entry.message for entry in lanes.values())
+    card.lanes.extend(entry.message for entry in clean)
     rules = Violations()
-    check_rate_card(card, rules)
-    if rules:
-        return None, tuple(_located(v, list(lanes.values()), sheet) for v in rules.items)
+    check_rate_card(card, rules, lanes_required=False)
+    problems = sheet.v.items + tuple(_located(v, clean, sheet) for v in rules.items)
+    if problems:
+        return None, problems
     return card, ()
 
 
@@ -236,7 +245,7 @@ def _located(violation: FieldViolation, lanes: list[_Lane], sheet: _Sheet) -> Fi
     brk = _BREAK_PATH.match(rest)
     if brk:
         row = lane.break_rows[int(brk.group(1))]
-        column = _COLUMN_OF.get((brk.group(2) or "").split(".")[0], "rate")
+        column = _COLUMN_OF.get((brk.group(2) or "min_kg").split(".")[0], "rate")
     elif rest.startswith(("origin", "destination")):
         side, _, leaf = rest.partition(".")
         leaf = leaf.split(".")[0]
