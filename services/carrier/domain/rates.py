@@ -242,9 +242,9 @@ def price(card: CompiledCard, lane: CompiledLane, load: Load, fuel_index: Decima
             raise NotPriceable("NOT_PRICEABLE", f"lane {lane.lane_id} has no weight break for "
                                                 f"{_fmt(load.weight_kg)} kg")
         raw = band.rate * load.weight_kg
-        upper = _fmt(band.max_kg) if band.max_kg is not None else "+"
+        upper = f"-{_fmt(band.max_kg)}" if band.max_kg is not None else "+"
         how = (f"{_fmt(load.weight_kg)} kg x {_fmt(band.rate)} {cur}/kg "
-               f"(break {_fmt(band.min_kg)}-{upper} kg)")
+               f"(break {_fmt(band.min_kg)}{upper} kg)")
     linehaul = round_minor(raw, cur)
     minimum_applied = lane.minimum is not None and linehaul < lane.minimum
     if minimum_applied:
