@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services import registry
+from services.stack import carriers
 from services.stack.components import (
     Nats,
     Postgres,
@@ -219,7 +220,12 @@ def run() -> int:
         _say(f"starting the audit collector on 127.0.0.1:{audit_port} ...")
         audit.start()
         credentials = _demo_credentials(database_url, data)
+        carrier_credentials = carriers.carrier_credentials(database_url, data)
         _write_samples(data)
+        carriers.write_samples(data)
+        if registry.find("carrier") is not None:
+            carrier_address = upstreams["carrier"]
+            asyncio.run(carriers.seed(carrier_address, credentials["client_id"]))
         envoy = _envoy(data, logs, gateway_port, admin_port, auth_port, issuer, upstreams,
                        audit_port)
         gateway.append(envoy)
@@ -238,6 +244,9 @@ def run() -> int:
             "audit_verify": ".venv/bin/python -m gateway.audit verify",
             "demo_client_id": credentials["client_id"],
             "demo_client_secret": credentials["client_secret"],
+            # the demo carrier's own client: lists and answers tenders (tenders.respond)
+            "demo_carrier_client_id": carrier_credentials["client_id"],
+            "demo_carrier_client_secret": carrier_credentials["client_secret"],
             "logs": str(logs),
         }
         (data / "run.json").write_text(json.dumps(endpoints, indent=2) + "\n")
@@ -312,6 +321,11 @@ def _banner(endpoints: dict[str, object], data: Path) -> None:
     _say(f"       -d @{data / 'demo-order.json'} {endpoints['gateway_url']}/v1/orders")
     _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" {endpoints['gateway_url']}/v1/orders")
     _say("Or over gRPC straight to the service: .venv/bin/python -m services.stack demo")
+    if "demo_carrier_client_id" in endpoints:
+        _say(f"Carriers: two demo carriers are seeded; {data / 'demo-shipment.json'} and "
+             f"{data / 'demo-import.json'} are bodies for /v1/shipments and "
+             "/v1/carriers/{id}/rateCards:import; the demo carrier answers its tenders as "
+             f"{endpoints['demo_carrier_client_id']} (secret in run.json).")
     _say("Press Ctrl-C to stop.")
 
 
