@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -103,6 +104,17 @@ def _page(statement: sa.Select[Any], table: sa.Table, time_column: str, page: Pa
     return statement.order_by(table.c[time_column], table.c.id).limit(page.limit)
 
 
+# The quote path's one round trip: the catalog version and the day's booked loads per lane
+# (`<32-hex carrier id><lane id>` -> count), straight on asyncpg.
+_SNAPSHOT = sa.text(
+    "SELECT coalesce((SELECT version FROM carrier.catalog_versions "
+    "                 WHERE client_id = :client_id), 0) AS version, "
+    "       (SELECT json_object_agg(k, n) FROM ("
+    "          SELECT t.carrier_id || t.lane_id AS k, count(*) AS n"
+    "          FROM carrier.tenders t JOIN carrier.shipments s ON s.id = t.shipment_id"
+    "          WHERE t.client_id = :client_id AND t.pickup_day = :day AND t.state = 2"
+    "            AND s.state <> 6 GROUP BY 1) b) AS booked"
+).bindparams(sa.bindparam("client_id", type_=sa.Text), sa.bindparam("day", type_=sa.Date))
 _VERSION = sa.select(catalog_versions.c.version).where(
     catalog_versions.c.client_id == sa.bindparam("client_id", type_=sa.Text))
 _BY_CLIENT_CARRIERS = sa.select(carriers).where(
@@ -156,6 +168,13 @@ class CarrierRepository:
     async def catalog_version(self, uow: UnitOfWork, client_id: str) -> int:
         row = await uow.read_one(_VERSION, {"client_id": client_id})
         return 0 if row is None else int(row["version"])
+
+    async def quote_snapshot(self, uow: UnitOfWork, client_id: str, day: dt.date
+                             ) -> tuple[int, dict[tuple[str, str], int]]:
+        row = await uow.read_one(_SNAPSHOT, {"client_id": client_id, "day": day})
+        assert row is not None
+        booked = json.loads(row["booked"]) if row["booked"] else {}
+        return int(row["version"]), {(k[:32], k[32:]): int(n) for k, n in booked.items()}
 
     def bump_catalog(self, tx: Transaction, client_id: str) -> None:
         statement = pg_insert(catalog_versions).values(client_id=client_id, version=1)

@@ -54,8 +54,10 @@ class QuoteUseCases:
         self._catalogs: OrderedDict[str, Catalog] = OrderedDict()
         self._scores: dict[str, tuple[float, dict[tuple[str, str], float]]] = {}
 
-    async def catalog(self, tx: Transaction | None, client_id: str) -> Catalog:
-        version = await self._repo.catalog_version(self._uow, client_id)
+    async def catalog(self, tx: Transaction | None, client_id: str,
+                      version: int | None = None) -> Catalog:
+        if version is None:
+            version = await self._repo.catalog_version(self._uow, client_id)
         cached = self._catalogs.get(client_id)
         if cached is not None and cached.version == version:
             self._catalogs.move_to_end(client_id)
@@ -76,12 +78,17 @@ class QuoteUseCases:
             self._catalogs.popitem(last=False)
         return built
 
-    async def lane_scores(self, tx: Transaction, client_id: str
+    async def lane_scores(self, tx: Transaction | None, client_id: str
                           ) -> dict[tuple[str, str], float]:
         cached = self._scores.get(client_id)
         if cached is not None and time.monotonic() - cached[0] < self._score_ttl:
             return cached[1]
-        stats = await self._repo.lane_stats(tx, client_id, self._clock() - self._score_window)
+        since = self._clock() - self._score_window
+        if tx is None:
+            async with self._uow.transaction() as own:
+                stats = await self._repo.lane_stats(own, client_id, since)
+        else:
+            stats = await self._repo.lane_stats(tx, client_id, since)
         scores = {(s.carrier_id, s.lane_id): lane_score(s) for s in stats}
         self._scores[client_id] = (time.monotonic(), scores)
         return scores
@@ -92,14 +99,12 @@ class QuoteUseCases:
     async def quote(self, client_id: str, shipment: shipment_pb2.Shipment, *,
                     cost_weight: float, currency: str = "", fuel_index: Decimal | None = None,
                     day: dt.date | None = None, tx: Transaction | None = None) -> QuoteResult:
-        if tx is None:
-            async with self._uow.transaction() as own:
-                return await self.quote(client_id, shipment, cost_weight=cost_weight,
-                                        currency=currency, fuel_index=fuel_index, day=day,
-                                        tx=own)
-        catalog = await self.catalog(tx, client_id)
         day = day or ship_day(shipment, self._clock().date())
-        booked = await self._repo.booked_counts(tx, client_id, day)
+        # One autocommit read in the common case: the catalog version and the day's bookings;
+        # cards and lane scores come from memory (reloaded when the version moves / the TTL
+        # passes, in `tx` when the caller has one).
+        version, booked = await self._repo.quote_snapshot(self._uow, client_id, day)
+        catalog = await self.catalog(tx, client_id, version)
         scores = await self.lane_scores(tx, client_id)
         quotes, exclusions = shop(
             catalog.carriers, load_of(shipment), day, currency or self._base_currency,
