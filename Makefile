@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto lint test test-faults run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing clean
+.PHONY: install proto lint test test-faults run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-carrier clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ test-faults: proto
 run: proto
 	$(BIN)/python -m services.stack
 
-bench: bench-orders bench-events bench-gateway bench-envoy-alone bench-routing
+bench: bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-carrier
 
 bench-orders: proto
 	$(BIN)/python -m bench.orders
@@ -68,6 +68,10 @@ INSTANCES ?=
 TIME_LIMIT ?= 10
 bench-routing: proto
 	$(BIN)/python -m bench.routing_bench $(if $(INSTANCES),--instances $(INSTANCES) --time-limit $(TIME_LIMIT))
+
+# QuoteRates over gRPC, 200 carriers x 25 lanes, 32 callers, beside one raw asyncpg query.
+bench-carrier: proto
+	$(BIN)/python -m bench.carrier
 
 clean:
 	rm -rf $(VENV) .tools build cartage
