@@ -42,8 +42,11 @@ def to_decimal(message: money_pb2.Money) -> Decimal:
 
 
 def to_money(amount: Decimal, currency: str) -> money_pb2.Money:
-    units = int(amount)  # toward zero, so units and nanos share a sign
-    nanos = int(((amount - units) * NANOS).to_integral_value(rounding=ROUND_HALF_UP))
+    # One decimal operation, then integers (this runs ~10 times per quote line).
+    scaled = int(amount.scaleb(9).to_integral_value(rounding=ROUND_HALF_UP))
+    units, nanos = divmod(-scaled if scaled < 0 else scaled, 1_000_000_000)
+    if scaled < 0:  # toward zero, so units and nanos share a sign
+        units, nanos = -units, -nanos
     return money_pb2.Money(currency_code=currency, units=units, nanos=nanos)
 
 

@@ -58,9 +58,14 @@ def _kg(value: Decimal) -> str:
     return f"{value.normalize():,f} kg"
 
 
+def no_lane_detail(load: Load, day: dt.date) -> str:
+    return (f"no rate card valid on {day} has a lane from {load.origin.country} "
+            f"{load.origin.postal} to {load.destination.country} {load.destination.postal}")
+
+
 def evaluate(carrier: CarrierFacts, cards: Sequence[CompiledCard], load: Load, day: dt.date,
              currency: str, fuel_index: Decimal, booked: Mapping[tuple[str, str], int],
-             scores: Mapping[tuple[str, str], float]) -> Quote | Exclusion:
+             scores: Mapping[tuple[str, str], float], no_lane: str = "") -> Quote | Exclusion:
     """The carrier's best price for the load, or the first reason it is out. `booked` counts
     the loads already booked per (carrier id, lane id) on `day`; `scores` are lane scores."""
     if not carrier.active:
@@ -79,10 +84,7 @@ def evaluate(carrier: CarrierFacts, cards: Sequence[CompiledCard], load: Load, d
                                                        f"{_kg(carrier.max_weight_kg)}")
     lanes = matching_lanes(cards, load, day)
     if not lanes:
-        return Exclusion(carrier, "NO_LANE", f"no rate card valid on {day} has a lane from "
-                                             f"{load.origin.country} {load.origin.postal} to "
-                                             f"{load.destination.country} "
-                                             f"{load.destination.postal}")
+        return Exclusion(carrier, "NO_LANE", no_lane or no_lane_detail(load, day))
     in_currency = [(c, ln) for c, ln in lanes if c.currency == currency]
     if not in_currency:
         return Exclusion(carrier, "CURRENCY", f"its lanes are priced in "
@@ -141,7 +143,9 @@ def shop(carriers: Sequence[tuple[CarrierFacts, Sequence[CompiledCard]]], load: 
     """Every carrier considered: the ranked quotes, and the exclusions in carrier order."""
     quotes: list[Quote] = []
     exclusions: list[Exclusion] = []
+    no_lane = no_lane_detail(load, day)
     for carrier, cards in carriers:
-        outcome = evaluate(carrier, cards, load, day, currency, fuel_index, booked, scores)
+        outcome = evaluate(carrier, cards, load, day, currency, fuel_index, booked, scores,
+                           no_lane)
         (quotes if isinstance(outcome, Quote) else exclusions).append(outcome)  # type: ignore[arg-type]
     return rank(quotes, cost_weight), exclusions

@@ -5,6 +5,7 @@ the day's booked loads per lane, and pure computation (lane scores are refreshed
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections import OrderedDict
@@ -52,6 +53,7 @@ class QuoteUseCases:
         self._score_window = dt.timedelta(days=score_window_days)
         self._clock = clock
         self._catalogs: OrderedDict[str, Catalog] = OrderedDict()
+        self._loading: dict[str, asyncio.Lock] = {}
         self._scores: dict[str, tuple[float, dict[tuple[str, str], float]]] = {}
 
     async def catalog(self, tx: Transaction | None, client_id: str,
@@ -62,6 +64,16 @@ class QuoteUseCases:
         if cached is not None and cached.version == version:
             self._catalogs.move_to_end(client_id)
             return cached
+        # One reload per client at a time: concurrent quotes after a change wait for it
+        # instead of each compiling every card again.
+        lock = self._loading.setdefault(client_id, asyncio.Lock())
+        async with lock:
+            cached = self._catalogs.get(client_id)
+            if cached is not None and cached.version >= version:
+                return cached
+            return await self._load(tx, client_id, version)
+
+    async def _load(self, tx: Transaction | None, client_id: str, version: int) -> Catalog:
         if tx is None:
             async with self._uow.transaction() as own:
                 carriers, cards = await self._repo.catalog(own, client_id)
@@ -75,7 +87,8 @@ class QuoteUseCases:
                                        for c in carriers), {c.id: c for c in carriers})
         self._catalogs[client_id] = built
         if len(self._catalogs) > MAX_CLIENTS_CACHED:
-            self._catalogs.popitem(last=False)
+            gone, _ = self._catalogs.popitem(last=False)
+            self._loading.pop(gone, None)
         return built
 
     async def lane_scores(self, tx: Transaction | None, client_id: str
