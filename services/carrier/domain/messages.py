@@ -16,11 +16,13 @@ def _charge(line: Line, currency: str) -> shipment_pb2.Charge:
 
 def price_message(price: Price) -> shipment_pb2.PriceBreakdown:
     cur = price.currency
+    # Each line's Charge is built once; `lines` repeats them (protobuf copies in C).
+    lines = [_charge(ln, cur) for ln in price.lines]
+    extras = len(price.accessorials)
     return shipment_pb2.PriceBreakdown(
-        linehaul=to_money(price.linehaul, cur), minimum_applied=price.minimum_applied,
-        fuel_surcharge=to_money(price.fuel, cur),
-        accessorials=[_charge(a, cur) for a in price.accessorials],
-        total=to_money(price.total, cur), lines=[_charge(ln, cur) for ln in price.lines])
+        linehaul=lines[0].amount, minimum_applied=price.minimum_applied,
+        fuel_surcharge=lines[1].amount, accessorials=lines[len(lines) - extras:],
+        total=to_money(price.total, cur), lines=lines)
 
 
 def quote_message(quote: Quote) -> carrier_service_pb2.CarrierQuote:
