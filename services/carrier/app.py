@@ -17,7 +17,13 @@ from nats.aio.msg import Msg
 from cartage.carrier.v1 import carrier_service_pb2, carrier_service_pb2_grpc
 from services.carrier import conversion
 from services.carrier.adapters import tables
-from services.carrier.adapters.events import ORDER_RELEASED, CarrierEvents, carrier_order
+from services.carrier.adapters.events import (
+    ORDER_CANCELLED,
+    ORDER_RELEASED,
+    CarrierEvents,
+    cancelled_order,
+    carrier_order,
+)
 from services.carrier.adapters.repository import CarrierRepository
 from services.carrier.adapters.tender_channels import ChannelRouter
 from services.carrier.api.servicer import CarrierServicer
@@ -49,9 +55,13 @@ def compose(runtime: Runtime) -> Composition:
         carrier_service_pb2_grpc.add_CarrierServiceServicer_to_server(servicer, server)
 
     async def on_order(tx: Transaction, msg: Msg) -> None:
-        found = carrier_order(catalog().decode(msg))
-        if found is not None:
-            await tenders.shipment_from_order(tx, *found)
+        event = catalog().decode(msg)
+        released = carrier_order(event)
+        if released is not None:
+            await tenders.shipment_from_order(tx, *released)
+        cancelled = cancelled_order(event)
+        if cancelled is not None:
+            await tenders.order_cancelled(tx, *cancelled)
 
     async def deadlines(stop: asyncio.Event) -> None:
         """Expire due tenders until stopped; a full batch is followed at once by the next."""
@@ -66,8 +76,10 @@ def compose(runtime: Runtime) -> Composition:
     return Composition(
         register=register,
         service_names=[SERVICE_NAME],
-        consumers=[(ConsumerSpec.of("carrier-orders", ORDER_RELEASED, concurrency=1,
-                                    batch_transaction=False), on_order)],
+        # In stream order (one lane): an order's cancellation after its release must find the
+        # shipment the release made. A transaction per event: each reads what the last wrote.
+        consumers=[(ConsumerSpec.of("carrier-orders", ORDER_RELEASED, ORDER_CANCELLED,
+                                    concurrency=1, batch_transaction=False), on_order)],
         jobs=[Job("tender-deadlines", deadlines)],
     )
 

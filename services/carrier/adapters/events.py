@@ -14,6 +14,7 @@ from services.kit.events import catalog
 from services.kit.uow import OutgoingEvent
 
 ORDER_RELEASED = "order.released"
+ORDER_CANCELLED = "order.cancelled"
 
 
 class CarrierEvents:
@@ -64,3 +65,10 @@ def carrier_order(event: Message | None) -> tuple[str, shipment_pb2.Shipment] | 
     shipment.pickup.CopyFrom(order.pickup)
     shipment.delivery.CopyFrom(order.delivery)
     return order.client_id, shipment
+
+
+def cancelled_order(event: Message | None) -> tuple[str, str, str] | None:
+    """(client id, order name, reason) for an `order.cancelled`; None for anything else."""
+    if not isinstance(event, order_events.OrderCancelledEvent) or not event.order.client_id:
+        return None
+    return event.order.client_id, event.order.name, event.order.cancel_reason

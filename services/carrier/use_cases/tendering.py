@@ -114,23 +114,36 @@ class TenderUseCases:
     async def cancel_shipment(self, client_id: str, shipment_id: str, reason: str,
                               key: IdempotencyKey | None, request_id: str = "") -> Shipment:
         async def work(tx: Transaction) -> Shipment:
-            peek = await self._require_shipment(tx, client_id, shipment_id)
-            tender = None
-            if peek.current_tender_id:  # tender first, then shipment (the lock order)
-                tender = await self._repo.get_tender(tx, peek.current_tender_id,
-                                                     for_update=True)
-            shipment = await self._require_shipment(tx, client_id, shipment_id,
-                                                    for_update=True)
-            now = self._clock()
-            cancelled = shipment.cancel(reason, now)
-            if tender is not None and tender.state == TenderState.OFFERED:
-                self._repo.save_tender(tx, tender.withdraw(now))
-            self._repo.save_shipment(tx, cancelled)
-            tx.publish(self._events.shipment_cancelled(cancelled, int(shipment.state)))
-            return cancelled
+            return await self._cancel(tx, client_id, shipment_id, reason)
 
         return await idempotent(self._uow, key, self._codecs.shipment, work,
                                 request_id=request_id)
+
+    async def _cancel(self, tx: Transaction, client_id: str, shipment_id: str, reason: str
+                      ) -> Shipment:
+        peek = await self._require_shipment(tx, client_id, shipment_id)
+        tender = None
+        if peek.current_tender_id:  # tender first, then shipment (the lock order)
+            tender = await self._repo.get_tender(tx, peek.current_tender_id, for_update=True)
+        shipment = await self._require_shipment(tx, client_id, shipment_id, for_update=True)
+        now = self._clock()
+        cancelled = shipment.cancel(reason, now)
+        if tender is not None and tender.state == TenderState.OFFERED:
+            self._repo.save_tender(tx, tender.withdraw(now))
+        self._repo.save_shipment(tx, cancelled)
+        tx.publish(self._events.shipment_cancelled(cancelled, int(shipment.state)))
+        return cancelled
+
+    async def order_cancelled(self, tx: Transaction, client_id: str, order: str,
+                              reason: str) -> bool:
+        """`order.cancelled`: the order's shipment is cancelled too (an open offer withdrawn),
+        unless it is already picked up, delivered or cancelled."""
+        shipment = await self._repo.shipment_of_order(tx, client_id, order)
+        if shipment is None or shipment.state in (
+                ShipmentState.IN_TRANSIT, ShipmentState.DELIVERED, ShipmentState.CANCELLED):
+            return False
+        await self._cancel(tx, client_id, shipment.id, f"order cancelled: {reason}"[:500])
+        return True
 
     # quoting and the waterfall -------------------------------------------------------------
 

@@ -199,7 +199,7 @@ async def test_deadlines_fire_after_a_restart(stack, fresh_database, client_of) 
         assert exhausted.current_tender == ""
 
 
-async def test_a_released_carrier_order_becomes_one_shipment(
+async def test_a_released_carrier_order_becomes_one_shipment_and_its_cancel_cancels_it(
         stack, channel, carrier_channel) -> None:
     orders = OrderClient(channel, f"client-{id(channel):x}-orders")
     order = await orders.create(sample_order(mode=order_pb2.TRANSPORT_MODE_CARRIER))
@@ -220,3 +220,9 @@ async def test_a_released_carrier_order_becomes_one_shipment(
     assert [x.name for x in filtered.shipments] == [shipment.name]
     await asyncio.sleep(1.0)
     assert len(await listed()) == 1  # the own-fleet order made none
+    await orders.CancelOrder(order_service_pb2.CancelOrderRequest(
+        name=order.name, reason="customer changed plans"))
+    cancelled = await eventually(
+        lambda: shipper.GetShipment(pb.GetShipmentRequest(name=shipment.name)), 15,
+        until=lambda s: s.state == shipment_pb2.Shipment.STATE_CANCELLED)
+    assert cancelled.cancel_reason == "order cancelled: customer changed plans"
