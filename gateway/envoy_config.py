@@ -5,6 +5,11 @@
 
 The HTTP filter chain, in order, and why that order:
 
+0. `cartage.rest_response` (Lua, response path only, REST callers only: a matcher skips
+   `application/grpc` requests; gateway.envoy_lua.LUA_REST_RESPONSE): first, so last on the
+   response path and it sees every local reply. It removes the grpc-* headers the transcoder
+   leaves on REST responses and puts the gateway's own refusals (the transcoder's 400s,
+   jwt_authn's 401s, RBAC's 403, the route table's 404) into our words with an ErrorInfo reason.
 1. `header_mutation` strips client-supplied identity headers (x-cartage-*), so only values
    set below from a verified token can reach a service.
 2. `cartage.bearer` (Lua, gateway.envoy_lua.LUA_BEARER) refuses an Authorization header that
@@ -42,8 +47,10 @@ The HTTP filter chain, in order, and why that order:
    client's tier and the RPC's class; 429 with Retry-After.
 10. `router`.
 
-Every local reply (401, 403, 404, 429, 503 …) has a JSON body shaped like the `google.rpc.Status`
-the transcoder produces for service errors, so a partner parses one error format.
+Every local reply (401, 403, 404, 405, 429, 503 …) has a JSON body shaped like the
+`google.rpc.Status` the transcoder produces for service errors, with an ErrorInfo reason
+(LOCAL_REPLY_REASONS), so a partner parses one error format. A path the HTTP rules serve, asked
+with a method none of them has, is 405 with `Allow` (`_method_not_allowed`).
 
 Each RPC goes to the upstream of the registered service (services.registry) that lists its gRPC
 service (`--upstream routing=host:port`); RPCs of a service without an upstream are left out
@@ -56,7 +63,9 @@ never do.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
+import re
 import shutil
 import sys
 from collections.abc import Mapping
@@ -66,9 +75,10 @@ from typing import Any
 
 from gateway import contracts, openapi, operations, strict_json
 from gateway.auth.settings import AuthSettings
-from gateway.envoy_lua import LUA_ACCESS, LUA_BEARER, LUA_OUTCOME
+from gateway.envoy_lua import LUA_ACCESS, LUA_BEARER, LUA_OUTCOME, LUA_REST_RESPONSE
 from gateway.policy import POLICY, TIERS, Bucket, Rule, rules_of
 from services import registry
+from services.kit.errors import ERROR_DOMAIN
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 BEARER_FILTER = "cartage.bearer"
@@ -84,6 +94,21 @@ MAX_REQUEST_BODY = 4 * 1024 * 1024
 # Local reply HTTP status → google.rpc.Code in the JSON body.
 LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 3, 429: 8,
                      500: 13, 501: 12, 502: 14, 503: 14, 504: 4}
+# ... and the ErrorInfo reason it carries (the REST response filter names a finer one for the
+# statuses in REFINED_STATUSES, from the reply's message: LUA_REST_RESPONSE).
+LOCAL_REPLY_REASONS = {400: "INVALID_REQUEST", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                       404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "CONFLICT",
+                       413: "BODY_TOO_LARGE", 429: "RATE_LIMITED", 500: "INTERNAL",
+                       501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
+                       504: "DEADLINE_EXCEEDED"}
+REFINED_STATUSES = frozenset({400, 401, 403, 404})
+# The header the local reply mapper marks those replies with for the REST response filter,
+# which removes it.
+LOCAL_REPLY_MARK = "x-cartage-local-reply"
+REST_RESPONSE_FILTER = "cartage.rest_response"
+# Response headers that are gRPC's business, never a REST caller's.
+GRPC_RESPONSE_HEADERS = ("grpc-status", "grpc-message", "grpc-status-details-bin",
+                         "grpc-accept-encoding")
 
 
 
@@ -116,6 +141,11 @@ class GatewayConfig:
     unary_timeout_seconds: float = 30.0
     wait_timeout_seconds: float = 90.0
     services: tuple[registry.ServiceEntry, ...] = registry.SERVICES
+    # Where the edge listener binds (0.0.0.0 in a pod; make run keeps it on loopback), and the
+    # path Envoy reads the descriptor set from when it is not `descriptor_set` itself (the
+    # Helm chart mounts it from a ConfigMap; deploy/chart.py).
+    listen_address: str = "127.0.0.1"
+    descriptor_path: str | None = None
 
 
 def envoy_binary() -> str:
@@ -132,11 +162,23 @@ def _address(address: str) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
+def _is_ip(address: str) -> bool:
+    if address.startswith("unix:"):
+        return True
+    try:
+        ipaddress.ip_address(address.rsplit(":", 1)[0].strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def upstream_cluster(name: str, addresses: str, *, http2: bool) -> dict[str, Any]:
     endpoints = [a.strip() for a in addresses.split(",") if a.strip()]
     cluster: dict[str, Any] = {
         "name": name,
-        "type": "STATIC",
+        # A host name (a Kubernetes Service, headless: one address per pod) is resolved and
+        # re-resolved by Envoy, which then balances requests over every address it returns.
+        "type": "STATIC" if all(_is_ip(a) for a in endpoints) else "STRICT_DNS",
         "connect_timeout": "1s",
         "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": _address(a)}} for a in endpoints]}]},
@@ -282,16 +324,96 @@ def _routes(config: GatewayConfig, rpcs: list[contracts.Rpc]) -> list[dict[str, 
                     "envoy.filters.http.rbac": _scope_rbac(None),
                     operations.FILTER: operations.per_route()},
             })
+    # A path the API serves, with a method none of its bindings has (TRACE, HEAD, OPTIONS,
+    # DELETE on a collection ...): the transcoder let it through untouched, so it lands here.
+    routes += _method_not_allowed(rpcs, config)
     # Anything else: 404 (after authentication, so the surface is not probed anonymously).
     routes.append({
         "name": "not_found",
         "match": {"prefix": "/"},
-        "direct_response": {"status": 404, "body": {"inline_string": "no such endpoint"}},
+        "direct_response": {"status": 404, "body": {
+            "inline_string": "no such endpoint (the API is described at /openapi.json)"}},
         "typed_per_filter_config": {
             "envoy.filters.http.rbac": {
                 "@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}},
     })
     return routes
+
+
+def _template_regex(template: str) -> str:
+    """The paths an HTTP rule's template matches, as a regex (`/v1/{name=orders/*}:cancel` →
+    `/v1/orders/[^/]+:cancel`): `*` one segment, `**` any number."""
+    segments, verb = strict_json._segments(template)
+    parts = []
+    for segment in segments:
+        parts.append(".+" if segment == "**" else "[^/]+" if segment == "*"
+                     else re.escape(segment))
+    return "/" + "/".join(parts) + (":" + re.escape(verb) if verb else "")
+
+
+def _method_not_allowed(rpcs: list[contracts.Rpc],
+                        config: GatewayConfig) -> list[dict[str, Any]]:
+    """405 with `Allow` for the paths the transcoder serves, on any other method. Paths with a
+    custom verb first, then the more literal ones, as the transcoder matches them."""
+    allowed: dict[str, set[str]] = {}
+    for rpc in rpcs:
+        if not set(rpc.owners) & set(config.upstreams):
+            continue
+        for binding in rpc.bindings:
+            regex = _template_regex(binding.template)
+            allowed.setdefault(regex, set()).add(binding.verb)
+    # A `:` in a regex is a custom verb's (a literal segment has none).
+    order = sorted(allowed, key=lambda r: (":" not in r,
+                                           r.count("[^/]+") + 2 * r.count(".+"), r))
+    routes = []
+    for regex in order:
+        methods = sorted(allowed[regex])
+        routes.append({
+            "name": "method_not_allowed " + regex,
+            "match": {"safe_regex": {"regex": regex}},
+            "direct_response": {"status": 405, "body": {
+                "inline_string": f"this path serves {', '.join(methods)} only"}},
+            "response_headers_to_add": [{"header": {"key": "allow", "value": ", ".join(methods)},
+                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+            "typed_per_filter_config": {"envoy.filters.http.rbac": {
+                "@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}},
+        })
+    return routes
+
+
+def _enum_names(descriptors: Any) -> list[str]:
+    names: list[str] = []
+
+    def walk(prefix: str, messages: Any, enums: Any) -> None:
+        names.extend(f"{prefix}{e.name}" for e in enums)
+        for m in messages:
+            walk(f"{prefix}{m.name}.", m.nested_type, m.enum_type)
+
+    for file in descriptors.file:
+        walk(f"{file.package}." if file.package else "", file.message_type, file.enum_type)
+    return sorted(names)
+
+
+def _rest_response(descriptors: Any) -> dict[str, Any]:
+    """First in the chain, last on the response path, REST callers only: no gRPC headers, and
+    the gateway's own errors in our words (gateway.envoy_lua.LUA_REST_RESPONSE)."""
+    enums = "{" + ", ".join(f'["{n}"] = true' for n in _enum_names(descriptors)) + "}"
+    source = (LUA_REST_RESPONSE.replace("__DOMAIN__", ERROR_DOMAIN)
+              .replace("__MARK__", LOCAL_REPLY_MARK).replace("__ENUMS__", enums))
+    skip = {"matcher_list": {"matchers": [{
+        "predicate": {"or_matcher": {"predicate": [
+            _header_predicate("content-type", {"exact": "application/grpc"}),
+            _header_predicate("content-type", {"prefix": "application/grpc+"})]}},
+        "on_match": {"action": {"name": "skip", "typed_config": {
+            "@type": T + "envoy.extensions.filters.common.matcher.action.v3.SkipFilter"}}},
+    }]}}
+    return {"name": REST_RESPONSE_FILTER, "typed_config": {
+        "@type": T + "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+        "extension_config": {"name": REST_RESPONSE_FILTER, "typed_config": {
+            "@type": T + "envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": source},
+            "stat_prefix": "rest_response"}},
+        "xds_matcher": skip}}
 
 
 STRICT_JSON_FILTER = "cartage.strict_json"
@@ -371,9 +493,17 @@ def _header_predicate(header: str, match: dict[str, str]) -> dict[str, Any]:
 
 
 def _local_reply() -> dict[str, Any]:
-    def body(code: int) -> dict[str, Any]:
-        return {"json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+    def body(code: int, reason: str) -> dict[str, Any]:
+        return {"json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": [{
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason,
+                    "domain": ERROR_DOMAIN}]},
                 "content_type": "application/json"}
+
+    def mark(status: int) -> dict[str, Any]:
+        if status not in REFINED_STATUSES:
+            return {}
+        return {"headers_to_add": [{"header": {"key": LOCAL_REPLY_MARK, "value": str(status)},
+                                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}
 
     # The strict JSON check's 400 already is a google.rpc.Status body (with the field
     # violations): keep it as it is. The filter marks its replies in dynamic metadata.
@@ -387,14 +517,15 @@ def _local_reply() -> dict[str, Any]:
         "filter": {"status_code_filter": {"comparison": {
             "op": "EQ", "value": {"default_value": status,
                                   "runtime_key": f"cartage.local_reply.{status}"}}}},
-        "body_format_override": body(code),
+        "body_format_override": body(code, LOCAL_REPLY_REASONS[status]),
+        **mark(status),
     } for status, code in LOCAL_REPLY_CODES.items()]
     # Any other error status (not 2xx direct responses such as /healthz): UNKNOWN.
     mappers.append({
         "filter": {"status_code_filter": {"comparison": {
             "op": "GE", "value": {"default_value": 400,
                                   "runtime_key": "cartage.local_reply.other"}}}},
-        "body_format_override": body(2),
+        "body_format_override": body(2, "UNKNOWN"),
     })
     return {"mappers": mappers}
 
@@ -452,6 +583,7 @@ def build(config: GatewayConfig) -> dict[str, Any]:
                      if registry.DEFAULT_OPERATIONS_OWNER in operation_owners
                      else next(iter(operation_owners), ""))
     filters: list[dict[str, Any]] = [
+        _rest_response(descriptors),
         {"name": "envoy.filters.http.header_mutation", "typed_config": {
             "@type": T + "envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
             "mutations": {"request_mutations": [{"remove": h} for h in IDENTITY_HEADERS]}}},
@@ -502,9 +634,12 @@ def build(config: GatewayConfig) -> dict[str, Any]:
         {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": {
             "@type": T + ("envoy.extensions.filters.http.grpc_json_transcoder.v3."
                           "GrpcJsonTranscoder"),
-            "proto_descriptor": str(Path(config.descriptor_set).resolve()),
+            "proto_descriptor": config.descriptor_path
+            or str(Path(config.descriptor_set).resolve()),
             "services": services,
-            "print_options": {"always_print_primitive_fields": False,
+            # Zero values are printed: a partner reads `"amount": 0` and `"costPerKm": 0`,
+            # not a missing key (proto3 `optional` fields, with presence, still only when set).
+            "print_options": {"always_print_primitive_fields": True,
                               "preserve_proto_field_names": False},
             "convert_grpc_status": True,
             "request_validation_options": {"reject_unknown_query_parameters": True},
@@ -554,7 +689,7 @@ def build(config: GatewayConfig) -> dict[str, Any]:
         "static_resources": {
             "listeners": [{
                 "name": "edge",
-                "address": _address(f"127.0.0.1:{config.listen_port}"),
+                "address": _address(f"{config.listen_address}:{config.listen_port}"),
                 "filter_chains": [{"filters": [{
                     "name": "envoy.filters.network.http_connection_manager",
                     "typed_config": hcm}]}],

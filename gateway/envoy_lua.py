@@ -9,10 +9,20 @@
 # contains: refused. Tokens are accepted from this header only (jwt_authn `from_headers`): a
 # token in the URL (`?access_token=`, RFC 6750 §2.3) would land in access logs, the audit
 # record's path and browser histories (§5.3), so there it is ignored and the request is 401.
+# First of all, a header name gRPC metadata cannot carry is a 400.
 LUA_BEARER = r"""
 local MAX_TOKEN = 8192
 function envoy_on_request(handle)
   local headers = handle:headers()
+  -- gRPC metadata keys are [0-9a-z_.-]: the upstream refused any other header name (`a$`, which
+  -- HTTP allows) with INTERNAL, a 500 (found by schemathesis).
+  for key, _ in pairs(headers) do
+    if key:sub(1, 1) ~= ":" and key:find("[^0-9a-z_%.%-]") then
+      handle:respond({[":status"] = "400"},
+                     "header names may hold only letters, digits, '-', '_' and '.'")
+      return
+    end
+  end
   local value = headers:get("authorization")
   if value == nil then return end
   local scheme, token = value:match("^(%a+) +([%w%-%._~%+/]+=*)$")
@@ -432,12 +442,12 @@ local function json_string(text)
   return concat(out)
 end
 
-local function bad_request(handle, fields, description)
+local function bad_request(handle, fields, description, reason)
   local violations, quoted = {}, {}
   for k, field in ipairs(fields) do
     if #field > 256 then field = sub(field, 1, 256) .. "..." end
     violations[k] = '{"field":' .. json_string(field) .. ',"description":'
-                    .. json_string(description) .. "}"
+                    .. json_string(description) .. ',"reason":"' .. reason .. '"}'
     quoted[k] = field
   end
   local message = description
@@ -449,6 +459,8 @@ local function bad_request(handle, fields, description)
   handle:streamInfo():dynamicMetadata():set("cartage.strict_json", "rejected", true)
   handle:respond({[":status"] = "400", ["content-type"] = "application/json"},
     '{"code":3,"message":' .. json_string(message) .. ',"details":[{"@type":'
+    .. '"type.googleapis.com/google.rpc.ErrorInfo","reason":"' .. reason
+    .. '","domain":"cartage.io"},{"@type":'
     .. '"type.googleapis.com/google.rpc.BadRequest","fieldViolations":['
     .. concat(violations, ",") .. "]}]}")
 end
@@ -472,12 +484,148 @@ function envoy_on_request(handle)
   end)
   S = ""
   if ok or err == FULL then
-    if #unknown > 0 then return bad_request(handle, unknown, "unknown field") end
+    if #unknown > 0 then return bad_request(handle, unknown, "unknown field", "UNKNOWN_FIELD") end
     return
   end
-  if err == BAD then return bad_request(handle, {""}, "the body is not valid JSON") end
-  if err == DEEP then return bad_request(handle, {""}, "the body nests too deeply") end
+  if err == BAD then return bad_request(handle, {""}, "the body is not valid JSON",
+                                     "MALFORMED_BODY") end
+  if err == DEEP then return bad_request(handle, {""}, "the body nests too deeply",
+                                     "MALFORMED_BODY") end
   handle:logErr("strict JSON check failed: " .. tostring(err))
   handle:respond({[":status"] = "500"}, "the request body could not be checked")
+end
+"""
+
+# First in the chain, so last on the response path, and only for REST callers (a matcher skips
+# native gRPC requests): what a partner's HTTP client receives.
+#
+# (1) No gRPC internals: the transcoder copies the service's grpc-status / grpc-message (and
+#     grpc-accept-encoding) into the REST response's headers; they are removed here (the audit
+#     record's true status is kept before the transcoder, by LUA_OUTCOME).
+# (2) Every error of the gateway's own, in our words with an ErrorInfo reason: the local reply
+#     mapper (gateway.envoy_config._local_reply) already gives every local reply a
+#     google.rpc.Status body with an ErrorInfo for its status; the replies whose message says
+#     more than the status (the transcoder's 400s, jwt_authn's 401s, RBAC's 403, the route
+#     table's 404) are marked with a header, and this filter names their reason, rewrites
+#     Envoy's wording and adds the BadRequest field violation where the field is known. The
+#     mapped body is `{"code":N,"details":[...],"message":"..."}` (keys sorted); the message is
+#     worked on in its JSON-escaped form, so what is copied from it stays valid JSON.
+LUA_REST_RESPONSE = r"""
+local DOMAIN = "__DOMAIN__"
+local MARK = "__MARK__"
+local ENUMS = __ENUMS__  -- the contracts' enum types: the transcoder names them like messages
+local GRPC_HEADERS = {"grpc-status", "grpc-message", "grpc-status-details-bin",
+                      "grpc-accept-encoding"}
+local EXPECTED = {
+  TYPE_INT32 = "an integer", TYPE_INT64 = "an integer", TYPE_UINT32 = "a non-negative integer",
+  TYPE_UINT64 = "a non-negative integer", TYPE_SINT32 = "an integer", TYPE_SINT64 = "an integer",
+  TYPE_FIXED32 = "a non-negative integer", TYPE_FIXED64 = "a non-negative integer",
+  TYPE_SFIXED32 = "an integer", TYPE_SFIXED64 = "an integer",
+  TYPE_DOUBLE = "a number", TYPE_FLOAT = "a number", TYPE_BOOL = "true or false",
+  TYPE_STRING = "a string", TYPE_BYTES = "base64-encoded bytes",
+  TYPE_ENUM = "one of the enum's value names",
+}
+local WELL_KNOWN = {
+  ["google.protobuf.Timestamp"] = 'an RFC 3339 timestamp such as \\"2026-01-01T08:00:00Z\\"',
+  ["google.protobuf.Duration"] = 'a duration in seconds such as \\"5s\\"',
+  ["google.protobuf.FieldMask"] = 'a comma-separated list of field paths',
+}
+local TOKEN_401 = {
+  ["Jwt is missing"] = {"TOKEN_MISSING",
+    "a bearer token is required: Authorization: Bearer <access token>"},
+  ["Jwt is expired"] = {"TOKEN_EXPIRED", "the token has expired: get a new one"},
+  ["Jwt not yet valid"] = {"INVALID_TOKEN", "the token is not valid yet"},
+  ["Jwt verification fails"] = {"INVALID_TOKEN", "the token's signature does not verify"},
+  ["Jwt issuer is not configured"] = {"INVALID_TOKEN", "the token was not issued by us"},
+  ["Audiences in Jwt are not allowed"] = {"INVALID_TOKEN", "the token is not for this API"},
+}
+local DENIED_403 = {
+  ["RBAC: access denied"] = {"MISSING_SCOPE",
+    "the token's scopes do not allow this call (see the operation's security in /openapi.json)"},
+  ["client not allowed from this address"] = {"ADDRESS_NOT_ALLOWED", nil},
+  ["client disabled or token revoked"] = {"ACCESS_REVOKED", nil},
+}
+
+local function info(reason)
+  return '{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"' .. reason
+         .. '","domain":"' .. DOMAIN .. '"}'
+end
+
+local function violation(field, description, reason)
+  return '{"@type":"type.googleapis.com/google.rpc.BadRequest","fieldViolations":[{"field":"'
+         .. field .. '","description":"' .. description .. '","reason":"' .. reason .. '"}]}'
+end
+
+-- reason, message, field violation (or nil) for the transcoder's own 400s
+local function bad_request(message)
+  local field = message:match('^Could not find field \\"(.-)\\" in the type')
+  if field then
+    return "UNKNOWN_QUERY_PARAMETER", field .. ": unknown query parameter",
+           violation(field, "unknown query parameter", "UNKNOWN_QUERY_PARAMETER")
+  end
+  local path, value, kind = message:match("^(.-): invalid value (.-) for type (.+)$")
+  if path then
+    local expected = EXPECTED[kind]
+    if expected == nil then
+      local name = kind:match("^type%.googleapis%.com/(.+)$") or kind
+      expected = WELL_KNOWN[name] or ENUMS[name] and EXPECTED.TYPE_ENUM or "a JSON object"
+    end
+    local shown = #value <= 40 and value .. " is not " or "not "
+    local description = shown .. expected
+    local where = path ~= "" and path or "body"
+    return "INVALID_FIELD_VALUE", where .. ": " .. description,
+           violation(path, description, "INVALID_FIELD_VALUE")
+  end
+  path = message:match("^(.-): ?Proto field is not repeating, cannot start list")
+  if path then
+    if path == "" then
+      return "MALFORMED_BODY", "the body must be a JSON object, not a list",
+             violation("", "must be a JSON object, not a list", "MALFORMED_BODY")
+    end
+    return "MALFORMED_BODY", path .. ": takes one value, not a list",
+           violation(path, "takes one value, not a list", "MALFORMED_BODY")
+  end
+  if message:match("^Unexpected") or message:match("^Expected") or
+     message:match("^Invalid") or message:match("^Unable to parse") then
+    return "MALFORMED_BODY", "the body is not valid JSON for this call: " .. message, nil
+  end
+  return "INVALID_REQUEST", "the request does not fit this call: " .. message, nil
+end
+
+local function refine(status, message)
+  if status == "400" then return bad_request(message) end
+  if status == "401" then
+    local known = TOKEN_401[message]
+    if known then return known[1], known[2], nil end
+    return "INVALID_TOKEN", message, nil
+  end
+  if status == "403" then
+    local known = DENIED_403[message]
+    if known then return known[1], known[2] or message, nil end
+    return "PERMISSION_DENIED", message, nil
+  end
+  if status == "404" and message:match("^no such endpoint") then
+    return "UNKNOWN_PATH", message, nil
+  end
+  return nil
+end
+
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  for _, name in ipairs(GRPC_HEADERS) do headers:remove(name) end
+  if headers:get(MARK) == nil then return end
+  headers:remove(MARK)
+  local status = headers:get(":status")
+  local body = handle:body()
+  if body == nil or body:length() == 0 then return end  -- HEAD: no body to rewrite
+  local text = body:getBytes(0, body:length())
+  local code, message = text:match('^{"code":(%d+),"details":%[.-%],"message":"(.*)"}%s*$')
+  if code == nil then return end
+  local reason, ours, detail = refine(status, message)
+  if reason == nil then return end
+  local details = info(reason)
+  if detail then details = details .. "," .. detail end
+  body:setBytes('{"code":' .. code .. ',"message":"' .. ours .. '","details":[' .. details
+                .. ']}')
 end
 """

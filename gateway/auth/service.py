@@ -13,7 +13,9 @@ from gateway.auth.keystore import KeyStore
 from gateway.auth.settings import AuthSettings
 from gateway.auth.throttle import AuthThrottle
 from gateway.auth.tokens import TokenService
+from gateway.metrics import HttpMetrics
 from services.kit.db import create_engine
+from services.kit.metrics import MetricsServer
 
 
 def build(settings: AuthSettings, registry: ClientRegistry, keys: KeyRing | None = None
@@ -32,6 +34,8 @@ async def serve(settings: AuthSettings, *,
     if settings.migrate_on_start:
         await ClientRegistry.migrate(settings.database_url)
     engine = create_engine(settings.database_url, pool_size=5, max_overflow=5)
+    metrics = (MetricsServer(settings.metrics_port, settings.host)
+               if settings.metrics_port else None)
     try:
         store = KeyStore(engine, settings.key_encryption_key)
         keys = await store.load_or_create(lambda rows: KeyRing.restore(
@@ -40,12 +44,16 @@ async def serve(settings: AuthSettings, *,
         app = build_app(auth, settings.rotation_seconds, on_rotate=store.save)
         # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise: only from the
         # proxies configured here (none by default).
+        routes = {route.path for route in app.routes}
         server = uvicorn.Server(uvicorn.Config(
-            app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+            HttpMetrics(app, routes), host=settings.host, port=settings.port, log_config=None,
+            access_log=False,
             lifespan="on", loop="none", proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=settings.trusted_proxies or None))
         if on_ready is not None:
             on_ready(auth, server)
         await server.serve()
     finally:
+        if metrics is not None:
+            metrics.close()
         await engine.dispose()

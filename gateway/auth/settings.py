@@ -37,6 +37,7 @@ class AuthSettings:
     trusted_proxies: str = ""
     log_level: str = "INFO"
     migrate_on_start: bool = True
+    metrics_port: int = 0  # Prometheus /metrics (gateway.metrics); 0: off
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> AuthSettings:
@@ -59,4 +60,5 @@ class AuthSettings:
             trusted_proxies=env.str("AUTH_TRUSTED_PROXIES", cls.trusted_proxies),
             log_level=env.str("LOG_LEVEL", cls.log_level),
             migrate_on_start=env.bool("MIGRATE_ON_START", cls.migrate_on_start),
+            metrics_port=env.int("AUTH_METRICS_PORT", cls.metrics_port),
         )

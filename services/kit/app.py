@@ -51,6 +51,7 @@ from services.kit.messaging import (
     OutboxHousekeeping,
     OutboxRelay,
 )
+from services.kit.metrics import MetricsServer, WorkerMetrics, bind_host
 from services.kit.migrations import upgrade_async
 from services.kit.server import HealthCheck, Service
 from services.kit.uow import UnitOfWork
@@ -86,6 +87,8 @@ class ServiceSettings:
     outbox_housekeeping_interval_s: float = 300.0
     # Test-only fail point, see OutboxRelay.
     fault_relay_crash_after_publish: bool = False
+    # Prometheus `/metrics` on this port (kit.metrics), on the gRPC address's host; 0: off.
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Self:
@@ -104,6 +107,7 @@ class ServiceSettings:
                 f"{prefix}_OUTBOX_HOUSEKEEPING_INTERVAL_S", cls.outbox_housekeeping_interval_s),
             fault_relay_crash_after_publish=env.bool(
                 "CARTAGE_FAULT_RELAY_CRASH_AFTER_PUBLISH", False),
+            metrics_port=env.int(f"{prefix}_METRICS_PORT", cls.metrics_port),
             **cls.own(env),
         )
         settings.check()
@@ -176,6 +180,9 @@ class ServiceDefinition:
                             crash_after_publish=settings.fault_relay_crash_after_publish)
         uow = UnitOfWork(engine, self.tables, on_events=relay.wake)
         composition: Composition | None = None
+        # With workers, their parent serves the metrics of all of them (_serve_workers).
+        metrics_server = (MetricsServer(settings.metrics_port, bind_host(settings.grpc_address))
+                          if settings.metrics_port and settings.workers <= 1 else None)
         try:
             built = self.compose(Runtime(settings, engine, uow, relay))
             composition = await built if inspect.isawaitable(built) else built
@@ -207,6 +214,8 @@ class ServiceDefinition:
                 service_hook(service)
             await service.run(handle_signals=handle_signals)
         finally:
+            if metrics_server is not None:
+                metrics_server.close()
             if composition is not None and composition.close is not None:
                 await composition.close()
             await uow.close()
@@ -233,6 +242,9 @@ class ServiceDefinition:
         sees the failure. SIGTERM/SIGINT is passed on to every worker."""
         uvloop.run(self.migrate(settings))
         worker_settings = dataclasses.replace(settings, migrate_on_start=False)
+        metrics = (WorkerMetrics(self.name, settings.metrics_port,
+                                 bind_host(settings.grpc_address))
+                   if settings.metrics_port else None)
         # spawn, not fork: gRPC's core must not be forked once it runs.
         context = multiprocessing.get_context("spawn")
         log = logging.getLogger("cartage.workers")
@@ -276,6 +288,8 @@ class ServiceDefinition:
                 log.error("worker exited; restarting it", extra={
                     "worker": index, "exitcode": workers[index].exitcode,
                     "quick_exits": quick_exits[index]})
+                if metrics is not None:
+                    metrics.worker_exited(workers[index].pid)
                 if quick_exits[index] >= MAX_QUICK_EXITS:
                     failed = True
                     break
@@ -284,6 +298,8 @@ class ServiceDefinition:
         forward(signal.SIGTERM, None)
         for worker in workers.values():
             worker.join(15)
+        if metrics is not None:
+            metrics.close()
         if failed:
             return 1
         # A worker still starting when the stop came ends by the signal itself, not by its

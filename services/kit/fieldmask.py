@@ -1,4 +1,10 @@
-"""Field-mask updates (AIP-134) on protobuf messages, through protobuf's own FieldMask code."""
+"""Field-mask updates (AIP-134) on protobuf messages, through protobuf's own FieldMask code.
+
+One rule for every Update RPC (`effective_update_mask`): the `update_mask` as given; `*` means
+every updatable field; no mask means the fields the request's resource populates (AIP-134's
+implied mask), its identity fields (`name`, `etag`) aside. An update that names nothing (no
+mask and nothing populated) is refused with INVALID_ARGUMENT: it could only be a mistake.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,24 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from services.kit.errors import InvalidArgument
+
+IDENTITY_FIELDS = frozenset({"name", "etag"})
+
+
+def effective_update_mask(
+    mask: field_mask_pb2.FieldMask,
+    patch: Message,
+    *,
+    updatable: frozenset[str],
+    identity: frozenset[str] = IDENTITY_FIELDS,
+) -> field_mask_pb2.FieldMask:
+    """The mask an Update applies (see the module's rule); check it with check_update_mask."""
+    paths = list(mask.paths)
+    if paths == ["*"]:
+        paths = sorted(updatable)
+    elif not paths:
+        paths = [f.name for f, _ in patch.ListFields() if f.name not in identity]
+    return field_mask_pb2.FieldMask(paths=paths)
 
 
 def apply_update_mask(
@@ -37,7 +61,9 @@ def check_update_mask(
     """The mask's paths, or INVALID_ARGUMENT naming the unknown or read-only ones."""
     paths = list(mask.paths)
     if not paths:
-        raise InvalidArgument.single(prefix, "is required: name the fields to change")
+        raise InvalidArgument.single(
+            prefix, "an empty update: send the fields to change (and name them here, or leave "
+                    "this out to change every field sent)")
     if not mask.IsValidForDescriptor(descriptor):
         unknown = [p for p in paths if not _path_exists(descriptor, p)]
         raise InvalidArgument.single(prefix, f"unknown field paths: {', '.join(unknown)}")

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.kit.db import constraint_name
 from services.kit.errors import Aborted, FieldViolation, InvalidArgument
+from services.kit.metrics import IDEMPOTENCY_REPLAYS
 
 if TYPE_CHECKING:  # the unit of work imports this module for the key and its errors
     from services.kit.uow import Transaction, UnitOfWork
@@ -105,6 +106,7 @@ async def idempotent(
             if key is not None:
                 stored = await tx.claim(key)
                 if stored is not None:
+                    _replayed(key)
                     return codec.decode(stored)
             result = await work(tx)
             if key is not None:
@@ -127,9 +129,14 @@ async def idempotent(
         if guard.prior_hash is not None:
             if key is None or bytes(guard.prior_hash) != key.fingerprint:
                 raise conflict()
+            _replayed(key)
             return codec.decode(bytes(guard.prior_response or b""))
         return result
     raise AssertionError("unreachable")
+
+
+def _replayed(key: IdempotencyKey) -> None:
+    IDEMPOTENCY_REPLAYS.labels(key.scope.split("/", 1)[-1]).inc()
 
 
 def request_key(client_id: str, idempotency_header: str, method: str, request: Any

@@ -38,6 +38,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.kit.events import catalog
 from services.kit.jobs import Job
+from services.kit.metrics import CONSUMER_DEAD_LETTERS, CONSUMER_REDELIVERIES
 from services.kit.relay import (
     DUPLICATE_WINDOW,
     MSG_ID_HEADER,
@@ -156,6 +157,9 @@ class EventConsumer:
                 await self._check_durable(error)
                 await _sleep_or_stop(stop, 1.0)
                 continue
+            for msg in messages:
+                if (msg.metadata.num_delivered or 1) > 1:
+                    CONSUMER_REDELIVERIES.labels(self._spec.durable).inc()
             lanes = self._lanes(messages)
             if len(lanes) == 1:
                 await self.handle_batch(lanes[0])
@@ -249,6 +253,7 @@ class EventConsumer:
                 headers=headers,
             )
             await msg.term()
+            CONSUMER_DEAD_LETTERS.labels(self._spec.durable).inc()
             return
         delay = self._spec.backoff[min(attempt - 1, len(self._spec.backoff) - 1)]
         log.warning(

@@ -59,6 +59,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit.db import KitTables
 from services.kit.events import EVENT_TYPE_HEADER
+from services.kit.metrics import OUTBOX_BACKLOG, OUTBOX_LAG, OUTBOX_PUBLISHED
 
 log = logging.getLogger("cartage.relay")
 
@@ -234,6 +235,7 @@ class OutboxRelay:
                            f"WHERE seq = ANY($1::bigint[])")
         self._oldest_sql = (f"SELECT EXTRACT(EPOCH FROM clock_timestamp() - created_at) "
                             f"FROM {table} WHERE published_at IS NULL ORDER BY seq LIMIT 1")
+        self._backlog_sql = f"SELECT count(*) FROM {table} WHERE published_at IS NULL"
 
     def wake(self) -> None:
         """Called after a commit that wrote events (from the service's event loop)."""
@@ -452,6 +454,7 @@ class OutboxRelay:
                 in_flight.popleft()
             room.set()
             stats.rows += len(seqs)
+            OUTBOX_PUBLISHED.labels(self._name).inc(len(seqs))
             stats.batches += len(group)
             stats.duplicates += sum(acks)
 
@@ -460,6 +463,9 @@ class OutboxRelay:
         if now - stats.since < self._report_interval:
             return
         oldest = await control.fetchval(self._oldest_sql)
+        OUTBOX_LAG.labels(self._name).set(float(oldest) if oldest is not None else 0.0)
+        OUTBOX_BACKLOG.labels(self._name).set(
+            await control.fetchval(self._backlog_sql) if oldest is not None else 0)
         if stats.rows or oldest is not None:
             seconds = now - stats.since
             log.info("outbox relay", extra={

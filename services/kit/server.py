@@ -39,6 +39,7 @@ from services.kit.errors import (
 )
 from services.kit.jobs import Job, Supervisor
 from services.kit.log import request_id_var
+from services.kit.metrics import observe_rpc
 
 log = logging.getLogger("cartage.rpc")
 
@@ -135,8 +136,10 @@ async def _rpc_scope(method: str, context: grpc.aio.ServicerContext) -> AsyncIte
         code = status.code
         await _abort(context, status)
     finally:
+        elapsed = time.perf_counter() - started
+        observe_rpc(method, code.name, elapsed)
         log.info("rpc", extra={"rpc": method, "code": code.name,
-                               "ms": round((time.perf_counter() - started) * 1000, 2),
+                               "ms": round(elapsed * 1000, 2),
                                "client_id": caller.client_id if caller else ""})
 
 
@@ -148,6 +151,9 @@ async def _abort(context: grpc.aio.ServicerContext, status: RpcStatus) -> None:
 
 HealthCheck = Callable[[], Awaitable[bool]]
 HEALTH_INTERVAL_S = 1.0
+# A grpc.health.v1 service name that is SERVING as long as the server serves, whatever its
+# dependencies: the liveness (and startup) probe. Readiness is the overall "" entry.
+LIVENESS_SERVICE = "liveness"
 
 
 class Service:
@@ -213,6 +219,7 @@ class Service:
         if self.own_address and server.add_insecure_port(self.own_address) == 0:
             raise OSError(f"could not bind {self.own_address}")
         await server.start()
+        await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         if handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -65,9 +65,17 @@ class Child:
             self.process = subprocess.Popen(
                 **dying_with_parent(self.command or [sys.executable, "-m", self.module]),
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                # Not in the terminal's group: Ctrl-C reaches the supervisor only, which stops
+                # the services before NATS and Postgres (see the `finally` in run()).
+                process_group=0,
             )
         self.started_at = time.monotonic()
         wait_for_port(self.port, timeout=120, process=self.process, what=self.name)
+
+
+# A service's metrics port under make run: its gRPC port + this (order: 51051), unless
+# <PREFIX>_METRICS_PORT says otherwise or it is taken.
+METRICS_PORT_OFFSET = 1000
 
 
 def _port(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int:
@@ -184,9 +192,13 @@ def run() -> int:
     # `upstreams` is where Envoy reaches each.
     children: list[Child] = []
     upstreams: dict[str, str] = {}
+    metrics: dict[str, str] = {}  # Prometheus /metrics of each service (kit.metrics)
     for entry in registry.SERVICES:
         port = _port(env, entry.port_env, entry.default_port)
-        service_env = {entry.address_env: f"127.0.0.1:{port}"}
+        metrics_env = f"{entry.env_prefix}_METRICS_PORT"
+        metrics_port = _port(env, metrics_env, entry.default_port + METRICS_PORT_OFFSET)
+        metrics[entry.name] = f"http://127.0.0.1:{metrics_port}/metrics"
+        service_env = {entry.address_env: f"127.0.0.1:{port}", metrics_env: str(metrics_port)}
         upstreams[entry.name] = f"127.0.0.1:{port}"
         if entry.worker_sockets:
             # Envoy reaches each worker on its own socket and balances requests over them.
@@ -200,14 +212,20 @@ def run() -> int:
     gateway_port = _port(env, "CARTAGE_GATEWAY_PORT", 8080)
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
     issuer = f"http://127.0.0.1:{auth_port}"
+    auth_metrics = _port(env, "AUTH_METRICS_PORT", auth_port + METRICS_PORT_OFFSET)
+    metrics["auth"] = f"http://127.0.0.1:{auth_metrics}/metrics"
     auth = Child("auth", "gateway.auth", auth_port,
                  {**child_env, "AUTH_HTTP_PORT": str(auth_port), "AUTH_ISSUER": issuer,
+                  "AUTH_METRICS_PORT": str(auth_metrics),
                   "AUTH_KEY_ENCRYPTION_KEY": env.get("AUTH_KEY_ENCRYPTION_KEY")
                   or _key_encryption_key(data)},
                  logs / "auth.log")
     audit_port = _port(env, "AUDIT_GRPC_PORT", 8091)
+    audit_metrics = _port(env, "AUDIT_METRICS_PORT", audit_port + METRICS_PORT_OFFSET)
+    metrics["audit"] = f"http://127.0.0.1:{audit_metrics}/metrics"
     audit = Child("audit", "gateway.audit", audit_port,
-                  {**child_env, "AUDIT_GRPC_ADDRESS": f"127.0.0.1:{audit_port}"},
+                  {**child_env, "AUDIT_GRPC_ADDRESS": f"127.0.0.1:{audit_port}",
+                   "AUDIT_METRICS_PORT": str(audit_metrics)},
                   logs / "audit.log",
                   command=[sys.executable, "-m", "gateway.audit", "serve"])
     gateway = [auth, audit]
@@ -247,6 +265,8 @@ def run() -> int:
             "jwks_url": f"{issuer}/.well-known/jwks.json",
             "openapi_url": f"http://127.0.0.1:{gateway_port}/openapi.json",
             "audit_verify": ".venv/bin/python -m gateway.audit verify",
+            "metrics": {**metrics,
+                        "envoy": f"http://127.0.0.1:{admin_port}/stats/prometheus"},
             "demo_client_id": credentials["client_id"],
             "demo_client_secret": credentials["client_secret"],
             # the demo carrier's own client: lists and answers tenders (tenders.respond)
@@ -273,12 +293,17 @@ def run() -> int:
         _say("stopping ...")
         return 0
     finally:
+        # In order: Envoy and the services drain while NATS and Postgres are still there (each
+        # child has a process group of its own, so a Ctrl-C reached none of them).
         for child in reversed([*children, *(c for c in gateway if c not in children)]):
             _stop(child.process, signal.SIGTERM)
+        _say("stopped the gateway and the services")
         if nats is not None:
             nats.stop()
+            _say("stopped NATS")
         if postgres is not None:
             postgres.stop()
+            _say("stopped PostgreSQL")
         _say("stopped.")
 
 
@@ -316,15 +341,21 @@ def _banner(endpoints: dict[str, object], data: Path) -> None:
     _say(f"  tokens     OAuth2 {endpoints['token_url']}")
     _say(f"  postgres          {endpoints['database_url']}")
     _say(f"  nats              {endpoints['nats_url']}")
+    for name, url in endpoints["metrics"].items():  # type: ignore[attr-defined]
+        _say(f"  {name:<10} metrics {url}")
     _say("")
     _say("Try it through the gateway as the demo partner:")
     creds = f"{endpoints['demo_client_id']}:{endpoints['demo_client_secret']}"
     _say(f"  TOKEN=$(curl -s -u '{creds}' -d grant_type=client_credentials \\")
     _say(f"          {endpoints['token_url']} | python3 -c 'import json,sys; "
          "print(json.load(sys.stdin)[\"access_token\"])')")
-    _say("  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: demo-1' \\")
+    # The sample order's own reference as the key: a new one each run (a fixed key would
+    # meet the next run's sample with IDEMPOTENCY_KEY_REUSED).
+    key = json.loads((data / "demo-order.json").read_text())["externalReference"]
+    _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Idempotency-Key: {key}' \\")
     _say(f"       -d @{data / 'demo-order.json'} {endpoints['gateway_url']}/v1/orders")
     _say(f"  curl -s -H \"Authorization: Bearer $TOKEN\" {endpoints['gateway_url']}/v1/orders")
+    _say("The README's session (\"Running it\") plans and approves it, as typed.")
     _say("Or over gRPC straight to the service: .venv/bin/python -m services.stack demo")
     if "demo_carrier_client_id" in endpoints:
         _say(f"Carriers: two demo carriers are seeded; {data / 'demo-shipment.json'} and "

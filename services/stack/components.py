@@ -6,7 +6,9 @@
 
 Both `make run` and the test fixtures use these classes, so tests run against exactly what a
 developer runs. Children get PR_SET_PDEATHSIG, so they die with the process that started them
-even after a `kill -9` of that process.
+even after a `kill -9` of that process, and a process group of their own, so a Ctrl-C in the
+terminal (SIGINT to the foreground group) reaches only the process that started them, which
+stops them in order (`make run`: the services first, then NATS, then Postgres).
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class Postgres:
             self.process = subprocess.Popen(
                 **self._as_owner([str(self.bin / "postgres"), "-D", str(self.data_dir),
                                   *settings], die_with_parent=True),
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, process_group=0,
             )
         try:
             self._wait_ready(timeout)
@@ -228,7 +230,7 @@ class Nats:
                 **dying_with_parent(
                     [self.binary(), "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
                      "-p", str(self.port), "--server_name", f"cartage-{self.port}"]),
-                stdout=log, stderr=subprocess.STDOUT,
+                stdout=log, stderr=subprocess.STDOUT, process_group=0,
             )
         wait_for_port(self.port, timeout=timeout, process=self.process, what="nats-server")
         return self.url

@@ -48,7 +48,7 @@ async def test_import_quote_tender_and_accept_as_the_carrier(partner_factory: An
         "rateCard": card_template(), "csvContent": CSV})
     assert imported.status_code == 200, imported.text
     assert imported.json()["lanes"][0]["pricing"]["perKg"]["breaks"][1]["ratePerKg"] == {
-        "currencyCode": "EUR", "nanos": 90000000}
+        "currencyCode": "EUR", "units": "0", "nanos": 90000000}
 
     made = await shipper.http.post("/v1/shipments", json=as_json(shipment(1250)))
     assert made.status_code == 200, made.text

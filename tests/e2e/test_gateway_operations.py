@@ -74,7 +74,8 @@ async def test_an_unknown_service_in_the_name_is_the_gateways_404(
         assert response.status_code == 404, response.text
         assert response.headers["content-type"] == "application/json"
         body = response.json()
-        assert body["code"] == 5 and body["details"] == []
+        assert body["code"] == 5
+        assert [d["reason"] for d in body["details"]] == ["NOT_FOUND"], body
         assert "no service named nosuch" in body["message"]
     assert sent_to_routing(envoy) == before
 

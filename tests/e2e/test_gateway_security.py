@@ -104,7 +104,9 @@ async def test_ip_allowlist(partner_factory: Any) -> None:
     refused = await elsewhere.http.get("/v1/orders")
     assert refused.status_code == 403
     assert refused.json() == {"code": 7, "message": "client not allowed from this address",
-                              "details": []}, refused.text
+                              "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                           "reason": "ADDRESS_NOT_ALLOWED",
+                                           "domain": "cartage.io"}]}, refused.text
     here = await partner_factory(ip_allow=("10.0.0.0/8", "127.0.0.0/8"))
     assert (await here.http.get("/v1/orders")).status_code == 200
 
@@ -128,7 +130,9 @@ async def test_disabled_clients_and_revoked_tokens_are_403_within_seconds(
     assert await eventually(both_refused, seconds=10, interval=0.3)
     refused = await doomed.http.get("/v1/orders")
     assert refused.json() == {"code": 7, "message": "client disabled or token revoked",
-                              "details": []}
+                              "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                           "reason": "ACCESS_REVOKED",
+                                           "domain": "cartage.io"}]}
     assert (await bystander.http.get("/v1/orders")).status_code == 200
 
 

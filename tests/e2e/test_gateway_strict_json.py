@@ -185,7 +185,9 @@ def unknown_fields(response: httpx.Response) -> list[str]:
     assert response.headers["content-type"].startswith("application/json")
     body = response.json()
     assert body["code"] == 3 and body["message"]
-    [detail] = body["details"]
+    info, detail = body["details"]
+    assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    assert info["reason"] in ("UNKNOWN_FIELD", "MALFORMED_BODY"), info
     assert detail["@type"] == "type.googleapis.com/google.rpc.BadRequest"
     return [v["field"] for v in detail["fieldViolations"]
             if v["description"] == "unknown field"]

@@ -212,7 +212,7 @@ async def test_a_token_in_the_url_is_not_served(partner: Partner, stack: Stack) 
     async with anonymous:
         alone = await anonymous.get("/v1/orders", params={"access_token": partner.token})
     assert alone.status_code == 401 and alone.json()["code"] == 16, alone.text
-    assert alone.json()["message"] == "Jwt is missing"
+    assert alone.json()["details"][0]["reason"] == "TOKEN_MISSING", alone.text
     both = await partner.http.get("/v1/orders", params={"access_token": partner.token})
     assert both.status_code == 400, both.text
     # The audit trail, which can never be edited, does not keep the token either.

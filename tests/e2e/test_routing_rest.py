@@ -55,6 +55,12 @@ async def test_a_partner_plans_approves_and_exports_over_rest(partner_factory: A
     plan = operation["response"]
     assert plan["@type"].endswith("cartage.routing.v1.RoutePlan")
     assert plan["state"] == "STATE_PROPOSED"  # the default policy is L1: a person decides
+    # Zero values are printed: the load after the last delivery is an amount of 0, and the
+    # objective's weights are there even when they are all 0.
+    loads = [q for stop in plan["routes"][0]["stops"] for q in stop["loadAfter"]]
+    assert loads and all("amount" in q for q in loads), plan["routes"][0]["stops"]
+    assert 0 in [q["amount"] for q in loads]
+    assert set(plan["objective"]) == {"cost", "distance", "duration"}, plan["objective"]
     served = {stop["shipment"] for stop in plan["routes"][0]["stops"]}
     assert served == {"near", "far"}
     assert plan["unassigned"] == [{"shipment": "too-heavy", "reason": "REASON_CAPACITY",

@@ -30,7 +30,8 @@ from cartage.routing.v1 import routing_service_pb2
 from tests.support import OrderClient, metadata, new_client_id, sample_order
 
 SEED = int(os.environ.get("CARTAGE_FUZZ_SEED", "12"))  # another seed: other cases
-CASES_PER_METHOD = 40
+# `make fuzz` sets CARTAGE_FUZZ_CASES for a longer run.
+CASES_PER_METHOD = int(os.environ.get("CARTAGE_FUZZ_CASES", "40"))
 CALL_TIMEOUT_S = 3.0
 STREAM_TIMEOUT_S = 0.5
 STREAM_MAX_MESSAGES = 2

@@ -112,7 +112,11 @@ def test_an_rpc_without_a_policy_line_is_denied_to_everyone() -> None:
 
 def test_identity_headers_are_stripped_before_anything_else() -> None:
     hcm = build(config())["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-    first = hcm["typed_config"]["http_filters"][0]
+    response_only, first = hcm["typed_config"]["http_filters"][:2]
+    # The REST response filter comes first but does nothing on the request path.
+    assert response_only["name"] == "cartage.rest_response"
+    lua = response_only["typed_config"]["extension_config"]["typed_config"]
+    assert "envoy_on_request" not in lua["default_source_code"]["inline_string"]
     assert first["name"] == "envoy.filters.http.header_mutation"
     removed = {m["remove"] for m in first["typed_config"]["mutations"]["request_mutations"]}
     assert {"x-cartage-client-id", "x-cartage-scopes"} <= removed
@@ -227,7 +231,9 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
     assert all(operations.FILTER not in r.get("typed_per_filter_config", {})
                for name, r in generated.items() if not name.startswith(OPERATIONS))
     # A caller cannot pre-set the owner header.
-    removed = {m["remove"] for m in http_filters(bootstrap)[0]["typed_config"]["mutations"][
+    [mutation] = [f for f in http_filters(bootstrap)
+                  if f["name"] == "envoy.filters.http.header_mutation"]
+    removed = {m["remove"] for m in mutation["typed_config"]["mutations"][
         "request_mutations"]}
     assert operations.SERVICE_HEADER in removed
     assert OPERATIONS in transcoded_services(bootstrap)
@@ -314,3 +320,45 @@ def test_strict_json_filter_sits_before_the_transcoder_and_skips_only_grpc() -> 
                 literal = segment.split("=")[-1].split(":")[0]
                 if literal and "*" not in literal and "." not in literal:
                     assert f'["{literal}"]' in lua, (binding.template, literal)
+
+
+def test_rest_responses_pass_the_rest_filter_first_and_every_error_has_a_reason() -> None:
+    from gateway.envoy_config import LOCAL_REPLY_CODES, LOCAL_REPLY_REASONS
+
+    hcm = build(config())["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    filters = hcm["typed_config"]["http_filters"]
+    # First in the chain = last on the response path: it sees every local reply too.
+    assert filters[0]["name"] == "cartage.rest_response"
+    skip = filters[0]["typed_config"]["xds_matcher"]["matcher_list"]["matchers"][0]
+    assert json.dumps(skip).count("application/grpc") == 2  # native gRPC keeps its headers
+    transcoder = next(f for f in filters if f["name"].endswith("grpc_json_transcoder"))
+    assert transcoder["typed_config"]["print_options"]["always_print_primitive_fields"]
+    assert set(LOCAL_REPLY_REASONS) == set(LOCAL_REPLY_CODES)
+    for mapper in hcm["typed_config"]["local_reply_config"]["mappers"]:
+        if "body_format_override" in mapper:
+            [info] = mapper["body_format_override"]["json_format"]["details"]
+            assert info["@type"].endswith("google.rpc.ErrorInfo") and info["reason"]
+
+
+def test_every_rest_path_answers_other_methods_with_405_and_allow() -> None:
+    import re
+
+    table = [r for r in routes(build(config())).values()
+             if r["name"].startswith("method_not_allowed")]
+    names = list(routes(build(config())))
+    assert names.index("method_not_allowed /v1/orders/[^/]+") < names.index("not_found")
+
+    def allow(path: str) -> str:
+        for route in table:
+            if re.fullmatch(route["match"]["safe_regex"]["regex"], path):
+                return str(route["response_headers_to_add"][0]["header"]["value"])
+        return ""
+
+    assert allow("/v1/orders") == "GET, POST"
+    assert allow("/v1/orders/abc") == "GET, PATCH"
+    assert allow("/v1/orders/abc:cancel") == "POST"
+    assert allow("/v1/vehicles/v1") == "DELETE, GET, PATCH"
+    assert allow("/v1/operations/routing/x") == "DELETE, GET"
+    assert allow("/v1/operations/routing/x:cancel") == "POST"
+    assert allow("/v1/routePlans:plan") == "POST"
+    assert allow("/v1/nothing") == ""

@@ -100,6 +100,29 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
         tenders = httpx.get(endpoints["gateway_url"] + "/v1/tenders", headers={
             "authorization": f"Bearer {carrier_token.json()['access_token']}"})
         assert tenders.status_code == 200, tenders.text
+        # Every service's Prometheus metrics, where run.json (and the banner) says, counted
+        # the demo's calls; Envoy's stats from its admin endpoint.
+        assert set(endpoints["metrics"]) == {*registry.names(), "auth", "audit", "envoy"}
+        auth_metrics = httpx.get(endpoints["metrics"]["auth"]).text
+        assert 'cartage_http_requests_total{code="200",route="/oauth/token"}' in auth_metrics
+
+        def audited() -> float:
+            for line in httpx.get(endpoints["metrics"]["audit"]).text.splitlines():
+                if line.startswith("cartage_audit_records_total "):
+                    return float(line.split()[1])
+            return 0.0
+
+        for _ in range(50):  # Envoy flushes its audit stream every 0.2 s
+            if audited() >= 1:
+                break
+            time.sleep(0.2)
+        assert audited() >= 1
+        scraped = httpx.get(endpoints["metrics"]["order"]).text
+        assert ('cartage_rpc_handled_total{grpc_code="OK",grpc_method="CreateOrder",'
+                'grpc_service="cartage.order.v1.OrderService"}') in scraped
+        for name in registry.names():
+            assert "cartage_rpc_duration_seconds" in httpx.get(endpoints["metrics"][name]).text
+        assert "envoy_server_live" in httpx.get(endpoints["metrics"]["envoy"]).text
         # ... and the routing service planned it on the demo truck: pickup, then delivery.
         assert "PROPOSED" in first_demo and "0 unassigned" in first_demo, first_demo
         assert "vehicles/demo-truck: pickup" in first_demo and ", delivery" in first_demo
@@ -126,3 +149,52 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
     finally:
         second.send_signal(signal.SIGINT)
         second.communicate(timeout=60)
+
+
+def test_ctrl_c_on_make_run_stops_services_then_nats_then_postgres(tmp_path) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: `make` and the
+    supervisor. The services, NATS and Postgres are in groups of their own, so the supervisor
+    stops them, in order, and nothing logs a traceback."""
+    ports = tuple(free_port() for _ in range(7))
+    service_ports = {entry.name: free_port() for entry in registry.SERVICES}
+    env = {**os.environ, "CARTAGE_DATA_DIR": str(tmp_path),
+           "CARTAGE_PG_PORT": str(ports[0]), "CARTAGE_NATS_PORT": str(ports[1]),
+           "CARTAGE_GATEWAY_PORT": str(ports[3]), "AUTH_HTTP_PORT": str(ports[4]),
+           "AUDIT_GRPC_PORT": str(ports[5]), "ENVOY_ADMIN_PORT": str(ports[6]),
+           **{registry.get(name).port_env: str(port) for name, port in service_ports.items()}}
+    env.pop("DATABASE_URL", None)
+    env.pop("NATS_URL", None)
+    # Its own session, as a terminal's job: the SIGINT below goes to make and its children
+    # exactly as a Ctrl-C would.
+    make = subprocess.Popen(["make", "--no-print-directory", "run"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_for_port(ports[3], timeout=180, process=make, what="make run")
+        for _ in range(100):
+            if (tmp_path / "run.json").exists():
+                break
+            time.sleep(0.1)
+        endpoints = json.loads((tmp_path / "run.json").read_text())
+        token = httpx.post(endpoints["token_url"], data={"grant_type": "client_credentials"},
+                           auth=(endpoints["demo_client_id"], endpoints["demo_client_secret"]))
+        assert token.status_code == 200, token.text
+        # Something for the services to hold connections for when the stop comes.
+        listed = httpx.get(endpoints["gateway_url"] + "/v1/orders", headers={
+            "authorization": f"Bearer {token.json()['access_token']}"})
+        assert listed.status_code == 200, listed.text
+    finally:
+        os.killpg(make.pid, signal.SIGINT)
+        output = make.communicate(timeout=90)[0].decode()
+    lines = output.splitlines()
+    order = [lines.index(line) for line in ("stopped the gateway and the services",
+                                            "stopped NATS", "stopped PostgreSQL", "stopped.")]
+    assert order == sorted(order), output
+    assert "Traceback" not in output, output
+    # make itself dies of the SIGINT, as after any Ctrl-C; the supervisor under it stopped
+    # cleanly (it printed the lines above in order and no error).
+    assert make.returncode in (0, -signal.SIGINT, 2, 130), (make.returncode, output)
+    for log in (tmp_path / "logs").glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert "Traceback" not in text, (log.name, text[-3000:])
+    assert "exited with code" not in output, output  # nothing died and was restarted

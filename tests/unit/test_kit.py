@@ -107,6 +107,25 @@ def test_field_mask_replaces_only_masked_fields_and_guards_read_only_ones() -> N
                               updatable=frozenset({"notes"}))
 
 
+def test_an_omitted_mask_means_the_populated_fields_and_an_empty_update_is_refused() -> None:
+    from services.kit.fieldmask import check_update_mask, effective_update_mask
+
+    updatable = frozenset({"notes", "priority"})
+    patch = order_pb2.Order(name="orders/x", etag="v3", notes="n")
+    assert list(effective_update_mask(field_mask_pb2.FieldMask(), patch,
+                                      updatable=updatable).paths) == ["notes"]
+    assert list(effective_update_mask(field_mask_pb2.FieldMask(paths=["*"]), patch,
+                                      updatable=updatable).paths) == ["notes", "priority"]
+    given = field_mask_pb2.FieldMask(paths=["priority"])
+    assert list(effective_update_mask(given, patch, updatable=updatable).paths) == ["priority"]
+    # Only identity fields: nothing to change.
+    empty = effective_update_mask(field_mask_pb2.FieldMask(),
+                                  order_pb2.Order(name="orders/x", etag="v3"),
+                                  updatable=updatable)
+    with pytest.raises(InvalidArgument, match="empty update"):
+        check_update_mask(empty, order_pb2.Order.DESCRIPTOR, updatable=updatable)
+
+
 def test_spliced_message_bytes_parse_as_the_parent_with_that_field_set() -> None:
     from cartage.order.v1 import events_pb2, order_service_pb2
     from services.kit.wire import embedded, varint

@@ -8,9 +8,14 @@ from typing import Any
 import grpc
 
 from cartage.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
+from services.kit import constraints
 from services.kit.auth import Caller, current_caller
 from services.kit.errors import CartageError, InvalidArgument, to_rpc_status
-from services.kit.fieldmask import apply_update_mask, check_update_mask
+from services.kit.fieldmask import (
+    apply_update_mask,
+    check_update_mask,
+    effective_update_mask,
+)
 from services.kit.filtering import Condition, parse_filter
 from services.kit.idempotency import IdempotencyKey, request_key
 from services.kit.log import request_id_var
@@ -22,10 +27,8 @@ from services.order.domain.model import State
 from services.order.use_cases import BatchItem, ListQuery, OrderUseCases
 
 MAX_BATCH = 1000
-UPDATABLE = frozenset({
-    "shipper", "consignee", "pickup", "delivery", "line_items", "priority", "service_level",
-    "required_skills", "mode", "notes",
-})
+# What an update mask may name: the contract's writable fields (not output-only, immutable).
+UPDATABLE = constraints.updatable(order_pb2.Order.DESCRIPTOR)
 FILTERS = {
     "state": frozenset({"=", "!="}),
     "external_reference": frozenset({"="}),
@@ -131,11 +134,11 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
                           context: grpc.aio.ServicerContext) -> order_pb2.Order:
         caller = current_caller()
         order_id = parse_name(request.order.name, "orders", "order.name")
-        check_update_mask(request.update_mask, order_pb2.Order.DESCRIPTOR, updatable=UPDATABLE)
+        mask = effective_update_mask(request.update_mask, request.order, updatable=UPDATABLE)
+        check_update_mask(mask, order_pb2.Order.DESCRIPTOR, updatable=UPDATABLE)
 
         def apply(content: order_pb2.Order) -> list[str]:
-            paths = apply_update_mask(content, request.order, request.update_mask,
-                                      updatable=UPDATABLE)
+            paths = apply_update_mask(content, request.order, mask, updatable=UPDATABLE)
             after = Violations()
             check_order(content, after)
             after.raise_if_any()

@@ -8,26 +8,30 @@ matters in a 1,000-order batch. What is left is mostly protobuf field access.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from google.api import field_behavior_pb2
 from google.protobuf import timestamp_pb2
 from google.type import money_pb2, postal_address_pb2
 
 from cartage.order.v1 import order_pb2
 from cartage.type.v1 import party_pb2, stop_pb2
+from services.kit import constraints
 from services.kit.validation import Violations
 
-MAX_LINE_ITEMS = 500
-MAX_WINDOWS = 10
-MAX_SKILLS = 20
-MAX_WEIGHT_KG = 100_000.0
-MAX_VOLUME_M3 = 1_000.0
-MAX_QUANTITY = 1_000_000
-MAX_SERVICE_NS = 24 * 3600 * 1_000_000_000
-SKILL = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-CURRENCY = re.compile(r"^[A-Z]{3}$")
-REGION = re.compile(r"^[A-Z]{2}$")
+# The limits are declared in the contracts (`(cartage.type.v1.constraints)`), which the gateway's
+# OpenAPI document also reads; cross-field rules (windows, pickup before delivery) are here only.
+_ORDER = order_pb2.Order.DESCRIPTOR
+_LINE = order_pb2.LineItem.DESCRIPTOR
+_PARTY = party_pb2.Party.DESCRIPTOR
+_STOP = stop_pb2.Stop.DESCRIPTOR
+MAX_LINE_ITEMS = constraints.max_items(_ORDER, "line_items")
+MAX_WINDOWS = constraints.max_items(_STOP, "time_windows")
+MAX_SKILLS = constraints.max_items(_ORDER, "required_skills")
+MAX_SERVICE_NS = int(constraints.bounds(_STOP, "service_duration")[1] or 0) * 1_000_000_000
+SKILL = constraints.pattern(_ORDER, "required_skills")
+CURRENCY = constraints.pattern(_LINE, "declared_value.currency_code")
+REGION = constraints.pattern(_STOP, "address.region_code")
 
 
 def _nanos(stamp: timestamp_pb2.Timestamp) -> int:
@@ -35,24 +39,38 @@ def _nanos(stamp: timestamp_pb2.Timestamp) -> int:
     return stamp.seconds * 1_000_000_000 + stamp.nanos
 
 
-# (field, max characters, required) per message type.
-_ORDER_TEXT = (("external_reference", 100, True),)
-_PARTY_TEXT = (("name", 200, True), ("contact_name", 200, False), ("phone", 50, False),
-               ("email", 320, False))
-_ADDRESS_TEXT = (("postal_code", 20, False), ("locality", 100, False))
-_STOP_TEXT = (("contact_name", 200, False), ("contact_phone", 50, False),
-              ("instructions", 2_000, False))
-_LINE_TEXT = (("sku", 100, True), ("description", 500, False))
-# (field, minimum, maximum, minimum excluded)
-_LINE_NUMBERS = (("quantity", 1, MAX_QUANTITY, False), ("weight_kg", 0.0, MAX_WEIGHT_KG, True),
-                 ("volume_m3", 0.0, MAX_VOLUME_M3, False))
+def _text_rules(message: Any, *names: str) -> tuple[tuple[str, int, bool], ...]:
+    """(field, max characters, required) from the contract."""
+    return tuple((name, constraints.max_length(message, name),
+                  REQUIRED in message.fields_by_name[name].GetOptions().Extensions[
+                      field_behavior_pb2.field_behavior]) for name in names)
+
+
+def _number_rules(message: Any, *names: str) -> tuple[tuple[str, float, float, bool], ...]:
+    """(field, minimum, maximum, minimum excluded) from the contract."""
+    rules = []
+    for name in names:
+        minimum, maximum, exclusive = constraints.bounds(message, name)
+        assert minimum is not None and maximum is not None, name
+        rules.append((name, minimum, maximum, exclusive))
+    return tuple(rules)
+
+
+REQUIRED = field_behavior_pb2.FieldBehavior.REQUIRED
+_ORDER_TEXT = _text_rules(_ORDER, "external_reference")
+_PARTY_TEXT = _text_rules(_PARTY, "name", "contact_name", "phone", "email")
+_ADDRESS_TEXT = tuple((name, constraints.max_length(_STOP, f"address.{name}"), False)
+                      for name in ("postal_code", "locality"))
+_STOP_TEXT = _text_rules(_STOP, "contact_name", "contact_phone", "instructions")
+_LINE_TEXT = _text_rules(_LINE, "sku", "description")
+_LINE_NUMBERS = _number_rules(_LINE, "quantity", "weight_kg", "volume_m3")
 _ENUMS = (("priority", order_pb2.Priority.DESCRIPTOR),
           ("service_level", order_pb2.ServiceLevel.DESCRIPTOR),
           ("mode", order_pb2.TransportMode.DESCRIPTOR))
 _ENUM_NUMBERS = {name: frozenset(d.values_by_number) for name, d in _ENUMS}
-MAX_NOTES = 10_000
-MAX_ADDRESS_LINE = 200
-MAX_ADDRESS_LINES = 5
+MAX_NOTES = constraints.max_length(_ORDER, "notes")
+MAX_ADDRESS_LINE = constraints.max_length(_STOP, "address.address_lines")
+MAX_ADDRESS_LINES = constraints.max_items(_STOP, "address.address_lines")
 
 
 def _texts(message: Any, rules: tuple[tuple[str, int, bool], ...], v: Violations,

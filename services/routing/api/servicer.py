@@ -18,9 +18,14 @@ from cartage.routing.v1 import (
     routing_service_pb2_grpc,
     vehicle_pb2,
 )
+from services.kit import constraints
 from services.kit.auth import Caller, current_caller
 from services.kit.errors import InvalidArgument
-from services.kit.fieldmask import apply_update_mask, check_update_mask
+from services.kit.fieldmask import (
+    apply_update_mask,
+    check_update_mask,
+    effective_update_mask,
+)
 from services.kit.filtering import Condition, parse_filter
 from services.kit.idempotency import IdempotencyKey, request_key
 from services.kit.log import request_id_var
@@ -39,10 +44,9 @@ from services.routing.use_cases import (
 from services.routing.use_cases.ports import Page
 
 pb = routing_service_pb2
-VEHICLE_UPDATABLE = frozenset({
-    "display_name", "capacities", "skills", "start_depot", "end_depot", "shift", "breaks",
-    "costs", "max_route_duration", "max_route_distance_meters",
-})
+# What an update mask may name: the contract's writable fields (not output-only, immutable).
+VEHICLE_UPDATABLE = constraints.updatable(vehicle_pb2.Vehicle.DESCRIPTOR)
+POLICY_UPDATABLE = frozenset({"domains"})
 #: How often a watch re-reads its plan without a notice (changes made by another process).
 WATCH_REREAD_S = 1.0
 
@@ -130,9 +134,8 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v = Violations()
         vehicle_id = validation.check_vehicle_name(request.vehicle.name, v, "vehicle.name")
         v.raise_if_any()
-        mask = request.update_mask
-        if list(mask.paths) == ["*"]:
-            mask.paths[:] = sorted(VEHICLE_UPDATABLE)
+        mask = effective_update_mask(request.update_mask, request.vehicle,
+                                     updatable=VEHICLE_UPDATABLE)
         check_update_mask(mask, vehicle_pb2.Vehicle.DESCRIPTOR, updatable=VEHICLE_UPDATABLE)
 
         def apply(content: vehicle_pb2.Vehicle) -> None:
@@ -188,7 +191,9 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
         v = Violations()
         if request.HasField("time_limit"):
             validation.check_time_limit(request.time_limit, self._max_time_limit, v)
-        v.text(request.reason, "reason", max_len=500)
+        # Required: a replan someone asks for is recorded with its why (the decision and the
+        # plan's trigger); an empty request is refused like an empty update.
+        v.text(request.reason, "reason", required=True, max_len=500)
         v.raise_if_any()
         limit = (request.time_limit.ToTimedelta().total_seconds()
                  if request.HasField("time_limit") else None)
@@ -324,9 +329,12 @@ class RoutingServicer(routing_service_pb2_grpc.RoutingServiceServicer):
                                    context: grpc.aio.ServicerContext
                                    ) -> decision_pb2.AutonomyPolicy:
         caller = current_caller()
+        # The same rule as every Update (services.kit.fieldmask): an empty update is refused.
+        mask = effective_update_mask(request.update_mask, request.autonomy_policy,
+                                     updatable=POLICY_UPDATABLE)
+        check_update_mask(mask, decision_pb2.AutonomyPolicy.DESCRIPTOR,
+                          updatable=POLICY_UPDATABLE)
         v = Violations()
-        if list(request.update_mask.paths) not in ([], ["domains"]):
-            v.add("update_mask", "only `domains` can be updated", "INVALID")
         validation.check_policy(request.autonomy_policy, v)
         v.raise_if_any()
         policy = await self._decisions.update_policy(

@@ -6,26 +6,31 @@ lacks) are in the use cases, which report them the same way.
 
 from __future__ import annotations
 
-import re
-
 from google.protobuf import duration_pb2, timestamp_pb2
 from google.type import latlng_pb2
 
 from cartage.routing.v1 import decision_pb2, route_plan_pb2, routing_service_pb2, vehicle_pb2
 from cartage.type.v1 import stop_pb2, time_window_pb2
+from services.kit import constraints
 from services.kit.validation import Violations
 
-VEHICLE_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
-SKILL = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
-MAX_SKILLS = 20
-MAX_BREAKS = 10
-MAX_WINDOWS = 10
-MAX_SHIFT_S = 7 * 24 * 3600
-MAX_SERVICE_S = 24 * 3600
-MAX_PRIORITY = 4
-MAX_SLOWDOWN = 100.0
-MAX_RADIUS_M = 500_000.0
-MAX_COST_INCREASE = 10.0
+# The limits are declared in the contracts (`(cartage.type.v1.constraints)`), which the gateway's
+# OpenAPI document also reads; rules across fields (a break inside the shift) are here only.
+_VEHICLE = vehicle_pb2.Vehicle.DESCRIPTOR
+_SHIPMENT = routing_service_pb2.Shipment.DESCRIPTOR
+_INCIDENT = decision_pb2.TrafficIncident.DESCRIPTOR
+_POLICY = decision_pb2.DomainPolicy.DESCRIPTOR
+VEHICLE_ID = constraints.pattern(routing_service_pb2.CreateVehicleRequest.DESCRIPTOR, "vehicle_id")
+SKILL = constraints.pattern(_VEHICLE, "skills")
+MAX_SKILLS = constraints.max_items(_VEHICLE, "skills")
+MAX_BREAKS = constraints.max_items(_VEHICLE, "breaks")
+MAX_WINDOWS = constraints.max_items(stop_pb2.Stop.DESCRIPTOR, "time_windows")
+MAX_SHIFT_S = float(constraints.bounds(_VEHICLE, "max_route_duration")[1] or 0)
+MAX_SERVICE_S = float(constraints.bounds(stop_pb2.Stop.DESCRIPTOR, "service_duration")[1] or 0)
+MAX_PRIORITY = int(constraints.bounds(_SHIPMENT, "priority")[1] or 0)
+MAX_SLOWDOWN = float(constraints.bounds(_INCIDENT, "slowdown_factor")[1] or 0)
+MAX_RADIUS_M = float(constraints.bounds(decision_pb2.Area.DESCRIPTOR, "radius_meters")[1] or 0)
+MAX_COST_INCREASE = float(constraints.bounds(_POLICY, "max_cost_increase")[1] or 0)
 
 
 def _nanos(stamp: timestamp_pb2.Timestamp) -> int:
@@ -176,7 +181,8 @@ def _stop(stop: stop_pb2.Stop, v: Violations, path: str) -> None:
 
 
 def check_shipment(shipment: routing_service_pb2.Shipment, v: Violations, path: str) -> None:
-    v.text(shipment.id, f"{path}.id", required=True, max_len=100)
+    v.text(shipment.id, f"{path}.id", required=True,
+           max_len=constraints.max_length(_SHIPMENT, "id"))
     if "#" in shipment.id:
         v.add(f"{path}.id", "must not contain `#`")
     if shipment.HasField("pickup"):

@@ -8,12 +8,14 @@ call is in `jobs.py`.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from cartage.order.v1 import order_pb2
 from cartage.routing.v1 import route_plan_pb2, routing_service_pb2
-from services.kit.errors import FailedPrecondition, InvalidArgument
+from services.kit.errors import CartageError, FailedPrecondition, InvalidArgument
 from services.kit.idempotency import IdempotencyKey, idempotent
 from services.kit.uow import Transaction, UnitOfWork
 from services.kit.validation import Violations
@@ -39,6 +41,11 @@ from services.routing.use_cases.shared import (
 )
 
 PLANNABLE_ORDER_STATES = (order_pb2.Order.STATE_RELEASED, order_pb2.Order.STATE_PLANNED)
+# How long PlanRoutes waits for the orders it is asked about to reach this service's read model
+# (order events arrive ~0.1 s after the order service answered): a release followed at once by
+# a plan plans the released order instead of refusing it. Only a refusal waits.
+READ_MODEL_WAIT_S = 3.0
+READ_MODEL_POLL_S = 0.05
 
 
 class PlanUseCases(UseCaseBase):
@@ -54,10 +61,12 @@ class PlanUseCases(UseCaseBase):
         default_time_limit: float,
         clock: Callable[[], datetime] = utc_now,
         planner: PlannerSignals | None = None,
+        read_model_wait: float = READ_MODEL_WAIT_S,
     ) -> None:
         super().__init__(uow, repository, events, messages, changes,
                          default_time_limit=default_time_limit, clock=clock, planner=planner)
         self._max_shipments = max_shipments
+        self._read_model_wait = read_model_wait
 
     # planning requests ---------------------------------------------------------------------
 
@@ -67,13 +76,18 @@ class PlanUseCases(UseCaseBase):
         transaction. Returns the operation id (a repeat under the same key returns the first)."""
 
         async def work(tx: Transaction) -> str:
+            nonlocal orders_refused
             now = self._clock()
             fleet = await self._plan_fleet(tx, client_id, list(request.vehicles))
             measured = {q.dimension for v in fleet for q in v.content.capacities}
             shipments = list(request.shipments)
             paths = [f"shipments[{i}]" for i in range(len(shipments))]
             if request.orders or not request.shipments:
-                orders = await self._plan_orders(tx, client_id, list(request.orders))
+                try:
+                    orders = await self._plan_orders(tx, client_id, list(request.orders))
+                except CartageError:
+                    orders_refused = True
+                    raise
                 shipments += [shipping.order_shipment(o, measured) for o in orders]
                 paths += ([f"orders[{i}]" for i in range(len(orders))] if request.orders
                           else ["orders"] * len(orders))
@@ -100,8 +114,21 @@ class PlanUseCases(UseCaseBase):
             self._repo.insert_operation(tx, operation)
             return operation.id
 
-        operation_id = await idempotent(self._uow, key, ID_CODEC, work,
-                                        request_id=request_id)
+        # The orders' part of the checks reads the read model of the order service's events,
+        # which lags it a little: a refusal there is retried until the read model has had time
+        # to catch up (READ_MODEL_WAIT_S), then stands.
+        deadline = time.monotonic() + self._read_model_wait
+        orders_refused = False
+        while True:
+            orders_refused = False
+            try:
+                operation_id = await idempotent(self._uow, key, ID_CODEC, work,
+                                                request_id=request_id)
+                break
+            except CartageError:
+                if not orders_refused or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(READ_MODEL_POLL_S)
         self._planner.wake()
         return operation_id
 
@@ -109,9 +136,10 @@ class PlanUseCases(UseCaseBase):
                           ) -> list[Vehicle]:
         if not names:
             fleet = await self._repo.vehicles(tx, client_id, status=VehicleStatus.AVAILABLE)
-            if not fleet:
-                raise InvalidArgument.single(
-                    "vehicles", "no vehicle is AVAILABLE: create vehicles or set their status")
+            if not fleet:  # a question of state, not of the request
+                raise FailedPrecondition(
+                    "no vehicle is AVAILABLE: create vehicles or set their status",
+                    reason="NO_VEHICLE_AVAILABLE")
             return fleet
         ids = [name.removeprefix("vehicles/") for name in names]
         found = {v.id: v for v in await self._repo.vehicles(tx, client_id, ids)}
@@ -134,10 +162,10 @@ class PlanUseCases(UseCaseBase):
             orders = [o for o in await self._repo.plannable_orders(
                 tx, client_id, [order_pb2.Order.STATE_RELEASED], order_pb2.TRANSPORT_MODE_OWN_FLEET)
                 if o.name not in planned]
-            if not orders:
-                raise InvalidArgument.single(
-                    "orders", "no released own-fleet order waits for planning; name orders or "
-                              "give shipments")
+            if not orders:  # a question of state, not of the request
+                raise FailedPrecondition(
+                    "no released own-fleet order waits for planning; release orders, name "
+                    "them or give shipments", reason="NO_ORDER_TO_PLAN")
             if len(orders) > self._max_shipments:
                 raise InvalidArgument.single(
                     "orders", f"{len(orders):,} released orders wait, more than the "

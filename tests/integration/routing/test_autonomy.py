@@ -133,7 +133,9 @@ async def test_l2_applies_inside_the_guardrails_and_flags_outside(routing: Routi
     assert entry.max_moved_share == 0.25 and entry.max_cost_increase == 0.05
     with raises_rpc(grpc.StatusCode.ABORTED):  # the etag moved on
         await routing.UpdateAutonomyPolicy(pb.UpdateAutonomyPolicyRequest(
-            autonomy_policy=decision_pb2.AutonomyPolicy(etag=policy.etag)))
+            autonomy_policy=decision_pb2.AutonomyPolicy(etag=policy.etag, domains=[
+                decision_pb2.DomainPolicy(domain=INITIAL,
+                                          level=decision_pb2.AUTONOMY_LEVEL_L1)])))
 
     # Inside: the same request gives the same assignment.
     same = await routing.planned(shipments=shipments())

@@ -3,6 +3,8 @@ stored for them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.protobuf import duration_pb2
 
@@ -30,14 +32,21 @@ async def test_time_window_ending_before_it_starts(routing: RoutingClient) -> No
     assert await no_plans(routing)
 
 
+async def no_vehicle_available(routing: RoutingClient, **request: Any) -> str:
+    """A question of state, not of the request: FAILED_PRECONDITION (issue 13)."""
+    with raises_rpc(grpc.StatusCode.FAILED_PRECONDITION) as caught:
+        await routing.plan(**request)
+    assert "AVAILABLE" in caught[0].details()
+    return str(caught[0].details())
+
+
 async def test_zero_vehicles(routing: RoutingClient) -> None:
-    found = await refused(routing, shipments=[shipment("one", 52.5, 13.4)])
-    assert set(found) == {"vehicles"} and "AVAILABLE" in found["vehicles"]
+    await no_vehicle_available(routing, shipments=[shipment("one", 52.5, 13.4)])
     # Vehicles that exist but are not available do not count either.
     await routing.vehicle("broken")
     await routing.SetVehicleStatus(pb.SetVehicleStatusRequest(
         name="vehicles/broken", status=vehicle_pb2.Vehicle.STATUS_BROKEN_DOWN))
-    assert set(await refused(routing, shipments=[shipment("one", 52.5, 13.4)])) == {"vehicles"}
+    await no_vehicle_available(routing, shipments=[shipment("one", 52.5, 13.4)])
     assert await no_plans(routing)
 
 
@@ -105,8 +114,10 @@ async def test_unknown_names_are_reported_per_field(routing: RoutingClient) -> N
     assert found == {"vehicles[1]": "unknown vehicle vehicles/ghost"}
     found = await refused(routing, orders=["orders/" + "0" * 32])
     assert found == {"orders[0]": f"unknown order orders/{'0' * 32}"}
-    found = await refused(routing)  # no orders waiting and no shipments given
-    assert set(found) == {"orders"}
+    # No orders waiting and no shipments given: a question of state, not a bad argument.
+    with raises_rpc(grpc.StatusCode.FAILED_PRECONDITION) as caught:
+        await routing.plan()
+    assert "no released own-fleet order waits" in caught[0].details()
     assert await no_plans(routing)
 
 
