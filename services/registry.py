@@ -81,6 +81,10 @@ SERVICES: tuple[ServiceEntry, ...] = (
         serves_operations=True,
         operation_scopes=OperationScopes(read="routes.read", write="routes.write")),
     ServiceEntry(
+        name="carrier", package="services.carrier", default_port=50053, env_prefix="CARRIER",
+        proto_package="cartage.carrier.v1",
+        grpc_services=("cartage.carrier.v1.CarrierService",)),
+    ServiceEntry(
         name="tracking", package="services.tracking", default_port=50054, env_prefix="TRACKING",
         proto_package="cartage.tracking.v1",
         grpc_services=("cartage.tracking.v1.TrackingService",),

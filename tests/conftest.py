@@ -133,6 +133,16 @@ async def routing_address(stack: Any, order_address: str) -> AsyncIterator[str]:
     await running.stop()
 
 
+def carrier_settings(stack: Any, **overrides: Any) -> Any:
+    """Settings of a carrier service on the session's Postgres and NATS (fast deadline polls)."""
+    from services.carrier.settings import Settings as CarrierSettings
+
+    base = CarrierSettings(database_url=stack.database_url, nats_url=stack.nats_url,
+                           grpc_address="127.0.0.1:0", log_level="WARNING",
+                           deadline_poll_s=0.1)
+    return replace(base, **overrides)
+
+
 def tracking_settings(stack: Any, **overrides: Any) -> Any:
     """Settings of a tracking service on the session's Postgres and NATS (fast watches)."""
     from services.tracking.settings import Settings as TrackingSettings
@@ -141,6 +151,16 @@ def tracking_settings(stack: Any, **overrides: Any) -> Any:
                             grpc_address="127.0.0.1:0", log_level="WARNING",
                             watch_interval_s=0.2, link_secret="x" * 32)
     return replace(base, **overrides)
+
+
+@pytest.fixture(scope="session")
+async def carrier_address(stack: Any, order_address: str) -> AsyncIterator[str]:
+    """The carrier service for the whole session, next to the order service (which declares
+    the ORDER stream whose order.released it consumes)."""
+    from services.carrier.app import DEFINITION
+
+    async with RunningService(DEFINITION, carrier_settings(stack)) as running:
+        yield running.address
 
 
 @pytest.fixture(scope="session")

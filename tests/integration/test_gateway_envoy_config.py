@@ -25,6 +25,7 @@ def config(**overrides: Any) -> GatewayConfig:
                                 issuer="http://127.0.0.1:18090",
                                 upstreams={"order": "127.0.0.1:50051",
                                            "routing": "127.0.0.1:50052",
+                                           "carrier": "127.0.0.1:50053",
                                            "tracking": "127.0.0.1:50054"})
     return GatewayConfig(**(base | overrides))
 
@@ -46,7 +47,8 @@ def test_envoy_accepts_the_generated_config(tmp_path: Path, order: str) -> None:
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps(build(config(
         audit_address="127.0.0.1:18091",
-        upstreams={"order": order, "routing": "127.0.0.1:50052"}))))
+        upstreams={"order": order, "routing": "127.0.0.1:50052",
+                   "carrier": "127.0.0.1:50053"}))))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path),
                              "--log-level", "error"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -316,7 +318,8 @@ def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> No
     bootstrap = build(config(descriptor_set=path))
     generated = routes(bootstrap)
     assert not any(name.startswith((OPERATIONS, "cartage.routing.")) for name in generated)
-    assert transcoded_services(bootstrap) == ["cartage.order.v1.OrderService",
+    assert transcoded_services(bootstrap) == ["cartage.carrier.v1.CarrierService",
+                                              "cartage.order.v1.OrderService",
                                               "cartage.tracking.v1.TrackingService"]
     validate = tmp_path / "envoy.json"
     validate.write_text(json.dumps(bootstrap))
