@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from collections.abc import Mapping
@@ -67,7 +68,7 @@ from typing import Any
 from gateway import contracts, openapi, operations, strict_json
 from gateway.auth.settings import AuthSettings
 from gateway.envoy_lua import LUA_ACCESS, LUA_BEARER, LUA_OUTCOME
-from gateway.policy import POLICY, TIERS, Bucket, Rule, rules_of
+from gateway.policy import POLICY, PUBLIC, TIERS, Bucket, Rule, rules_of
 from services import registry
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
@@ -75,7 +76,7 @@ BEARER_FILTER = "cartage.bearer"
 OUTCOME_FILTER = "cartage.outcome"
 PROVIDER = "cartage"
 IDENTITY_HEADERS = ("x-cartage-client-id", "x-cartage-scopes", "x-cartage-tier",
-                    operations.SERVICE_HEADER)
+                    "x-cartage-token-id", operations.SERVICE_HEADER)
 T = "type.googleapis.com/"
 
 # The largest REST body (a BatchCreateOrders of 1000 orders is ~1.2 MB of JSON); more is 413.
@@ -226,6 +227,24 @@ def _timeout(config: GatewayConfig, rpc: contracts.Rpc) -> str:
     return f"{config.unary_timeout_seconds:g}s"
 
 
+def _public_paths(rpcs: list[contracts.Rpc], config: GatewayConfig) -> list[str]:
+    """Regexes of the REST paths of the RPCs whose policy line is PUBLIC (GET bindings only:
+    `/v1/downloads/{token}` -> `^/v1/downloads/[^/?]+$`, a query string allowed)."""
+    found: list[str] = []
+    for rpc in rpcs:
+        if rpc.shared or not set(rpc.owners) & set(config.upstreams):
+            continue
+        rule = config.policy.get(rpc.path.lstrip("/"))
+        if rule is None or rule.scope != PUBLIC:
+            continue
+        for binding in rpc.bindings:
+            if binding.verb != "GET":
+                continue
+            parts = re.split(r"\{[^}]*\}", binding.template)
+            found.append("^" + "[^/?]+".join(re.escape(p) for p in parts) + r"(\?.*)?$")
+    return found
+
+
 def _routes(config: GatewayConfig, rpcs: list[contracts.Rpc]) -> list[dict[str, Any]]:
     public = {"envoy.filters.http.grpc_json_transcoder": {
         "@type": T + "envoy.config.route.v3.FilterConfig", "disabled": True},
@@ -258,9 +277,11 @@ def _routes(config: GatewayConfig, rpcs: list[contracts.Rpc]) -> list[dict[str, 
                 else {"path": rpc.path},
                 "route": {"cluster": registry.get(owner).cluster,
                           "timeout": _timeout(config, rpc)},
-                # Deny by default: no policy line, no principal.
+                # Deny by default: no policy line, no principal. A PUBLIC line: no RBAC at all.
                 "typed_per_filter_config": {
-                    "envoy.filters.http.rbac": _scope_rbac(rule.scope if rule else None)},
+                    "envoy.filters.http.rbac": _scope_rbac(rule.scope if rule else None)
+                    if rule is None or rule.scope != PUBLIC else {
+                        "@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}},
             }
             if rule is not None:
                 route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"] = (
@@ -485,11 +506,17 @@ def build(config: GatewayConfig) -> dict[str, Any]:
                     {"header_name": "x-cartage-client-id", "claim_name": "client_id"},
                     {"header_name": "x-cartage-scopes", "claim_name": "scope"},
                     {"header_name": "x-cartage-tier", "claim_name": "tier"},
+                    # the token's id, which the document service records as its creator's
+                    {"header_name": "x-cartage-token-id", "claim_name": "jti"},
                 ],
             }},
             "rules": [
                 {"match": {"path": "/healthz"}},
                 {"match": {"path": "/openapi.json"}},
+                # REST paths of PUBLIC RPCs (a signed download link): no token needed there.
+                # Their native gRPC paths still need one (the prefix rule below).
+                *({"match": {"safe_regex": {"regex": regex}}}
+                  for regex in _public_paths(rpcs, config)),
                 {"match": {"prefix": "/"}, "requires": {"provider_name": PROVIDER}},
             ],
         }},

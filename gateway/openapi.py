@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 
 from gateway import contracts
-from gateway.policy import POLICY, Rule, rules_of
+from gateway.policy import POLICY, PUBLIC, Rule, rules_of
 
 F = descriptor_pb2.FieldDescriptorProto
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -171,6 +171,12 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
         rules = [rule for _, _, rule in rules_of(rpc, policy)]
         security = ([{"oauth2": [rule.scope]} for rule in dict.fromkeys(rules) if rule]
                     if all(rules) else [{"oauth2": ["-"]}])
+        if rules and all(rule is not None and rule.scope == PUBLIC for rule in rules):
+            security = []  # no token: its own argument is the credential (a signed link)
+        # google.api.HttpBody: the response is the body itself, with its own media type.
+        ok_content = ({"*/*": {"schema": {"type": "string", "format": "binary"}}}
+                      if rpc.output_type.lstrip(".") == "google.api.HttpBody"
+                      else {"application/json": {"schema": schemas.ref(rpc.output_type)}})
         for binding, path, bound, bound_fields, suffix in _variants(rpc):
             operation: dict[str, Any] = {
                 "operationId": (rpc.method if len(rpc.bindings) == 1
@@ -180,8 +186,7 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
                 "parameters": [{"name": p, "in": "path", "required": True,
                                 "schema": {"type": "string"}} for p, _ in bound],
                 "responses": {
-                    "200": {"description": "OK", "content": {"application/json": {
-                        "schema": schemas.ref(rpc.output_type)}}},
+                    "200": {"description": "OK", "content": ok_content},
                     "default": {"description": "An error (google.rpc.Status)", "content": {
                         "application/json": {"schema": {"$ref":
                                                         "#/components/schemas/Status"}}}},
@@ -208,7 +213,8 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
                     "name": "Idempotency-Key", "in": "header", "schema": {"type": "string"},
                     "description": "Makes a retry return the first response."})
             paths.setdefault(path, {})[binding.verb.lower()] = operation
-    scopes = {rule.scope: f"scope {rule.scope}" for rule in policy.values()}
+    scopes = {rule.scope: f"scope {rule.scope}" for rule in policy.values()
+              if rule.scope != PUBLIC}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Cartage API", "version": "v1",

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from gateway.contracts import Rpc
 
 READ, WRITE = "read", "write"
+# The scope of an RPC anyone may call without a token (its own argument is the credential,
+# as a signed download link is): its REST path skips jwt_authn and its route has no RBAC.
+PUBLIC = ""
 OPERATIONS = "google.longrunning.Operations"
 
 
@@ -63,6 +66,17 @@ POLICY: dict[str, Rule] = {
     "cartage.routing.v1.RoutingService/RejectDecision": Rule("decisions.approve", WRITE),
     "cartage.routing.v1.RoutingService/GetAutonomyPolicy": Rule("routes.read", READ),
     "cartage.routing.v1.RoutingService/UpdateAutonomyPolicy": Rule("decisions.approve", WRITE),
+    # Documents: generated paper, proofs of delivery, signed links, the tamper-evident chain.
+    "cartage.document.v1.DocumentService/GenerateDocument": Rule("documents.write", WRITE),
+    "cartage.document.v1.DocumentService/CaptureProofOfDelivery": Rule("documents.write", WRITE),
+    "cartage.document.v1.DocumentService/GetDocument": Rule("documents.read", READ),
+    "cartage.document.v1.DocumentService/ListDocuments": Rule("documents.read", READ),
+    "cartage.document.v1.DocumentService/GetDocumentContent": Rule("documents.read", READ),
+    "cartage.document.v1.DocumentService/VoidDocument": Rule("documents.write", WRITE),
+    "cartage.document.v1.DocumentService/CreateDownloadLink": Rule("documents.read", WRITE),
+    "cartage.document.v1.DocumentService/VerifyDocumentChain": Rule("documents.read", READ),
+    # The signed link is the credential: served without a token (see envoy_config PUBLIC).
+    "cartage.document.v1.DocumentService/DownloadDocument": Rule(PUBLIC, READ),
 }
 
 

@@ -77,6 +77,10 @@ SERVICES: tuple[ServiceEntry, ...] = (
         grpc_services=("cartage.routing.v1.RoutingService",),
         serves_operations=True,
         operation_scopes=OperationScopes(read="routes.read", write="routes.write")),
+    ServiceEntry(
+        name="document", package="services.document", default_port=50055,
+        env_prefix="DOCUMENT", proto_package="cartage.document.v1",
+        grpc_services=("cartage.document.v1.DocumentService",)),
 )
 
 #: The owner of operations named the old way, `operations/{id}` (before operation names
