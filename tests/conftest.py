@@ -133,6 +133,29 @@ async def routing_address(stack: Any, order_address: str) -> AsyncIterator[str]:
     await running.stop()
 
 
+def document_settings(stack: Any, **overrides: Any) -> Any:
+    """Settings of a document service on the session's Postgres and NATS, its content store
+    and signing key (made here, at test time) under the session's directory."""
+    import secrets
+
+    from services.document.settings import Settings as DocumentSettings
+
+    base = DocumentSettings(database_url=stack.database_url, nats_url=stack.nats_url,
+                            grpc_address="127.0.0.1:0", log_level="WARNING",
+                            store_dir=str(stack.tmp / "documents"),
+                            signing_key=secrets.token_hex(32))
+    return replace(base, **overrides)
+
+
+@pytest.fixture(scope="session")
+async def document_address(stack: Stack) -> AsyncIterator[str]:
+    """The document service, in this process, on a free port."""
+    from services.document.app import DEFINITION
+
+    async with RunningService(DEFINITION, document_settings(stack)) as running:
+        yield running.address
+
+
 @pytest.fixture
 async def channel(order_address: str) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(
