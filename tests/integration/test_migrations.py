@@ -39,6 +39,7 @@ def _auth() -> tuple[Any, Any]:
 SCHEMAS = {
     "order": lambda: _service("services.order.app"),
     "routing": lambda: _service("services.routing.app"),
+    "document": lambda: _service("services.document.app"),
     "gateway": _auth,
 }
 

@@ -23,7 +23,7 @@ def _values(document: Document) -> dict[str, Any]:
         "size_bytes": document.size, "sha256": document.sha256,
         "created_by_token_id": document.created_by_token_id,
         "create_time": document.create_time, "state": int(document.state),
-        "void_reason": document.void_reason, "attachments": list(document.attachments),
+        "void_reason": document.void_reason, "attachments": ",".join(document.attachments),
         "chain_hash": document.chain_hash, "previous_chain_hash": document.previous_chain_hash,
     }
 
@@ -34,7 +34,8 @@ def _from_row(row: Mapping[str, Any]) -> Document:
         subject=row["subject"], content_type=row["content_type"], size=row["size_bytes"],
         sha256=row["sha256"], created_by_token_id=row["created_by_token_id"],
         create_time=row["create_time"], state=State(row["state"]),
-        void_reason=row["void_reason"], attachments=tuple(row["attachments"]),
+        void_reason=row["void_reason"],
+        attachments=tuple(a for a in row["attachments"].split(",") if a),
         chain_hash=row["chain_hash"], previous_chain_hash=row["previous_chain_hash"])
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from services.kit.db import KitTables
 
@@ -26,7 +25,7 @@ documents = sa.Table(
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("state", sa.SmallInteger, nullable=False),
     sa.Column("void_reason", sa.Text, nullable=False),
-    sa.Column("attachments", postgresql.ARRAY(sa.Text), nullable=False),
+    sa.Column("attachments", sa.Text, nullable=False),  # ids, comma-separated
     sa.Column("chain_hash", sa.Text, nullable=False),
     sa.Column("previous_chain_hash", sa.Text, nullable=False),
     # Listing is always per client, newest first, in (create_time, id) order: the keyset index.

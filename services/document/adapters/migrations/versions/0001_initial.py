@@ -7,7 +7,6 @@ Revises:
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 from services.kit.db import create_kit_tables
 
@@ -29,7 +28,7 @@ def upgrade(schema: str) -> None:
         sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("state", sa.SmallInteger, nullable=False),
         sa.Column("void_reason", sa.Text, nullable=False),
-        sa.Column("attachments", postgresql.ARRAY(sa.Text), nullable=False),
+        sa.Column("attachments", sa.Text, nullable=False),  # ids, comma-separated
         sa.Column("chain_hash", sa.Text, nullable=False),
         sa.Column("previous_chain_hash", sa.Text, nullable=False),
         schema=schema,
