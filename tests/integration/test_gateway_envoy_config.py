@@ -13,7 +13,7 @@ import pytest
 
 from gateway import contracts, openapi, operations
 from gateway.envoy_config import GatewayConfig, build, envoy_binary, unguarded_rpcs
-from gateway.policy import POLICY, operation_key, rules_of
+from gateway.policy import POLICY, PUBLIC, operation_key, rules_of
 from services import registry
 
 pytestmark = pytest.mark.integration
@@ -23,8 +23,9 @@ def config(**overrides: Any) -> GatewayConfig:
     base: dict[str, Any] = dict(listen_port=18080, admin_port=19901,
                                 auth_address="127.0.0.1:18090",
                                 issuer="http://127.0.0.1:18090",
-                                upstreams={"order": "127.0.0.1:50051",
-                                           "routing": "127.0.0.1:50052"})
+                                # every registered service, on its default port
+                                upstreams={e.name: f"127.0.0.1:{e.default_port}"
+                                           for e in registry.SERVICES})
     return GatewayConfig(**(base | overrides))
 
 
@@ -34,8 +35,12 @@ def routes(bootstrap: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in vhost["routes"]}
 
 
-def allowed_scopes(route: dict[str, Any]) -> list[str]:
-    rbac = route["typed_per_filter_config"]["envoy.filters.http.rbac"]["rbac"]
+def allowed_scopes(route: dict[str, Any]) -> list[str] | None:
+    """The scopes a route's RBAC lets through; None: no RBAC at all (a PUBLIC policy line)."""
+    per_route = route["typed_per_filter_config"]["envoy.filters.http.rbac"]
+    if "rbac" not in per_route:
+        return None
+    rbac = per_route["rbac"]
     return [name.removeprefix("scope:") for name in rbac["rules"]["policies"]]
 
 
@@ -92,7 +97,10 @@ def test_every_annotated_rpc_gets_a_route_with_its_policy_scope() -> None:
     for rpc in rpcs:
         for _, key, rule in rules_of(rpc):
             assert generated[key]["match"]["path"] == rpc.path
-            assert allowed_scopes(generated[key]) == ([rule.scope] if rule else [])
+            if rule is not None and rule.scope == PUBLIC:
+                assert allowed_scopes(generated[key]) is None
+            else:
+                assert allowed_scopes(generated[key]) == ([rule.scope] if rule else [])
     transcoder = next(
         f for f in build(config())["static_resources"]["listeners"][0]["filter_chains"][0]
         ["filters"][0]["typed_config"]["http_filters"] if "transcoder" in f["name"])
@@ -276,8 +284,11 @@ def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> No
     """As before the routing contracts landed: the registry names a service (and an
     operations owner) that is not in the descriptor set, and its upstream is configured."""
     descriptors = contracts.load()
+    # (and without the services that came after it)
     kept = [f for f in descriptors.file
-            if not f.package.startswith(("cartage.routing", "google.longrunning"))]
+            if not f.package.startswith(("cartage.routing", "google.longrunning"))
+            and not any(f.package == e.proto_package for e in registry.SERVICES
+                        if e.name not in ("order", "routing"))]
     del descriptors.file[:]
     descriptors.file.extend(kept)
     path = tmp_path / "order-only.binpb"
@@ -311,3 +322,21 @@ def test_strict_json_filter_sits_before_the_transcoder_and_skips_only_grpc() -> 
                 literal = segment.split("=")[-1].split(":")[0]
                 if literal and "*" not in literal and "." not in literal:
                     assert f'["{literal}"]' in lua, (binding.template, literal)
+
+
+def test_a_public_rpc_skips_the_token_on_its_rest_path_only() -> None:
+    """DownloadDocument (a signed link is its credential): its REST path needs no token, its
+    route has no RBAC; its native gRPC path and every other path still need a token."""
+    bootstrap = build(config())
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    [jwt] = [f for f in hcm["typed_config"]["http_filters"]
+             if f["name"] == "envoy.filters.http.jwt_authn"]
+    rules = jwt["typed_config"]["rules"]
+    open_rules = [r["match"] for r in rules if "requires" not in r]
+    assert {"safe_regex": {"regex": r"^/v1/downloads/[^/?]+(\?.*)?$"}} in open_rules
+    assert rules[-1] == {"match": {"prefix": "/"}, "requires": {"provider_name": "cartage"}}
+    assert not any("DocumentService" in json.dumps(m) for m in open_rules)
+    route = routes(bootstrap)["cartage.document.v1.DocumentService/DownloadDocument"]
+    assert allowed_scopes(route) is None
+    assert allowed_scopes(routes(bootstrap)[
+        "cartage.document.v1.DocumentService/GetDocumentContent"]) == ["documents.read"]
