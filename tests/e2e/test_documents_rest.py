@@ -1,0 +1,121 @@
+"""The document service through the real edge: a partner generates a bill of lading and gets it
+as a real application/pdf, captures a proof of delivery with a photo (base64 in JSON), hands a
+signed link to a browser (no token), and bad input gets the gateway's JSON 400."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import httpx
+import pytest
+from google.protobuf import json_format
+
+from tests import document_samples as samples
+from tests.e2e.conftest import Partner
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore:The httpx module is deprecated")]
+
+SCOPES = ("documents.read", "documents.write")
+
+
+def as_json(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message)
+
+
+def _jti(token: str) -> str:
+    import json
+
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["jti"]
+
+
+async def test_generate_a_bol_and_get_it_as_a_pdf(partner_factory: Any) -> None:
+    partner: Partner = await partner_factory(SCOPES)
+    created = await partner.http.post("/v1/documents:generate", json={
+        "subject": "orders/e2e-1", "billOfLading": as_json(samples.bill_of_lading())},
+        headers={"idempotency-key": "bol-e2e-1"})
+    assert created.status_code == 200, created.text
+    document = created.json()
+    assert document["type"] == "DOCUMENT_TYPE_BILL_OF_LADING"
+    assert document["createdByClientId"] == partner.client_id
+    assert document["createdByTokenId"] == _jti(partner.token)
+
+    content = await partner.http.get(f"/v1/{document['name']}:content")
+    assert content.status_code == 200, content.text
+    assert content.headers["content-type"] == "application/pdf"
+    assert content.content.startswith(b"%PDF-")
+    assert hashlib.sha256(content.content).hexdigest() == document["sha256"]
+
+    again = await partner.http.post("/v1/documents:generate", json={
+        "subject": "orders/e2e-1", "billOfLading": as_json(samples.bill_of_lading())},
+        headers={"idempotency-key": "bol-e2e-1"})
+    assert again.json() == document
+
+    listed = await partner.http.get("/v1/documents", params={
+        "filter": 'subject = "orders/e2e-1" AND type = BILL_OF_LADING'})
+    assert [d["name"] for d in listed.json()["documents"]] == [document["name"]]
+    verdict = await partner.http.post("/v1/documents:verifyChain", json={})
+    assert verdict.json()["valid"] is True
+
+
+async def test_capture_a_pod_with_a_photo(partner_factory: Any) -> None:
+    partner: Partner = await partner_factory(SCOPES)
+    pod = as_json(samples.pod())
+    assert pod["photos"][0]["data"] == base64.b64encode(samples.pod().photos[0].data).decode()
+    captured = await partner.http.post("/v1/documents:captureProofOfDelivery", json={
+        "subject": "orders/e2e-pod", "proofOfDelivery": pod})
+    assert captured.status_code == 200, captured.text
+    result = captured.json()
+    assert result["document"]["type"] == "DOCUMENT_TYPE_PROOF_OF_DELIVERY"
+    assert [e["kind"] for e in result["exceptions"]] == ["KIND_SHORTAGE", "KIND_DAMAGED",
+                                                         "KIND_OVERAGE"]
+    photo = await partner.http.get(f"/v1/{result['originals'][1]['name']}:content")
+    assert photo.headers["content-type"] == "image/jpeg"
+    assert photo.content == samples.pod().photos[0].data
+
+
+async def test_bad_input_is_a_400_with_field_violations(partner_factory: Any) -> None:
+    partner: Partner = await partner_factory(SCOPES)
+    invoice = as_json(samples.invoice())
+    invoice["lines"][0]["hsCode"] = "12AB"
+    invoice["incoterm"] = "FOB2"
+    response = await partner.http.post("/v1/documents:generate", json={
+        "subject": "orders/e2e-bad", "commercialInvoice": invoice})
+    assert response.status_code == 400, response.text
+    fields = {v["field"] for d in response.json()["details"]
+              for v in d.get("fieldViolations", [])}
+    assert fields == {"commercial_invoice.incoterm", "commercial_invoice.lines[0].hs_code"}
+    pod = as_json(samples.pod())
+    pod["signature"] = {"data": base64.b64encode(b"%PDF-1.4 pretending").decode(),
+                        "contentType": "image/png"}
+    response = await partner.http.post("/v1/documents:captureProofOfDelivery", json={
+        "subject": "orders/e2e-bad", "proofOfDelivery": pod})
+    assert response.status_code == 400, response.text
+    assert "proof_of_delivery.signature.data" in response.text
+
+
+async def test_a_signed_link_works_without_a_token_and_refuses_alteration(
+        partner_factory: Any) -> None:
+    owner: Partner = await partner_factory(SCOPES)
+    other: Partner = await partner_factory(SCOPES)
+    created = (await owner.http.post("/v1/documents:generate", json={
+        "subject": "orders/e2e-link", "shippingLabel": as_json(samples.label())})).json()
+    assert (await other.http.get(f"/v1/{created['name']}")).status_code == 404
+    assert (await other.http.post(f"/v1/{created['name']}:createDownloadLink",
+                                  json={})).status_code == 404
+    link = (await owner.http.post(f"/v1/{created['name']}:createDownloadLink",
+                                  json={})).json()
+    async with httpx.AsyncClient(base_url=str(owner.http.base_url), timeout=30) as browser:
+        opened = await browser.get(link["url"])
+        assert opened.status_code == 200, opened.text
+        assert opened.headers["content-type"] == "application/pdf"
+        assert hashlib.sha256(opened.content).hexdigest() == created["sha256"]
+        token = link["token"]
+        altered = token[:-2] + ("AB" if not token.endswith("AB") else "CD")
+        refused = await browser.get(f"/v1/downloads/{altered}")
+        assert refused.status_code == 403, refused.text
+        # Everything else still needs a token.
+        assert (await browser.get(f"/v1/{created['name']}:content")).status_code == 401
