@@ -80,7 +80,9 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry(
         name="document", package="services.document", default_port=50055,
         env_prefix="DOCUMENT", proto_package="cartage.document.v1",
-        grpc_services=("cartage.document.v1.DocumentService",)),
+        grpc_services=("cartage.document.v1.DocumentService",),
+        serves_operations=True,
+        operation_scopes=OperationScopes(read="documents.read", write="documents.write")),
 )
 
 #: The owner of operations named the old way, `operations/{id}` (before operation names

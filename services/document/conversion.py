@@ -87,6 +87,17 @@ def _decode_pod(data: bytes) -> tuple[Document, list[Document], list[ItemExcepti
             [exception_from_proto(e) for e in message.exceptions])
 
 
+def batch_items(request: bytes) -> list[tuple[Kind, str, object]]:
+    """The items of a stored BatchGenerateDocumentsRequest: (type, subject, content)."""
+    message = document_service_pb2.BatchGenerateDocumentsRequest.FromString(request)
+    items = []
+    for item in message.requests:
+        which = item.WhichOneof("content") or ""
+        items.append((CONTENT_KINDS[which], item.subject, getattr(item, which)))
+    return items
+
+
+BATCH_ID_CODEC: Codec[str] = Codec(str.encode, bytes.decode)
 DOCUMENT_CODEC: Codec[Document] = Codec(
     lambda d: document_to_proto(d).SerializeToString(),
     lambda data: document_from_proto(document_pb2.Document.FromString(data)))

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from services.document.domain import chain, links
 from services.document.domain.model import (
+    Batch,
+    BatchState,
     Content,
     Document,
     Item,
@@ -22,7 +24,7 @@ from services.document.domain.model import (
     delivery_exceptions,
 )
 from services.kit.clock import utc_now
-from services.kit.errors import NotFound
+from services.kit.errors import FailedPrecondition, NotFound
 from services.kit.idempotency import Codec, IdempotencyKey, idempotent
 from services.kit.uow import OutgoingEvent, Transaction, UnitOfWork
 
@@ -48,7 +50,7 @@ class Documents(Protocol):
                   for_update: bool = False) -> Document | None: ...
     async def list(self, tx: Transaction, query: ListQuery) -> list[Document]: ...
     async def lock_chain(self, tx: Transaction, client_id: str) -> chain.Head | None: ...
-    async def append(self, tx: Transaction, client_id: str, record: chain.Record,
+    async def append(self, tx: Transaction, client_id: str, records: list[chain.Record],
                      head: chain.Head, first: bool) -> None: ...
     async def chain_of(self, tx: Transaction, client_id: str
                        ) -> tuple[list[chain.Record], chain.Head | None, dict[str, str]]: ...
@@ -114,18 +116,38 @@ class DocumentUseCases:
     async def _chain(self, tx: Transaction, client_id: str, event: str, document: Document,
                      when: datetime) -> Document:
         """Append `event` of `document` to the client's chain; the document with its link."""
+        [chained] = await self.chain_many(tx, client_id, event, [document], when)
+        return chained
+
+    async def chain_many(self, tx: Transaction, client_id: str, event: str,
+                         documents: Sequence[Document], when: datetime) -> list[Document]:
+        """Append `event` of each document, in order (one lock, one head update)."""
         head = await self._documents.lock_chain(tx, client_id)
-        record = chain.next_record(head, client_id, event, document.id, document.sha256, when)
-        new_head = chain.Head(record.seq, record.hash,
-                              chain.sign_head(self._key, client_id, record.seq, record.hash))
-        await self._documents.append(tx, client_id, record, new_head, first=head is None)
-        return document.chained(record.hash, record.previous_hash)
+        first, records, chained = head is None, [], []
+        for document in documents:
+            record = chain.next_record(head, client_id, event, document.id, document.sha256,
+                                       when)
+            head = chain.Head(record.seq, record.hash, "")
+            records.append(record)
+            chained.append(document.chained(record.hash, record.previous_hash))
+        if records:
+            last = records[-1]
+            signed = chain.Head(last.seq, last.hash,
+                                chain.sign_head(self._key, client_id, last.seq, last.hash))
+            await self._documents.append(tx, client_id, records, signed, first=first)
+        return chained
+
+    def insert(self, tx: Transaction, *documents: Document) -> None:
+        self._documents.insert(tx, *documents)
+
+    async def store_pdf(self, content: Any, subject: str) -> StoredContent:
+        data = await asyncio.to_thread(self._renderer.render, content, subject)
+        return await self._store.put(data, PDF)
 
     async def generate(self, client_id: str, token_id: str, kind: Kind, subject: str,
                        content: Any, key: IdempotencyKey | None, request_id: str = ""
                        ) -> Document:
-        data = await asyncio.to_thread(self._renderer.render, content, subject)
-        stored = await self._store.put(data, PDF)
+        stored = await self.store_pdf(content, subject)
 
         async def work(tx: Transaction) -> Document:
             now = self._clock()
@@ -219,3 +241,121 @@ class DocumentUseCases:
         async with self._uow.transaction() as tx:
             records, head, hashes = await self._documents.chain_of(tx, client_id)
         return chain.verify(self._key, client_id, records, head, hashes)
+
+
+class Batches(Protocol):
+    """Where batch operations are kept (adapters/repository.py)."""
+
+    def insert(self, tx: Transaction, batch: Batch) -> None: ...
+    def save(self, tx: Transaction, batch: Batch) -> None: ...
+    async def get(self, tx: Transaction, client_id: str, batch_id: str, *,
+                  for_update: bool = False) -> Batch | None: ...
+    async def claim_running(self, tx: Transaction) -> Batch | None: ...
+    async def list(self, tx: Transaction, client_id: str, done: bool | None,
+                   after: tuple[datetime, str] | None, limit: int) -> list[Batch]: ...
+    async def delete(self, tx: Transaction, batch_id: str) -> None: ...
+    async def documents_of(self, tx: Transaction, client_id: str, ids: tuple[str, ...]
+                           ) -> list[Document]: ...
+
+
+# One item of a batch: its document type, subject and content message.
+BatchItem = tuple[Kind, str, Any]
+
+
+def _batch_not_found(batch_id: str) -> NotFound:
+    return NotFound(f"operation operations/document/{batch_id} not found",
+                    reason="OPERATION_NOT_FOUND")
+
+
+class BatchUseCases:
+    """BatchGenerateDocuments: the batch row is written with its idempotency record; a worker
+    (`run`) makes its documents `chunk` at a time, one transaction per chunk that holds the
+    batch row (SKIP LOCKED: several processes share the work without doing any twice)."""
+
+    def __init__(self, uow: UnitOfWork, batches: Batches, documents: DocumentUseCases,
+                 events: Events, items: Callable[[bytes], list[BatchItem]],
+                 codec: Codec[str], *, chunk: int = 50,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self._uow = uow
+        self._batches = batches
+        self._documents = documents
+        self._events = events
+        self._items = items
+        self._codec = codec
+        self._chunk = chunk
+        self._clock = clock
+        self.wake = asyncio.Event()
+
+    async def start(self, client_id: str, token_id: str, total: int, request: bytes,
+                    key: IdempotencyKey | None, request_id: str = "") -> str:
+        async def work(tx: Transaction) -> str:
+            batch = Batch.create(client_id, token_id, total, request, self._clock())
+            self._batches.insert(tx, batch)
+            return batch.id
+
+        batch_id = await idempotent(self._uow, key, self._codec, work, request_id=request_id)
+        self.wake.set()
+        return batch_id
+
+    async def get(self, client_id: str, batch_id: str) -> tuple[Batch, list[Document]]:
+        async with self._uow.transaction() as tx:
+            batch = await self._batches.get(tx, client_id, batch_id)
+            if batch is None:
+                raise _batch_not_found(batch_id)
+            made = (await self._batches.documents_of(tx, client_id, batch.documents)
+                    if batch.state is BatchState.DONE else [])
+        return batch, made
+
+    async def list(self, client_id: str, done: bool | None,
+                   after: tuple[datetime, str] | None, limit: int) -> list[Batch]:
+        async with self._uow.transaction() as tx:
+            return await self._batches.list(tx, client_id, done, after, limit)
+
+    async def cancel(self, client_id: str, batch_id: str) -> None:
+        async with self._uow.transaction() as tx:
+            batch = await self._batches.get(tx, client_id, batch_id, for_update=True)
+            if batch is None:
+                raise _batch_not_found(batch_id)
+            self._batches.save(tx, batch.cancel())
+
+    async def delete(self, client_id: str, batch_id: str) -> None:
+        async with self._uow.transaction() as tx:
+            batch = await self._batches.get(tx, client_id, batch_id, for_update=True)
+            if batch is None:
+                raise _batch_not_found(batch_id)
+            if not batch.done:
+                raise FailedPrecondition("the operation is still running; cancel it first",
+                                         reason="OPERATION_RUNNING")
+            await self._batches.delete(tx, batch_id)
+
+    async def step(self) -> bool:
+        """Make the next chunk of the oldest running batch; False when none is running."""
+        async with self._uow.transaction() as tx:
+            batch = await self._batches.claim_running(tx)
+            if batch is None:
+                return False
+            items = self._items(batch.request)[batch.completed:batch.completed + self._chunk]
+            now = self._clock()
+            made: list[Document] = []
+            for kind, subject, content in items:
+                stored = await self._documents.store_pdf(content, subject)
+                made.append(Document.create(batch.client_id, batch.token_id, kind, subject,
+                                            stored, now))
+            made = await self._documents.chain_many(tx, batch.client_id, "generated", made, now)
+            self._documents.insert(tx, *made)
+            for document in made:
+                tx.publish(self._events.generated(document))
+            self._batches.save(tx, batch.progressed(tuple(d.id for d in made)))
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The worker job: make chunks while any batch runs, else wait for a new one (or poll:
+        another process may have taken a request)."""
+        while not stop.is_set():
+            if await self.step():
+                continue
+            self.wake.clear()
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self.wake.wait())]
+            await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()

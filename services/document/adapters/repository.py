@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from services.document.adapters.tables import chain, chain_heads, documents
+from services.document.adapters.tables import batches, chain, chain_heads, documents
 from services.document.domain import chain as chains
-from services.document.domain.model import Document, Kind, State
+from services.document.domain.model import Batch, BatchState, Document, Kind, State
 from services.document.use_cases import ListQuery
 from services.kit.uow import Transaction
 
@@ -93,12 +94,12 @@ class DocumentRepository:
             chain_heads.c.client_id == client_id))).one_or_none()
         return None if row is None else chains.Head(row.seq, row.hash, row.signature)
 
-    async def append(self, tx: Transaction, client_id: str, record: chains.Record,
+    async def append(self, tx: Transaction, client_id: str, records: list[chains.Record],
                      head: chains.Head, first: bool) -> None:
         """Written at once: the next append in the same transaction reads this head."""
-        await tx.execute(sa.insert(chain).values(
-            client_id=client_id, seq=record.seq, record=record.record,
-            previous_hash=record.previous_hash, hash=record.hash))
+        await tx.execute(sa.insert(chain), [
+            {"client_id": client_id, "seq": r.seq, "record": r.record,
+             "previous_hash": r.previous_hash, "hash": r.hash} for r in records])
         values = {"seq": head.seq, "hash": head.hash, "signature": head.signature}
         if first:
             await tx.execute(sa.insert(chain_heads).values(client_id=client_id, **values))
@@ -119,3 +120,66 @@ class DocumentRepository:
             sa.select(documents.c.id, documents.c.sha256).where(
                 documents.c.client_id == client_id))}
         return records, head, hashes
+
+
+def _batch(row: Mapping[str, Any]) -> Batch:
+    return Batch(id=row["id"], client_id=row["client_id"], token_id=row["token_id"],
+                 create_time=row["create_time"], total=row["total"], request=bytes(row["request"]),
+                 state=BatchState(row["state"]), completed=row["completed"],
+                 documents=tuple(d for d in row["documents"].split(",") if d))
+
+
+class BatchRepository:
+    def insert(self, tx: Transaction, batch: Batch) -> None:
+        tx.insert(batches, [{
+            "id": batch.id, "client_id": batch.client_id, "token_id": batch.token_id,
+            "create_time": batch.create_time, "state": int(batch.state), "total": batch.total,
+            "completed": batch.completed, "request": batch.request,
+            "documents": ",".join(batch.documents)}])
+
+    def save(self, tx: Transaction, batch: Batch) -> None:
+        tx.defer(sa.update(batches).where(batches.c.id == batch.id).values(
+            state=int(batch.state), completed=batch.completed,
+            documents=",".join(batch.documents)))
+
+    async def get(self, tx: Transaction, client_id: str, batch_id: str, *,
+                  for_update: bool = False) -> Batch | None:
+        query = sa.select(batches).where(batches.c.id == batch_id,
+                                         batches.c.client_id == client_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await tx.execute(query)).one_or_none()
+        return None if row is None else _batch(row._mapping)
+
+    async def claim_running(self, tx: Transaction) -> Batch | None:
+        """The oldest running batch no other worker holds, locked until commit."""
+        row = (await tx.execute(
+            sa.select(batches).where(batches.c.state == int(BatchState.RUNNING))
+            .order_by(batches.c.create_time).limit(1).with_for_update(skip_locked=True))
+        ).one_or_none()
+        return None if row is None else _batch(row._mapping)
+
+    async def list(self, tx: Transaction, client_id: str, done: bool | None,
+                   after: tuple[datetime, str] | None, limit: int) -> list[Batch]:
+        """Newest first."""
+        statement = sa.select(batches).where(batches.c.client_id == client_id)
+        if done is not None:
+            running = batches.c.state == int(BatchState.RUNNING)
+            statement = statement.where(~running if done else running)
+        if after is not None:
+            key = sa.tuple_(batches.c.create_time, batches.c.id)
+            statement = statement.where(key < sa.tuple_(sa.literal(after[0]),
+                                                        sa.literal(after[1])))
+        rows = await tx.execute(statement.order_by(batches.c.create_time.desc(),
+                                                   batches.c.id.desc()).limit(limit))
+        return [_batch(r._mapping) for r in rows]
+
+    async def delete(self, tx: Transaction, batch_id: str) -> None:
+        await tx.execute(sa.delete(batches).where(batches.c.id == batch_id))
+
+    async def documents_of(self, tx: Transaction, client_id: str, ids: tuple[str, ...]
+                           ) -> list[Document]:
+        rows = await tx.execute(sa.select(documents).where(
+            documents.c.client_id == client_id, documents.c.id.in_(ids)))
+        found = {r.id: _from_row(r._mapping) for r in rows}
+        return [found[i] for i in ids if i in found]

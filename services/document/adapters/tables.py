@@ -54,3 +54,20 @@ chain_heads = sa.Table(
     sa.Column("hash", sa.Text, nullable=False),
     sa.Column("signature", sa.Text, nullable=False),
 )
+
+# BatchGenerateDocuments: one row per long-running operation (`operations/document/{id}`).
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("token_id", sa.Text, nullable=False),
+    sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("state", sa.SmallInteger, nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("completed", sa.Integer, nullable=False),
+    sa.Column("request", sa.LargeBinary, nullable=False),  # the BatchGenerateDocumentsRequest
+    sa.Column("documents", sa.Text, nullable=False),  # the ids made, comma-separated, in order
+    sa.Index("ix_batches_client_created", "client_id", "create_time", "id"),
+    sa.Index("ix_batches_running", "state", "create_time"),
+)

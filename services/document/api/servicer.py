@@ -7,20 +7,22 @@ from typing import Any
 
 import grpc
 from google.api import httpbody_pb2
+from google.longrunning import operations_proto_pb2
 
 from cartage.document.v1 import (
     document_pb2,
     document_service_pb2,
     document_service_pb2_grpc,
 )
-from services.document.api.validation import check_generate, check_pod
+from services.document.api.operations import DocumentOperations
+from services.document.api.validation import check_batch, check_generate, check_pod
 from services.document.conversion import (
     CONTENT_KINDS,
     document_to_proto,
     pod_result_to_proto,
 )
 from services.document.domain.model import Content, Item, Kind, State
-from services.document.use_cases import DocumentUseCases, ListQuery, PodInput
+from services.document.use_cases import BatchUseCases, DocumentUseCases, ListQuery, PodInput
 from services.kit.auth import Caller, current_caller
 from services.kit.clock import set_timestamp
 from services.kit.errors import InvalidArgument
@@ -48,8 +50,21 @@ def _body(content_type: str, data: bytes) -> httpbody_pb2.HttpBody:
 
 
 class DocumentServicer(document_service_pb2_grpc.DocumentServiceServicer):
-    def __init__(self, documents: DocumentUseCases) -> None:
+    def __init__(self, documents: DocumentUseCases, batches: BatchUseCases) -> None:
         self._documents = documents
+        self._batches = batches
+        self._operations = DocumentOperations(batches)
+
+    async def BatchGenerateDocuments(
+            self, request: document_service_pb2.BatchGenerateDocumentsRequest,
+            context: grpc.aio.ServicerContext) -> operations_proto_pb2.Operation:
+        caller = current_caller()
+        check_batch(request)
+        key = _idempotency(caller, "BatchGenerateDocuments", request)
+        batch_id = await self._batches.start(
+            caller.client_id, caller.token_id, len(request.requests),
+            request.SerializeToString(), key, request_id_var.get())
+        return await self._operations.get(caller.client_id, batch_id)
 
     async def GenerateDocument(self, request: document_service_pb2.GenerateDocumentRequest,
                                context: grpc.aio.ServicerContext) -> document_pb2.Document:

@@ -179,21 +179,43 @@ CHECKS = {
 }
 
 
+def _generate(request: document_service_pb2.GenerateDocumentRequest, v: Violations,
+              prefix: str = "") -> str:
+    v.text(request.subject, f"{prefix}subject", required=True, max_len=200)
+    which = request.WhichOneof("content") or ""
+    if not which:
+        v.add(f"{prefix}content", "set exactly one of bill_of_lading, commercial_invoice, "
+                                  "customs_declaration, packing_list, shipping_label", "REQUIRED")
+        return ""
+    if which == "commercial_invoice":
+        v.text(request.commercial_invoice.invoice_number,
+               f"{prefix}commercial_invoice.invoice_number", required=True, max_len=50)
+    CHECKS[which](getattr(request, which), f"{prefix}{which}", v)
+    return which
+
+
 def check_generate(request: document_service_pb2.GenerateDocumentRequest) -> str:
     """The request's content field name, or INVALID_ARGUMENT with every violation."""
     v = Violations()
-    v.text(request.subject, "subject", required=True, max_len=200)
-    which = request.WhichOneof("content") or ""
-    if not which:
-        v.add("content", "set exactly one of bill_of_lading, commercial_invoice, "
-                         "customs_declaration, packing_list, shipping_label", "REQUIRED")
-    else:
-        if which == "commercial_invoice":
-            v.text(request.commercial_invoice.invoice_number,
-                   "commercial_invoice.invoice_number", required=True, max_len=50)
-        CHECKS[which](getattr(request, which), which, v)
+    which = _generate(request, v)
     v.raise_if_any()
     return which
+
+
+def check_batch(request: document_service_pb2.BatchGenerateDocumentsRequest) -> None:
+    """Every item is checked before any work: one bad item fails the request, naming it."""
+    v = Violations()
+    if not 1 <= len(request.requests) <= MAX_LINES:
+        v.add("requests", f"must hold 1 to {MAX_LINES} items (got {len(request.requests)})",
+              "OUT_OF_RANGE")
+        v.raise_if_any()
+    for i, item in enumerate(request.requests):
+        if item.request_id:
+            v.add(f"requests[{i}].request_id", "set request_id on the batch, not on its items")
+        _generate(item, v, f"requests[{i}].")
+        if len(v) > 100:
+            break
+    v.raise_if_any()
 
 
 def check_pod(request: document_service_pb2.CaptureProofOfDeliveryRequest) -> None:

@@ -120,3 +120,43 @@ def delivery_exceptions(expected: list[Item], scanned: list[Item]) -> list[ItemE
         if code in damaged:
             found.append(ItemException("DAMAGED", code, expected_n, damaged[code]))
     return found
+
+
+class BatchState(IntEnum):
+    RUNNING = 1
+    DONE = 2
+    CANCELLED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A BatchGenerateDocuments operation: `request` is the contract request (bytes); the
+    documents are made in request order, `completed` of `total` so far."""
+
+    id: str
+    client_id: str
+    token_id: str
+    create_time: datetime
+    total: int
+    request: bytes
+    state: BatchState = BatchState.RUNNING
+    completed: int = 0
+    documents: tuple[str, ...] = ()
+
+    @classmethod
+    def create(cls, client_id: str, token_id: str, total: int, request: bytes, now: datetime
+               ) -> Batch:
+        return cls(os.urandom(16).hex(), client_id, token_id, now, total, request)
+
+    @property
+    def done(self) -> bool:
+        return self.state is not BatchState.RUNNING
+
+    def progressed(self, made: tuple[str, ...]) -> Batch:
+        documents = self.documents + made
+        state = BatchState.DONE if len(documents) >= self.total else self.state
+        return dataclasses.replace(self, documents=documents, completed=len(documents),
+                                   state=state)
+
+    def cancel(self) -> Batch:
+        return self if self.done else dataclasses.replace(self, state=BatchState.CANCELLED)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -12,39 +11,14 @@ import pytest
 import sqlalchemy as sa
 from google.protobuf import duration_pb2
 
-from cartage.document.v1 import content_pb2, document_pb2, document_service_pb2_grpc, events_pb2
+from cartage.document.v1 import content_pb2, document_pb2, events_pb2
 from cartage.document.v1 import document_service_pb2 as ds
 from services.kit.db import create_engine
 from tests import document_samples as samples
+from tests.integration.document.conftest import Docs
 from tests.support import eventually, raises_rpc, stream_events, violations
 
 pytestmark = pytest.mark.integration
-
-
-class Docs:
-    """A DocumentService stub bound to one caller identity."""
-
-    def __init__(self, channel: grpc.aio.Channel, client_id: str, token_id: str = "") -> None:
-        self.stub = document_service_pb2_grpc.DocumentServiceStub(channel)
-        self.client_id = client_id
-        self.token_id = token_id
-
-    def __getattr__(self, method: str) -> Any:
-        call = getattr(self.stub, method)
-
-        async def invoke(request: Any) -> Any:
-            metadata = [("x-cartage-client-id", self.client_id)]
-            if self.token_id:
-                metadata.append(("x-cartage-token-id", self.token_id))
-            return await call(request, metadata=metadata, timeout=30)
-
-        return invoke
-
-
-@pytest.fixture
-async def doc_channel(document_address: str) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(document_address) as channel:
-        yield channel
 
 
 def _client() -> str:

@@ -1,5 +1,5 @@
-"""Documents, their hash chain and its signed heads, plus the kit's outbox, inbox and
-idempotency tables.
+"""Documents, their hash chain and its signed heads, batch operations, plus the kit's outbox,
+inbox and idempotency tables.
 
 Revision ID: 0001
 Revises:
@@ -54,4 +54,20 @@ def upgrade(schema: str) -> None:
         sa.Column("signature", sa.Text, nullable=False),
         schema=schema,
     )
+    op.create_table(
+        "batches",
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("client_id", sa.Text, nullable=False),
+        sa.Column("token_id", sa.Text, nullable=False),
+        sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("state", sa.SmallInteger, nullable=False),
+        sa.Column("total", sa.Integer, nullable=False),
+        sa.Column("completed", sa.Integer, nullable=False),
+        sa.Column("request", sa.LargeBinary, nullable=False),
+        sa.Column("documents", sa.Text, nullable=False),
+        schema=schema,
+    )
+    op.create_index("ix_batches_client_created", "batches", ["client_id", "create_time", "id"],
+                    schema=schema)
+    op.create_index("ix_batches_running", "batches", ["state", "create_time"], schema=schema)
     create_kit_tables(op, schema)
