@@ -139,4 +139,4 @@ TIERS: dict[str, dict[str, Bucket]] = {
 
 
 def all_scopes() -> list[str]:
-    return sorted({rule.scope for rule in POLICY.values()})
+    return sorted({rule.scope for rule in POLICY.values() if rule.scope != PUBLIC})
