@@ -68,6 +68,7 @@ POLICY: dict[str, Rule] = {
     "cartage.routing.v1.RoutingService/UpdateAutonomyPolicy": Rule("decisions.approve", WRITE),
     # Documents: generated paper, proofs of delivery, signed links, the tamper-evident chain.
     "cartage.document.v1.DocumentService/GenerateDocument": Rule("documents.write", WRITE),
+    "cartage.document.v1.DocumentService/BatchGenerateDocuments": Rule("documents.write", WRITE),
     "cartage.document.v1.DocumentService/CaptureProofOfDelivery": Rule("documents.write", WRITE),
     "cartage.document.v1.DocumentService/GetDocument": Rule("documents.read", READ),
     "cartage.document.v1.DocumentService/ListDocuments": Rule("documents.read", READ),

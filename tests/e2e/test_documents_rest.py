@@ -119,3 +119,26 @@ async def test_a_signed_link_works_without_a_token_and_refuses_alteration(
         assert refused.status_code == 403, refused.text
         # Everything else still needs a token.
         assert (await browser.get(f"/v1/{created['name']}:content")).status_code == 401
+
+
+async def test_a_batch_of_labels_is_an_operation_of_the_document_service(
+        partner_factory: Any) -> None:
+    import asyncio
+
+    partner: Partner = await partner_factory(SCOPES)
+    started = await partner.http.post("/v1/documents:batchGenerate", json={"requests": [
+        {"subject": f"orders/b-{i}", "shippingLabel": as_json(samples.label(f"B-{i}"))}
+        for i in range(5)]})
+    assert started.status_code == 200, started.text
+    name = started.json()["name"]
+    assert name.startswith("operations/document/")
+    for _ in range(100):
+        operation = (await partner.http.get(f"/v1/{name}")).json()
+        if operation.get("done"):
+            break
+        await asyncio.sleep(0.2)
+    assert operation["done"], operation
+    subjects = [d["subject"] for d in operation["response"]["documents"]]
+    assert subjects == [f"orders/b-{i}" for i in range(5)]
+    routing_only: Partner = await partner_factory(("routes.read",))
+    assert (await routing_only.http.get(f"/v1/{name}")).status_code == 403

@@ -202,10 +202,10 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
     assert {r.method for r in ops} >= {"GetOperation", "ListOperations", "CancelOperation",
                                        "DeleteOperation", "WaitOperation"}
     owners = registry.operations_owners()
-    assert [o.name for o in owners] == ["routing"]
+    assert [o.name for o in owners] == ["routing", "document"]
     names = list(generated)
     for rpc in ops:
-        assert rpc.owners == ("routing",)
+        assert rpc.owners == ("routing", "document")
         first = generated[rpc.path.lstrip("/")]  # where a call lands before the filter
         assert first["match"] == {"path": rpc.path} and "route" not in first
         assert allowed_scopes(first) == []
@@ -223,6 +223,8 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
                 operations.per_route())
     assert registry.get("routing").operation_scopes == (
         registry.OperationScopes("routes.read", "routes.write"))
+    assert registry.get("document").operation_scopes == (
+        registry.OperationScopes("documents.read", "documents.write"))
     # The Lua filter sits between the transcoder and RBAC, with no code for other routes.
     names_in_chain = [f["name"] for f in http_filters(bootstrap)]
     assert (names_in_chain.index("envoy.filters.http.grpc_json_transcoder")
@@ -245,7 +247,8 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
             } <= operation_ids
     assert "WaitOperation" not in operation_ids
     get = document["paths"]["/v1/operations/{operation_id}"]["get"]
-    assert get["security"] == [{"oauth2": ["routes.read"]}]
+    # any one owner's read scope (each owner's operations need its own)
+    assert get["security"] == [{"oauth2": ["routes.read"]}, {"oauth2": ["documents.read"]}]
     # The service is a path parameter of its own (an encoded slash would stay encoded).
     by_service = document["paths"]["/v1/operations/{service}/{operation_id}"]
     assert [p["name"] for p in by_service["get"]["parameters"]] == ["service", "operation_id"]
