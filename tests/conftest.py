@@ -133,17 +133,19 @@ async def routing_address(stack: Any, order_address: str) -> AsyncIterator[str]:
     await running.stop()
 
 
+# The document service's signing key for this test session (made at test time, never stored).
+DOCUMENT_TEST_KEY = os.urandom(32).hex()
+
+
 def document_settings(stack: Any, **overrides: Any) -> Any:
     """Settings of a document service on the session's Postgres and NATS, its content store
-    and signing key (made here, at test time) under the session's directory."""
-    import secrets
-
+    under the session's directory and the session's signing key."""
     from services.document.settings import Settings as DocumentSettings
 
     base = DocumentSettings(database_url=stack.database_url, nats_url=stack.nats_url,
                             grpc_address="127.0.0.1:0", log_level="WARNING",
                             store_dir=str(stack.tmp / "documents"),
-                            signing_key=secrets.token_hex(32))
+                            signing_key=DOCUMENT_TEST_KEY)
     return replace(base, **overrides)
 
 

@@ -192,3 +192,39 @@ async def test_the_chain_names_an_edited_row(doc_channel, stack) -> None:
         assert (verdict.valid, verdict.first_broken_sequence) == (False, 4)
     finally:
         await engine.dispose()
+
+
+async def test_the_verify_command_names_the_broken_chain(doc_channel, stack) -> None:
+    """`python -m services.document.verify CLIENT`, as an operator runs it: exit 0 on an
+    intact chain, 1 with the first broken record after a row is edited."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    docs = Docs(doc_channel, _client())
+    made = await docs.GenerateDocument(samples.generate())
+    await docs.GenerateDocument(samples.generate("orders/second"))
+    from tests.conftest import DOCUMENT_TEST_KEY
+
+    env = {**os.environ, "DATABASE_URL": stack.database_url, "NATS_URL": stack.nats_url,
+           "DOCUMENT_SIGNING_KEY": DOCUMENT_TEST_KEY}
+
+    def run() -> tuple[int, dict[str, Any]]:
+        done = subprocess.run([sys.executable, "-m", "services.document.verify",
+                               docs.client_id], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+        return done.returncode, json.loads(done.stdout.splitlines()[-1])
+
+    code, result = await asyncio.to_thread(run)
+    assert (code, result["valid"], result["records_checked"]) == (0, True, 2)
+    engine = create_engine(stack.database_url, pool_size=1)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text(
+                "UPDATE documents.documents SET subject = 'x', sha256 = repeat('1', 64) "
+                "WHERE id = :id"), {"id": made.name.removeprefix("documents/")})
+    finally:
+        await engine.dispose()
+    code, result = await asyncio.to_thread(run)
+    assert (code, result["valid"], result["first_broken_sequence"]) == (1, False, 1)
