@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image as PILImage
 from reportlab.graphics.barcode import code128, qrencoder
 from reportlab.lib.pagesizes import A4, inch
-from reportlab.lib.utils import ImageReader
+from reportlab.lib.utils import ImageReader, simpleSplit
 from reportlab.pdfgen import canvas
 
 from cartage.document.v1 import content_pb2
@@ -54,10 +54,14 @@ class _Page:
 
     def text(self, value: str, *, size: float = 9, bold: bool = False, x: float = _MARGIN
              ) -> None:
-        self.need(size + 4)
-        self.c.setFont("Helvetica-Bold" if bold else "Helvetica", size)
-        self.c.drawString(x, self.y, value[:140])
-        self.y -= size + 4
+        """A line, wrapped at the right margin (nothing a partner sent is cut off)."""
+        font = "Helvetica-Bold" if bold else "Helvetica"
+        width = self.size[0] - x - (_MARGIN if self.size[0] > LABEL_SIZE[0] else 14)
+        for line in simpleSplit(value, font, size, width) or [""]:
+            self.need(size + 4)
+            self.c.setFont(font, size)
+            self.c.drawString(x, self.y, line)
+            self.y -= size + 4
 
     def heading(self, value: str) -> None:
         self.y -= 4

@@ -78,3 +78,10 @@ def test_the_pod_summary_lists_the_exceptions_and_shows_the_images() -> None:
     assert "NEIGHBOUR" in text and "M. Mustermann" in text
     images = sum(len(page.images) for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
     assert images == 2  # the signature and the one photo
+
+
+def test_long_text_is_wrapped_not_cut() -> None:
+    bol = samples.bill_of_lading(
+        special_instructions=" ".join(f"word{i}" for i in range(400)))
+    text = _text(PdfRenderer().render(bol, "orders/a"))
+    assert "word0" in text and "word399" in text
