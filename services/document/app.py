@@ -24,6 +24,8 @@ from services.kit.operations import OperationsServicer
 
 SERVICE_NAME = document_service_pb2.DESCRIPTOR.services_by_name["DocumentService"].full_name
 OPERATIONS_NAME = "google.longrunning.Operations"
+# A proof of delivery may carry a signature and 10 photos of up to 10 MiB each.
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 
 
 def compose(runtime: Runtime) -> Composition:
@@ -55,6 +57,6 @@ def compose(runtime: Runtime) -> Composition:
 DEFINITION = ServiceDefinition(
     name="document", module=__name__, settings=Settings, tables=tables.kit,
     migrations=Path(__file__).parent / "adapters" / "migrations", stream="DOCUMENT",
-    compose=compose)
+    compose=compose, max_message_bytes=MAX_MESSAGE_BYTES)
 migrate = DEFINITION.migrate
 serve = DEFINITION.serve

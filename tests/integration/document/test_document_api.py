@@ -228,3 +228,23 @@ async def test_the_verify_command_names_the_broken_chain(doc_channel, stack) -> 
         await engine.dispose()
     code, result = await asyncio.to_thread(run)
     assert (code, result["valid"], result["first_broken_sequence"]) == (1, False, 1)
+
+
+async def test_a_pod_with_ten_photos_of_nearly_10_mb_is_taken(doc_channel) -> None:
+    """The largest POD the contract allows (~100 MB) fits the service's message limit."""
+    import io
+    import os as _os
+
+    from PIL import Image
+
+    noise = Image.frombytes("RGB", (2800, 2800), _os.urandom(2800 * 2800 * 3))
+    out = io.BytesIO()
+    noise.save(out, format="JPEG", quality=93)
+    data = out.getvalue()
+    assert 8_000_000 < len(data) <= 10 * 1024 * 1024, len(data)
+    photo = content_pb2.Image(data=data, content_type="image/jpeg")
+    docs = Docs(doc_channel, _client())
+    result = await docs.CaptureProofOfDelivery(ds.CaptureProofOfDeliveryRequest(
+        subject="orders/big", proof_of_delivery=samples.pod(photos=[photo] * 10)))
+    assert len(result.originals) == 11
+    assert len({o.sha256 for o in result.originals[1:]}) == 1  # the same bytes, stored once
