@@ -81,6 +81,9 @@ T = "type.googleapis.com/"
 
 # The largest REST body (a BatchCreateOrders of 1000 orders is ~1.2 MB of JSON); more is 413.
 MAX_REQUEST_BODY = 4 * 1024 * 1024
+# The largest REST response body: a document's content (a POD photo may be 10 MiB, a PDF of a
+# large packing list more) comes back through the transcoder as a google.api.HttpBody.
+MAX_RESPONSE_BODY = 64 * 1024 * 1024
 
 # Local reply HTTP status → google.rpc.Code in the JSON body.
 LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 3, 429: 8,
@@ -538,6 +541,10 @@ def build(config: GatewayConfig) -> dict[str, Any]:
             # `?filter=state+%3D+PENDING` is what form encoders (httpx, requests, browsers) send
             # for spaces; without this the service would see literal plus signs.
             "query_param_unescape_plus": True,
+            # What the transcoder may buffer of one upstream response (the connection's 1 MiB
+            # otherwise: a 2 MB photo from GetDocumentContent was a 500). Requests stay bounded
+            # by the strict JSON check's MAX_REQUEST_BODY, which runs first.
+            "max_response_body_size": MAX_RESPONSE_BODY,
         }},
         {"name": OUTCOME_FILTER, "typed_config": {
             "@type": T + "envoy.extensions.filters.http.lua.v3.Lua",

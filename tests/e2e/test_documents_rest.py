@@ -142,3 +142,27 @@ async def test_a_batch_of_labels_is_an_operation_of_the_document_service(
     assert subjects == [f"orders/b-{i}" for i in range(5)]
     routing_only: Partner = await partner_factory(("routes.read",))
     assert (await routing_only.http.get(f"/v1/{name}")).status_code == 403
+
+
+async def test_a_2_mb_photo_goes_in_as_base64_and_comes_out_as_image_jpeg(
+        partner_factory: Any) -> None:
+    import io
+    import os
+
+    from PIL import Image
+
+    from cartage.document.v1 import content_pb2
+
+    noise = Image.frombytes("RGB", (1300, 1300), os.urandom(1300 * 1300 * 3))
+    out = io.BytesIO()
+    noise.save(out, format="JPEG", quality=95)
+    data = out.getvalue()
+    assert len(data) > 1_500_000
+    partner: Partner = await partner_factory(SCOPES)
+    pod = as_json(samples.pod(photos=[content_pb2.Image(data=data, content_type="image/jpeg")]))
+    captured = await partner.http.post("/v1/documents:captureProofOfDelivery", json={
+        "subject": "orders/e2e-big", "proofOfDelivery": pod})
+    assert captured.status_code == 200, captured.text
+    photo = await partner.http.get(f"/v1/{captured.json()['originals'][1]['name']}:content")
+    assert photo.status_code == 200, photo.text[:300]
+    assert photo.headers["content-type"] == "image/jpeg" and photo.content == data
