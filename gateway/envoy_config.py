@@ -230,6 +230,36 @@ def _timeout(config: GatewayConfig, rpc: contracts.Rpc) -> str:
     return f"{config.unary_timeout_seconds:g}s"
 
 
+def _large_body_routes(config: GatewayConfig, rpcs: list[contracts.Rpc]
+                       ) -> list[dict[str, Any]]:
+    """Routes on the REST paths of RPCs whose policy line allows a larger body: the filters
+    before the transcoder (the strict JSON check's buffer) see the REST path, so this is where
+    a per-route buffer limit takes effect. Nothing is served from here: the transcoder turns
+    the request into its gRPC path, which matches the RPC's own route; a request it does not
+    transcode gets the same 404 as any unknown path."""
+    found: list[dict[str, Any]] = []
+    for rpc in rpcs:
+        rule = config.policy.get(rpc.path.lstrip("/"))
+        if rpc.shared or rule is None or rule.max_request_bytes is None \
+                or not set(rpc.owners) & set(config.upstreams):
+            continue
+        for binding in rpc.bindings:
+            if "{" in binding.template or binding.verb not in ("POST", "PUT", "PATCH"):
+                continue
+            found.append({
+                "name": f"rest-body:{rpc.path.lstrip('/')}",
+                "match": {"path": binding.template},
+                "direct_response": {"status": 404, "body": {"inline_string": "no such endpoint"}},
+                "typed_per_filter_config": {
+                    "envoy.filters.http.rbac": {
+                        "@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"},
+                    STRICT_JSON_BUFFER: {
+                        "@type": T + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                        "buffer": {"max_request_bytes": rule.max_request_bytes}}},
+            })
+    return found
+
+
 def _public_paths(rpcs: list[contracts.Rpc], config: GatewayConfig) -> list[str]:
     """Regexes of the REST paths of the RPCs whose policy line is PUBLIC (GET bindings only:
     `/v1/downloads/{token}` -> `^/v1/downloads/[^/?]+$`, a query string allowed)."""
@@ -306,6 +336,7 @@ def _routes(config: GatewayConfig, rpcs: list[contracts.Rpc]) -> list[dict[str, 
                     "envoy.filters.http.rbac": _scope_rbac(None),
                     operations.FILTER: operations.per_route()},
             })
+    routes += _large_body_routes(config, rpcs)
     # Anything else: 404 (after authentication, so the surface is not probed anonymously).
     routes.append({
         "name": "not_found",

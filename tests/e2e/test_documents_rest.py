@@ -166,3 +166,36 @@ async def test_a_2_mb_photo_goes_in_as_base64_and_comes_out_as_image_jpeg(
     photo = await partner.http.get(f"/v1/{captured.json()['originals'][1]['name']}:content")
     assert photo.status_code == 200, photo.text[:300]
     assert photo.headers["content-type"] == "image/jpeg" and photo.content == data
+
+
+async def test_a_pod_larger_than_the_gateways_body_limit_goes_through_its_own_route(
+        partner_factory: Any) -> None:
+    """Four ~3 MB photos: ~16 MiB of JSON, four times the gateway's MAX_REQUEST_BODY, which
+    CaptureProofOfDelivery's policy line raises for its route alone."""
+    import io
+    import os
+    import time
+
+    from PIL import Image
+
+    from cartage.document.v1 import content_pb2
+    from gateway.envoy_config import MAX_REQUEST_BODY
+
+    noise = Image.frombytes("RGB", (1700, 1700), os.urandom(1700 * 1700 * 3))
+    out = io.BytesIO()
+    noise.save(out, format="JPEG", quality=97)
+    photo = content_pb2.Image(data=out.getvalue(), content_type="image/jpeg")
+    partner: Partner = await partner_factory(SCOPES)
+    body = {"subject": "orders/e2e-huge",
+            "proofOfDelivery": as_json(samples.pod(photos=[photo] * 4))}
+    started = time.perf_counter()
+    captured = await partner.http.post("/v1/documents:captureProofOfDelivery", json=body)
+    elapsed = time.perf_counter() - started
+    assert captured.status_code == 200, captured.text[:300]
+    size = len(captured.request.content)
+    assert size > 3 * MAX_REQUEST_BODY, size
+    print(f"POD of {size} bytes of JSON through the gateway in {elapsed:.2f} s")
+    # Other routes keep the gateway's limit.
+    too_big = await partner.http.post("/v1/documents:generate", json={
+        "subject": "x" * (MAX_REQUEST_BODY + 10), "billOfLading": {}})
+    assert too_big.status_code == 413, too_big.text[:200]

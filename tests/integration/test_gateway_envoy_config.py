@@ -343,3 +343,21 @@ def test_a_public_rpc_skips_the_token_on_its_rest_path_only() -> None:
     assert allowed_scopes(route) is None
     assert allowed_scopes(routes(bootstrap)[
         "cartage.document.v1.DocumentService/GetDocumentContent"]) == ["documents.read"]
+
+
+def test_a_larger_body_is_allowed_on_its_rest_path_only() -> None:
+    """CaptureProofOfDelivery's policy line raises the strict JSON buffer for its REST path
+    (the route the filters before the transcoder see); nothing is served from that route."""
+    from gateway.envoy_config import STRICT_JSON_BUFFER
+
+    generated = routes(build(config()))
+    route = generated["rest-body:cartage.document.v1.DocumentService/CaptureProofOfDelivery"]
+    assert route["match"] == {"path": "/v1/documents:captureProofOfDelivery"}
+    assert route["direct_response"]["status"] == 404 and "route" not in route
+    limit = POLICY["cartage.document.v1.DocumentService/CaptureProofOfDelivery"]
+    assert route["typed_per_filter_config"][STRICT_JSON_BUFFER]["buffer"] == {
+        "max_request_bytes": limit.max_request_bytes}
+    assert [name for name in generated if name.startswith("rest-body:")] == [
+        "rest-body:cartage.document.v1.DocumentService/CaptureProofOfDelivery"]
+    names = list(generated)
+    assert names.index(route["name"]) < names.index("not_found")
