@@ -9,10 +9,11 @@ from google.longrunning import operations_pb2_grpc
 
 from cartage.document.v1 import document_service_pb2, document_service_pb2_grpc
 from services.document import conversion
-from services.document.adapters import tables
+from services.document.adapters import s3_store, tables
 from services.document.adapters.events import DocumentEvents
 from services.document.adapters.render import PdfRenderer
 from services.document.adapters.repository import BatchRepository, DocumentRepository
+from services.document.adapters.s3_store import S3ContentStore
 from services.document.adapters.store import LocalContentStore
 from services.document.api.operations import DocumentOperations
 from services.document.api.servicer import DocumentServicer
@@ -30,8 +31,13 @@ MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 
 def compose(runtime: Runtime) -> Composition:
     settings: Settings = runtime.settings
-    store = LocalContentStore(settings.store_dir)
-    store.sweep_temporary()
+    store: LocalContentStore | S3ContentStore
+    if settings.s3_bucket:
+        store = s3_store.from_settings(settings.s3_endpoint, settings.s3_bucket,
+                                       settings.s3_region)
+    else:
+        store = LocalContentStore(settings.store_dir)
+        store.sweep_temporary()
     documents = DocumentUseCases(
         runtime.uow, DocumentRepository(), store, PdfRenderer(), DocumentEvents(),
         Codecs(conversion.DOCUMENT_CODEC, conversion.POD_CODEC), settings.key(),

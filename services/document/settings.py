@@ -21,6 +21,11 @@ class Settings(ServiceSettings):
     grpc_address: str = "127.0.0.1:50055"
     # The content store: a local directory (content-addressed, see adapters/store.py).
     store_dir: str = ".cartage/documents"
+    # An S3-compatible store instead of the directory: its endpoint (empty: AWS itself when a
+    # bucket is set), bucket and region; credentials come from the AWS_* environment.
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
     # The key that signs download links and the chain heads (hex, >= 32 bytes). Empty: the key
     # file below is used, made with a random key on first start (never a built-in default).
     signing_key: str = ""
@@ -40,11 +45,16 @@ class Settings(ServiceSettings):
             "signing_key_file": env.str("DOCUMENT_SIGNING_KEY_FILE",
                                         str(Path(data) / "document-signing-key")),
             "link_ttl_s": env.int("DOCUMENT_LINK_TTL_S", cls.link_ttl_s),
+            "s3_endpoint": env.str("DOCUMENT_S3_ENDPOINT", ""),
+            "s3_bucket": env.str("DOCUMENT_S3_BUCKET", ""),
+            "s3_region": env.str("DOCUMENT_S3_REGION", cls.s3_region),
         }
 
     def check(self) -> None:
         if not 60 <= self.link_ttl_s <= 86_400:
             raise SettingsError("DOCUMENT_LINK_TTL_S must be between 60 and 86400 seconds")
+        if self.s3_endpoint and not self.s3_bucket:
+            raise SettingsError("DOCUMENT_S3_ENDPOINT needs DOCUMENT_S3_BUCKET")
         if self.signing_key:
             _parse_key(self.signing_key, "DOCUMENT_SIGNING_KEY")
 
