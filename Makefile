@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto chart helm lint test test-faults fuzz run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-carrier bench-tracking clean
+.PHONY: install proto chart helm lint test test-faults fuzz run bench bench-documents bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-carrier bench-tracking clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,10 +71,14 @@ fuzz: proto
 run: proto
 	$(BIN)/python -m services.stack
 
-bench: bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-carrier bench-tracking
+bench: bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-carrier bench-tracking bench-documents
 
 bench-orders: proto
 	$(BIN)/python -m bench.orders
+
+# Document service: BOLs/s, labels/s in a 500-label operation, POD capture p99 (~1 minute).
+bench-documents: proto
+	$(BIN)/python -m bench.documents
 
 # Outbox relay, consumers and the lag under batch ingestion against bare JetStream (~3 minutes).
 bench-events: proto

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from gateway.contracts import Rpc
 
 READ, WRITE = "read", "write"
+# The scope of an RPC anyone may call without a token (its own argument is the credential,
+# as a signed download link is): its REST path skips jwt_authn and its route has no RBAC.
 OPERATIONS = "google.longrunning.Operations"
 
 
@@ -32,6 +34,9 @@ OPERATIONS = "google.longrunning.Operations"
 class Rule:
     scope: str
     rate_class: str
+    # A larger REST body than the gateway's MAX_REQUEST_BODY for this RPC alone (a proof of
+    # delivery carries photos as base64); None: the gateway's limit.
+    max_request_bytes: int | None = None
 
 
 POLICY: dict[str, Rule] = {
@@ -101,6 +106,20 @@ POLICY: dict[str, Rule] = {
     "cartage.tracking.v1.TrackingService/RevokeTrackingLink": Rule("tracking.write", WRITE),
     # The public link view: the signed token in the path is the authorization (PUBLIC below).
     "cartage.tracking.v1.TrackingService/GetSharedTracking": Rule("tracking.read", READ),
+    # Documents: generated paper, proofs of delivery, signed links, the tamper-evident chain.
+    "cartage.document.v1.DocumentService/GenerateDocument": Rule("documents.write", WRITE),
+    "cartage.document.v1.DocumentService/BatchGenerateDocuments": Rule("documents.write", WRITE),
+    # A signature and 10 photos of up to 10 MiB, base64 in JSON (4/3 of the bytes) and the rest.
+    "cartage.document.v1.DocumentService/CaptureProofOfDelivery": Rule(
+        "documents.write", WRITE, max_request_bytes=150 * 1024 * 1024),
+    "cartage.document.v1.DocumentService/GetDocument": Rule("documents.read", READ),
+    "cartage.document.v1.DocumentService/ListDocuments": Rule("documents.read", READ),
+    "cartage.document.v1.DocumentService/GetDocumentContent": Rule("documents.read", READ),
+    "cartage.document.v1.DocumentService/VoidDocument": Rule("documents.write", WRITE),
+    "cartage.document.v1.DocumentService/CreateDownloadLink": Rule("documents.read", WRITE),
+    "cartage.document.v1.DocumentService/VerifyDocumentChain": Rule("documents.read", READ),
+    # The signed link is the credential: served without a token (PUBLIC below).
+    "cartage.document.v1.DocumentService/DownloadDocument": Rule("documents.read", READ),
 }
 
 
@@ -172,6 +191,8 @@ TIERS: dict[str, dict[str, Bucket]] = {
 PUBLIC.update({
     # A consignee opening a tracking link: a few requests per second per address.
     "cartage.tracking.v1.TrackingService/GetSharedTracking": Bucket(5, 1),
+    # A browser fetching a document through its signed download link.
+    "cartage.document.v1.DocumentService/DownloadDocument": Bucket(5, 1),
 })
 
 

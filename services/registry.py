@@ -90,6 +90,14 @@ SERVICES: tuple[ServiceEntry, ...] = (
         grpc_services=("cartage.tracking.v1.TrackingService",),
         # Every replica signs and checks tracking links with the same key.
         secret_env=(("TRACKING_LINK_SECRET", "trackingLinkSecret"),)),
+    ServiceEntry(
+        name="document", package="services.document", default_port=50055,
+        env_prefix="DOCUMENT", proto_package="cartage.document.v1",
+        grpc_services=("cartage.document.v1.DocumentService",),
+        serves_operations=True,
+        operation_scopes=OperationScopes(read="documents.read", write="documents.write"),
+        # The key of download links and chain heads: one for every replica.
+        secret_env=(("DOCUMENT_SIGNING_KEY", "documentSigningKey"),)),
 )
 
 #: The owner of operations named the old way, `operations/{id}` (before operation names

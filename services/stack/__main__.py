@@ -124,7 +124,7 @@ def _local_secret(data: Path, name: str) -> str:
     path = data / name.lower().replace("_", "-")
     if not path.exists():
         path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(48))
+        path.write_text(secrets.token_hex(32))  # hex: every service's key format
     return path.read_text().strip()
 
 

@@ -41,6 +41,7 @@ SCHEMAS = {
     "routing": lambda: _service("services.routing.app"),
     "carrier": lambda: _service("services.carrier.app"),
     "tracking": lambda: _service("services.tracking.app"),
+    "document": lambda: _service("services.document.app"),
     "gateway": _auth,
 }
 
