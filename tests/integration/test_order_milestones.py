@@ -14,7 +14,6 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import grpc
-import nats
 import sqlalchemy as sa
 
 from cartage.order.v1 import order_pb2
@@ -23,10 +22,14 @@ from cartage.tracking.v1 import events_pb2 as tracking_events
 from cartage.tracking.v1 import tracking_pb2, tracking_service_pb2
 from services.kit.clock import set_timestamp
 from services.kit.db import create_engine
-from services.kit.events import EVENT_TYPE_HEADER, catalog
-from services.kit.relay import ensure_stream
 from tests.integration.tracking.conftest import TrackingClient
-from tests.support import OrderClient, eventually, new_client_id, stream_events
+from tests.support import (
+    OrderClient,
+    eventually,
+    new_client_id,
+    publish_events,
+    stream_events,
+)
 
 State = order_pb2.Order
 PICKED_UP = tracking_pb2.MILESTONE_TYPE_PICKED_UP
@@ -48,19 +51,6 @@ def _milestone(client_id: str, order: str, stop_id: str, kind: int, minute: int 
     set_timestamp(event.milestone.event_time, when)
     set_timestamp(event.event_time, when)
     return event
-
-
-async def _publish(nats_url: str, *events: tracking_events.MilestoneRecordedEvent) -> None:
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        await ensure_stream(js, "TRACKING", catalog().streams()["TRACKING"], update=False)
-        for event in events:
-            kind = catalog().of(event)
-            await js.publish(kind.subject, event.SerializeToString(), headers={
-                "Nats-Msg-Id": event.event_id, EVENT_TYPE_HEADER: kind.name})
-    finally:
-        await nc.close()
 
 
 async def _released(client: OrderClient) -> order_pb2.Order:
@@ -88,17 +78,18 @@ async def test_pickup_then_delivery_moves_the_order_and_publishes_once(
         stack, channel) -> None:
     client = OrderClient(channel, new_client_id())
     order = await _released(client)
-    await _publish(stack.nats_url, _milestone(client.client_id, order.name, "pickup", ARRIVED))
+    await publish_events(stack.nats_url,
+                         _milestone(client.client_id, order.name, "pickup", ARRIVED))
     picked = _milestone(client.client_id, order.name, "pickup", PICKED_UP, 5)
-    await _publish(stack.nats_url, picked)
+    await publish_events(stack.nats_url, picked)
     moved = await eventually(lambda: _get(client, order.name),
                              until=lambda o: o.state == State.STATE_IN_TRANSIT)
     assert moved.etag == "v3"  # created v1, released v2, in transit v3: ARRIVED moved nothing
     # an attempt is not a delivery
-    await _publish(stack.nats_url,
+    await publish_events(stack.nats_url,
                    _milestone(client.client_id, order.name, "delivery", ATTEMPTED, 60))
     delivered = _milestone(client.client_id, order.name, "delivery", DELIVERED, 90)
-    await _publish(stack.nats_url, delivered)
+    await publish_events(stack.nats_url, delivered)
     done = await eventually(lambda: _get(client, order.name),
                             until=lambda o: o.state == State.STATE_DELIVERED)
     assert done.etag == "v4"
@@ -113,46 +104,29 @@ async def test_pickup_then_delivery_moves_the_order_and_publishes_once(
     assert completed.milestone_time == delivered.milestone.event_time
     assert completed.order.state == State.STATE_DELIVERED
 
-    # The same events again, past JetStream's duplicate detection (new message ids), and a
-    # late PICKED_UP: no second effect, no step back.
-    again = [tracking_events.MilestoneRecordedEvent() for _ in range(2)]
-    for copy, original in zip(again, (picked, delivered), strict=True):
-        copy.CopyFrom(original)
-    await _publish_redelivered(stack.nats_url, *again)
-    await _publish(stack.nats_url, _milestone(client.client_id, order.name, "pickup",
+    # The same events delivered again (a lost ack), and a late PICKED_UP: no second effect,
+    # no step back.
+    await publish_events(stack.nats_url, picked, delivered, redelivery=True)
+    await publish_events(stack.nats_url, _milestone(client.client_id, order.name, "pickup",
                                               PICKED_UP, 120))
     probe = await _released(client)
-    await _publish(stack.nats_url, _milestone(client.client_id, probe.name, "pickup", PICKED_UP))
+    await publish_events(stack.nats_url,
+                         _milestone(client.client_id, probe.name, "pickup", PICKED_UP))
     await _settled(client, stack.nats_url, probe.name)
     after = await _get(client, order.name)
     assert (after.state, after.etag) == (State.STATE_DELIVERED, "v4")
     assert Counter(await _order_events(stack.nats_url, order.name)) == Counter(events)
 
 
-async def _publish_redelivered(nats_url: str, *events: tracking_events.MilestoneRecordedEvent
-                               ) -> None:
-    """Publish events whose ids the consumer has handled, as a redelivery after a lost ack (or
-    a producer's retry past the duplicate window) would bring them: another Nats-Msg-Id, the
-    same event id inside. Only the inbox can make them no-ops."""
-    nc = await nats.connect(nats_url)
-    try:
-        js = nc.jetstream()
-        for event in events:
-            kind = catalog().of(event)
-            await js.publish(kind.subject, event.SerializeToString(), headers={
-                "Nats-Msg-Id": os.urandom(8).hex(), EVENT_TYPE_HEADER: kind.name})
-    finally:
-        await nc.close()
-
-
 async def test_delivered_before_picked_up_ends_delivered(stack, channel) -> None:
     client = OrderClient(channel, new_client_id())
     order = await _released(client)
-    await _publish(stack.nats_url,
+    await publish_events(stack.nats_url,
                    _milestone(client.client_id, order.name, "delivery", DELIVERED, 90),
                    _milestone(client.client_id, order.name, "pickup", PICKED_UP, 5))
     probe = await _released(client)
-    await _publish(stack.nats_url, _milestone(client.client_id, probe.name, "pickup", DEPARTED))
+    await publish_events(stack.nats_url,
+                         _milestone(client.client_id, probe.name, "pickup", DEPARTED))
     await _settled(client, stack.nats_url, probe.name)  # DEPARTED from the pickup counts too
     after = await _get(client, order.name)
     assert (after.state, after.etag) == (State.STATE_DELIVERED, "v3")
@@ -179,9 +153,10 @@ async def test_milestones_of_unknown_cancelled_and_foreign_orders_change_nothing
         # DEPARTED from the delivery stop is not a pickup
         _milestone(client.client_id, mine.name, "delivery", DEPARTED, 70),
     ]
-    await _publish(stack.nats_url, *events)
+    await publish_events(stack.nats_url, *events)
     probe = await _released(client)
-    await _publish(stack.nats_url, _milestone(client.client_id, probe.name, "pickup", PICKED_UP))
+    await publish_events(stack.nats_url,
+                         _milestone(client.client_id, probe.name, "pickup", PICKED_UP))
     await _settled(client, stack.nats_url, probe.name)
     assert [(o.state, o.etag) for o in [await _get(client, n) for n in
                                         (cancelled.name, created.name, mine.name)]] == [
