@@ -320,3 +320,38 @@ class OrderLoad:
             parts.append(f"{phase}: {self.ok(phase)} ok, {sum(codes.values())} errors"
                          + (f" {dict(codes)}" if codes else ""))
         return "; ".join(parts)
+
+
+async def publish_events(nats_url: str, *events: Any, redelivery: bool = False) -> None:
+    """Publish contract events on their stream as our relay does (Nats-Msg-Id = event id, the
+    event-type header). With `redelivery`, the stream's duplicate window is shrunk meanwhile
+    so that JetStream keeps the copies: what a consumer sees when an ack was lost or a
+    producer retried past the window, the same message id again, which only a consumer's
+    inbox can turn into a no-op."""
+    import dataclasses
+
+    from services.kit.events import EVENT_TYPE_HEADER
+    from services.kit.relay import ensure_stream
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        streams = {catalog().of(event).stream for event in events}
+        for stream in streams:
+            await ensure_stream(js, stream, catalog().streams()[stream], update=False)
+        configs = {s: (await js.stream_info(s)).config for s in streams}
+        if redelivery:
+            for config in configs.values():
+                await js.update_stream(dataclasses.replace(config, duplicate_window=0.2))
+            await asyncio.sleep(0.5)
+        try:
+            for event in events:
+                kind = catalog().of(event)
+                await js.publish(kind.subject, event.SerializeToString(), headers={
+                    "Nats-Msg-Id": event.event_id, EVENT_TYPE_HEADER: kind.name})
+        finally:
+            if redelivery:
+                for config in configs.values():
+                    await js.update_stream(config)
+    finally:
+        await nc.close()

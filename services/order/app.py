@@ -13,7 +13,13 @@ from services.kit.messaging import ConsumerSpec
 from services.kit.uow import Transaction
 from services.order import conversion
 from services.order.adapters import tables
-from services.order.adapters.events import PLAN_SUBJECTS, OrderEvents, active_plan
+from services.order.adapters.events import (
+    MILESTONE_RECORDED,
+    PLAN_SUBJECTS,
+    OrderEvents,
+    active_plan,
+    shipment_milestone,
+)
 from services.order.adapters.repository import OrderRepository
 from services.order.api.servicer import OrderServicer
 from services.order.settings import Settings
@@ -33,6 +39,12 @@ def compose(runtime: Runtime) -> Composition:
         if plan is not None:
             await orders.follow_plan(tx, plan)
 
+    async def follow_shipment(tx: Transaction, msg: Msg) -> None:
+        """Orders follow their goods (IN_TRANSIT, DELIVERED), from tracking's milestones."""
+        milestone = shipment_milestone(catalog().decode(msg))
+        if milestone is not None:
+            await orders.follow_shipment(tx, milestone)
+
     return Composition(
         register=lambda server: order_service_pb2_grpc.add_OrderServiceServicer_to_server(
             servicer, server),
@@ -40,8 +52,14 @@ def compose(runtime: Runtime) -> Composition:
         # In stream order (one lane): each plan event replaces the client's previous plan, so
         # an older plan applied after a newer one would leave its orders in the wrong state.
         # A transaction per event: a plan reads the order states the previous one wrote.
+        # Milestones likewise (one lane, a transaction per event): a DELIVERED right after a
+        # PICKED_UP of the same order must see the IN_TRANSIT that one wrote. Order does not
+        # matter otherwise: the states only move forward, so DELIVERED before PICKED_UP ends
+        # DELIVERED too.
         consumers=[(ConsumerSpec.of("order-plans", *PLAN_SUBJECTS, concurrency=1,
-                                    batch_transaction=False), follow_plan)],
+                                    batch_transaction=False), follow_plan),
+                   (ConsumerSpec.of("order-milestones", MILESTONE_RECORDED, concurrency=1,
+                                    batch_transaction=False), follow_shipment)],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +16,15 @@ from services.kit.db import constraint_name
 from services.kit.errors import AlreadyExists, CartageError, NotFound
 from services.kit.idempotency import Codec, IdempotencyKey, idempotent
 from services.kit.uow import OutgoingEvent, Transaction, UnitOfWork
-from services.order.domain.model import ActivePlan, Order, State
+from services.order.domain.model import (
+    ActivePlan,
+    Order,
+    ShipmentMilestone,
+    State,
+    shipment_target,
+)
+
+log = logging.getLogger(__name__)
 
 UNIQUE_REFERENCE = "uq_orders_client_reference"
 
@@ -52,6 +61,8 @@ class Events(Protocol):
     def updated(self, order: Order, paths: list[str]) -> OutgoingEvent: ...
     def released(self, order: Order) -> OutgoingEvent: ...
     def cancelled(self, order: Order, previous: State) -> OutgoingEvent: ...
+    def in_transit(self, order: Order, milestone: ShipmentMilestone) -> OutgoingEvent: ...
+    def completed(self, order: Order, milestone: ShipmentMilestone) -> OutgoingEvent: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +235,29 @@ class OrderUseCases:
             moved = order.follow_plan(planned, now) if order is not None else None
             if moved is not None:
                 self._orders.save(tx, moved)
+
+    async def follow_shipment(self, tx: Transaction, milestone: ShipmentMilestone
+                              ) -> Order | None:
+        """A milestone the tracking service recorded (in the consumer's transaction): the
+        order moves to IN_TRANSIT or DELIVERED and publishes `order.in_transit` or
+        `order.completed`. Returns the moved order; None when the milestone changes nothing
+        (see `Order.follow_shipment`), which is not an error: the inbox has recorded the event,
+        so an unknown or cancelled order's milestone is not retried or dead-lettered."""
+        target = shipment_target(milestone.stop_id, milestone.type)
+        if target is None:
+            return None
+        order = await self._orders.get(tx, milestone.client_id, milestone.order_id,
+                                       for_update=True)
+        moved = order.follow_shipment(target, self._clock()) if order is not None else None
+        if moved is None:
+            log.info("milestone changes no order", extra={
+                "milestone": milestone.milestone, "target": target.name,
+                "state": order.state.name if order is not None else "UNKNOWN_ORDER"})
+            return None
+        self._orders.save(tx, moved)
+        tx.publish(self._events.in_transit(moved, milestone) if target is State.IN_TRANSIT
+                   else self._events.completed(moved, milestone))
+        return moved
 
     async def _require(
         self, tx: Transaction, client_id: str, order_id: str, *, for_update: bool = False

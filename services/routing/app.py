@@ -81,6 +81,13 @@ def compose(runtime: Runtime) -> Composition:
         if decoded is not None:
             await jobs.on_vehicle_status(tx, decoded)
 
+    async def on_tracking(tx: Transaction, msg: Msg) -> None:
+        decoded = events.decode_tracking_event(msg)
+        if isinstance(decoded, events.MilestoneRecorded):
+            await jobs.on_milestone(tx, decoded)
+        elif decoded is not None:
+            await jobs.on_late_risk(tx, decoded)
+
     return Composition(
         register=register,
         service_names=[SERVICE_NAME, OPERATIONS_NAME],
@@ -94,6 +101,9 @@ def compose(runtime: Runtime) -> Composition:
                              batch_transaction=False), on_order),
             (ConsumerSpec.of("routing-vehicles", events.VEHICLE_STATUS_CHANGED, concurrency=1,
                              batch_transaction=False), on_vehicle),
+            # One lane too: a late risk reads the milestones recorded before it.
+            (ConsumerSpec.of("routing-tracking", *events.TRACKING_SUBJECTS, concurrency=1,
+                             batch_transaction=False), on_tracking),
         ],
         jobs=[Job("planner", planner.run)],
     )

@@ -3,6 +3,7 @@ the routing service's plan events this service follows (decoded into the domain'
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from google.protobuf import field_mask_pb2
@@ -10,14 +11,18 @@ from google.protobuf.message import Message
 
 from cartage.order.v1 import events_pb2, order_pb2
 from cartage.routing.v1 import events_pb2 as routing_events
+from cartage.tracking.v1 import events_pb2 as tracking_events
+from services.kit.clock import set_timestamp
 from services.kit.events import catalog
 from services.kit.uow import OutgoingEvent
 from services.kit.wire import embedded
 from services.order.conversion import order_bytes
-from services.order.domain.model import ActivePlan, Order, State
+from services.order.domain.model import ActivePlan, Order, ShipmentMilestone, State
 
 # routing's events that say a plan became the fleet's active plan
 PLAN_SUBJECTS = ("route.planned", "route.updated")
+# the tracking service's event that moves an order's goods
+MILESTONE_RECORDED = "milestone.recorded"
 
 
 def _outgoing(event: Any, order: Order) -> OutgoingEvent:
@@ -43,6 +48,27 @@ class OrderEvents:
         event = events_pb2.OrderCancelledEvent(
             previous_state=order_pb2.Order.State.ValueType(previous))
         return _outgoing(event, order)
+
+    def in_transit(self, order: Order, milestone: ShipmentMilestone) -> OutgoingEvent:
+        event = events_pb2.OrderInTransitEvent(milestone=milestone.milestone)
+        set_timestamp(event.milestone_time, milestone.event_time)
+        return _outgoing(event, order)
+
+    def completed(self, order: Order, milestone: ShipmentMilestone) -> OutgoingEvent:
+        event = events_pb2.OrderCompletedEvent(milestone=milestone.milestone)
+        set_timestamp(event.milestone_time, milestone.event_time)
+        return _outgoing(event, order)
+
+
+def shipment_milestone(event: Message | None) -> ShipmentMilestone | None:
+    """The milestone of a milestone.recorded event; None for any other event."""
+    if not isinstance(event, tracking_events.MilestoneRecordedEvent):
+        return None
+    milestone = event.milestone
+    return ShipmentMilestone(
+        client_id=event.client_id, order_id=event.order.removeprefix("orders/"),
+        milestone=milestone.name, stop_id=milestone.stop_id, type=int(milestone.type),
+        event_time=milestone.event_time.ToDatetime(tzinfo=UTC))
 
 
 def active_plan(event: Message | None) -> ActivePlan | None:

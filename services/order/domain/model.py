@@ -31,10 +31,16 @@ class State(enum.IntEnum):
 
 
 # Every allowed lifecycle move. Anything else is FAILED_PRECONDITION.
+# The tracking service's milestones move a released order forward (`follow_shipment`):
+# RELEASED as well as PLANNED, because an order that goes by carrier has no route plan, and the
+# plan event and the pickup travel on different streams; straight to DELIVERED, because a
+# DELIVERED milestone may arrive before the PICKED_UP one. Nothing moves an order back.
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.CREATED: frozenset({State.RELEASED, State.CANCELLED}),
-    State.RELEASED: frozenset({State.PLANNED, State.CANCELLED}),
-    State.PLANNED: frozenset({State.RELEASED, State.IN_TRANSIT, State.CANCELLED}),
+    State.RELEASED: frozenset({State.PLANNED, State.IN_TRANSIT, State.DELIVERED,
+                               State.CANCELLED}),
+    State.PLANNED: frozenset({State.RELEASED, State.IN_TRANSIT, State.DELIVERED,
+                              State.CANCELLED}),
     State.IN_TRANSIT: frozenset({State.DELIVERED}),
     State.DELIVERED: frozenset(),
     State.CANCELLED: frozenset(),
@@ -99,6 +105,15 @@ class Order:
                           else (State.PLANNED, State.RELEASED))
         return self._move(target, now) if self.state is source else None
 
+    def follow_shipment(self, target: State, now: datetime) -> Order | None:
+        """The order after a milestone that puts its goods in `target` (IN_TRANSIT or
+        DELIVERED, `shipment_target`). None when that changes nothing: the order is there or
+        beyond already (a late PICKED_UP after DELIVERED), is CANCELLED, or was never
+        released (CREATED: not handed to dispatch, so no shipment of ours moves it)."""
+        if target not in TRANSITIONS[self.state]:
+            return None
+        return self._move(target, now)
+
     def cancel(self, reason: str, now: datetime) -> Order:
         return self._move(State.CANCELLED, now, cancel_reason=reason)
 
@@ -125,3 +140,45 @@ class ActivePlan:
     client_id: str
     planned: frozenset[str]
     unassigned: frozenset[str]
+
+
+class MilestoneType(enum.IntEnum):
+    """The tracking contract's `MilestoneType` numbers this service acts on."""
+
+    ARRIVED = 1
+    PICKED_UP = 2
+    DEPARTED = 3
+    DELIVERY_ATTEMPTED = 4
+    DELIVERED = 5
+    EXCEPTION = 6
+
+
+# The stops of an order as the tracking service names them.
+PICKUP_STOP = "pickup"
+DELIVERY_STOP = "delivery"
+
+
+@dataclass(frozen=True, slots=True)
+class ShipmentMilestone:
+    """A milestone the tracking service recorded for one of a client's orders
+    (`milestone.recorded`)."""
+
+    client_id: str
+    order_id: str
+    milestone: str  # orders/{order}/milestones/{milestone}
+    stop_id: str
+    type: int  # a MilestoneType number, or one this service does not know
+    event_time: datetime
+
+
+def shipment_target(stop_id: str, milestone_type: int) -> State | None:
+    """The order state a milestone puts the goods in: IN_TRANSIT once they left the pickup
+    (PICKED_UP, or DEPARTED from the pickup stop), DELIVERED when they were handed over at the
+    delivery stop (an order has one; DELIVERY_ATTEMPTED is not a delivery). None for any other
+    milestone (ARRIVED, an exception, …)."""
+    if milestone_type == MilestoneType.PICKED_UP or (
+            milestone_type == MilestoneType.DEPARTED and stop_id == PICKUP_STOP):
+        return State.IN_TRANSIT
+    if milestone_type == MilestoneType.DELIVERED and stop_id == DELIVERY_STOP:
+        return State.DELIVERED
+    return None

@@ -10,22 +10,31 @@ may publish too.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from nats.aio.msg import Msg
 
 from cartage.order.v1 import events_pb2 as order_events
 from cartage.routing.v1 import events_pb2, vehicle_pb2
+from cartage.tracking.v1 import events_pb2 as tracking_events
+from cartage.tracking.v1 import tracking_pb2
 from services.kit.events import catalog
 from services.kit.uow import OutgoingEvent
 from services.routing.conversion import decision_to_proto, plan_to_proto, vehicle_to_proto
-from services.routing.domain.incoming import OrderChanged, VehicleStatusChanged
+from services.routing.domain.incoming import (
+    LateRisk,
+    MilestoneRecorded,
+    OrderChanged,
+    VehicleStatusChanged,
+)
 from services.routing.domain.model import Decision, RoutePlan, Vehicle, VehicleStatus
 
 VEHICLE_STATUS_CHANGED = "vehicle.status_changed"
 # The order service's events routing replans on (their classes come from the registry).
 ORDER_SUBJECTS = ("order.created", "order.updated", "order.released", "order.cancelled")
+# The tracking service's events: what happened at the stops, and late risks.
+TRACKING_SUBJECTS = ("milestone.recorded", "exception.raised")
 
 
 def _outgoing(event: Any, client_id: str, when: datetime) -> OutgoingEvent:
@@ -77,3 +86,23 @@ def decode_vehicle_event(msg: Msg) -> VehicleStatusChanged | None:
     status = VehicleStatus(event.vehicle.status) if event.vehicle.status in known else None
     return VehicleStatusChanged(event.client_id, event.vehicle.name, status, event.reason,
                                 event.event_id)
+
+
+def _time(message: Any, field: str) -> datetime | None:
+    return message.__getattribute__(field).ToDatetime(tzinfo=UTC) if message.HasField(field) \
+        else None
+
+
+def decode_tracking_event(msg: Msg) -> MilestoneRecorded | LateRisk | None:
+    """A milestone, or a late-risk exception; None for anything else (other exceptions: a
+    damaged or refused load is no reason to move stops)."""
+    event = catalog().decode(msg)
+    if isinstance(event, tracking_events.MilestoneRecordedEvent):
+        m = event.milestone
+        return MilestoneRecorded(event.client_id, event.order, m.stop_id, int(m.type),
+                                 m.event_time.ToDatetime(tzinfo=UTC), event.event_id)
+    if (isinstance(event, tracking_events.ExceptionRaisedEvent)
+            and event.reason == tracking_pb2.EXCEPTION_REASON_LATE_RISK):
+        return LateRisk(event.client_id, event.order, event.stop_id, event.vehicle,
+                        _time(event, "eta"), _time(event, "window_end_time"), event.event_id)
+    return None

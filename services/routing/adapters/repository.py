@@ -17,6 +17,7 @@ from services.kit.uow import Transaction
 from services.routing.adapters.tables import (
     decisions,
     incidents,
+    milestones,
     operations,
     orders,
     policies,
@@ -24,6 +25,7 @@ from services.routing.adapters.tables import (
     vehicles,
 )
 from services.routing.conversion import trigger_from_proto, trigger_to_proto
+from services.routing.domain.incoming import MilestoneRecorded
 from services.routing.domain.model import (
     AutonomyPolicy,
     Change,
@@ -37,6 +39,7 @@ from services.routing.domain.model import (
     Vehicle,
     VehicleStatus,
 )
+from services.routing.domain.tracking import StopMilestone
 from services.routing.use_cases.ports import Page
 
 _OPERATORS = {"=": operator.eq, "!=": operator.ne}
@@ -203,6 +206,26 @@ class RoutingRepository:
             where=orders.c.version < statement.excluded.version,
         ).returning(orders.c.name)
         return (await tx.execute(statement)).first() is not None
+
+    async def record_milestone(self, tx: Transaction, milestone: MilestoneRecorded,
+                               now: datetime) -> None:
+        """Keep the milestone (the earliest event time of its stop and type)."""
+        statement = pg_insert(milestones).values(
+            client_id=milestone.client_id, order_name=milestone.order,
+            stop_id=milestone.stop_id, type=milestone.type, event_time=milestone.event_time,
+            record_time=now)
+        await tx.execute(statement.on_conflict_do_update(
+            index_elements=[milestones.c.client_id, milestones.c.order_name,
+                            milestones.c.stop_id, milestones.c.type],
+            set_={"event_time": sa.func.least(milestones.c.event_time,
+                                              statement.excluded.event_time)}))
+
+    async def milestones(self, tx: Transaction, client_id: str, orders: Iterable[str]
+                         ) -> list[StopMilestone]:
+        rows = await tx.execute(sa.select(
+            milestones.c.order_name, milestones.c.stop_id, milestones.c.type).where(
+            milestones.c.client_id == client_id, milestones.c.order_name.in_(list(orders))))
+        return [StopMilestone(row.order_name, row.stop_id, row.type) for row in rows]
 
     async def orders(self, tx: Transaction, client_id: str, names: Iterable[str]
                      ) -> dict[str, order_pb2.Order]:

@@ -122,3 +122,17 @@ incidents = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=False),
     sa.Index("ix_traffic_incidents_client_created", "client_id", "create_time", "id"),
 )
+
+# The tracking service's milestones of the orders' stops (`milestone.recorded`): what really
+# happened, which decides a stop's completion for a replan (`domain.tracking`). One row per
+# stop and milestone type, with the earliest event time recorded for it.
+milestones = sa.Table(
+    "milestones",
+    metadata,
+    sa.Column("client_id", sa.Text, primary_key=True),
+    sa.Column("order_name", sa.Text, primary_key=True),
+    sa.Column("stop_id", sa.Text, primary_key=True),  # the tracking stop: pickup / delivery
+    sa.Column("type", sa.SmallInteger, primary_key=True),  # tracking's MilestoneType number
+    _time("event_time"),
+    _time("record_time"),
+)

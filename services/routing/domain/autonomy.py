@@ -53,6 +53,7 @@ class Domain(enum.Enum):
     TRAFFIC = "TRAFFIC"
     URGENT_INSERTION = "URGENT_INSERTION"
     MANUAL_REPLAN = "MANUAL_REPLAN"
+    DELAY = "DELAY"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ they act on."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from cartage.order.v1 import order_pb2
 from services.routing.domain.model import VehicleStatus
@@ -32,4 +33,30 @@ class VehicleStatusChanged:
     vehicle: str  # vehicles/{id}
     status: VehicleStatus | None
     reason: str
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MilestoneRecorded:
+    """The tracking service's `milestone.recorded`: what happened at a stop of an order."""
+
+    client_id: str
+    order: str  # orders/{order}
+    stop_id: str  # pickup / delivery
+    type: int  # tracking's MilestoneType number
+    event_time: datetime
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LateRisk:
+    """The tracking service's `exception.raised` with reason LATE_RISK: the vehicle's ETA at a
+    stop passed the end of the stop's window."""
+
+    client_id: str
+    order: str  # orders/{order}
+    stop_id: str
+    vehicle: str  # vehicles/{vehicle}, or empty
+    eta: datetime | None
+    window_end: datetime | None
     event_id: str

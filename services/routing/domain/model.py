@@ -84,6 +84,7 @@ class DecisionDomain(enum.IntEnum):
     TRAFFIC = 4
     URGENT_INSERTION = 5
     MANUAL_REPLAN = 6
+    DELAY = 7
 
 
 # --------------------------------------------------------------------------- route plans

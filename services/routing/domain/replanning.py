@@ -3,12 +3,14 @@
 :func:`replan` takes the full-day problem as it is now, the active plan and what changed, and
 returns a full-day plan: what is done stays exactly as it was, the rest is replanned.
 
-What stays fixed ("now" comes from the plan: there is no tracking yet). A stop is *completed*
-when its planned departure is <= ``now``; each working vehicle's first open stop is its *next*
-stop. Completed stops keep vehicle, position and times; so does a next stop the vehicle has
-reached by ``now`` (in progress: the new traffic cannot change a trip already made); a next
-stop it is still driving to keeps vehicle and position and is re-timed. A broken vehicle keeps
-its completed stops and the one it is serving at ``now``; its other stops are re-allocated.
+What stays fixed ("now" comes from the plan). A stop is *completed* when the tracking service
+recorded a DEPARTED, PICKED_UP or DELIVERED milestone for it (``tracked``, see
+``solver.freeze``); only for a plan without any tracking data, when its planned departure is
+<= ``now``. Each working vehicle's first open stop is its *next* stop. Completed stops keep
+vehicle, position and times; so does a next stop the vehicle has reached by ``now`` (in
+progress: the new traffic cannot change a trip already made); a next stop it is still driving
+to keeps vehicle and position and is re-timed. A broken vehicle keeps its completed stops and
+the one it is serving at ``now``; its other stops are re-allocated.
 
 How each kind of change is handled (the previous plan is always the starting point):
 
@@ -21,6 +23,9 @@ How each kind of change is handled (the previous plan is always the starting poi
 * TRAFFIC - routes with a leg that now takes a different time than planned are reordered under
   the new matrix (same vehicle, same stops); a stop that no longer fits its route is inserted
   elsewhere the same way, or left unassigned with its reason.
+* DELAY - a stop is at risk of being late (tracking's LATE_RISK): the late vehicle goes on from
+  where the milestones say it is at ``now``; a route that no longer fits is reordered, then
+  relieved of the stops that do not fit, which are inserted elsewhere as in TRAFFIC.
 * MANUAL_REPLAN - every route is reordered, then a stop moves to another vehicle only when the
   move saves more than ``move_threshold`` (currency units of the vehicles' cost model per moved
   stop, default :data:`MOVE_THRESHOLD`); a warm-started solve gets the remaining time and is
@@ -50,7 +55,7 @@ from dataclasses import dataclass
 from services.routing.domain.autonomy import Domain, plan_cost
 from services.routing.domain.ids import shipment_of
 from services.routing.solver.base import Progress, ProgressFn, assemble
-from services.routing.solver.freeze import Frozen, freeze_at, retime
+from services.routing.solver.freeze import Frozen, Tracked, freeze_at, retime
 from services.routing.solver.heuristics import (
     Budget,
     reallocate,
@@ -80,6 +85,7 @@ _METHOD = {
     Domain.URGENT_INSERTION: "regret-insertion",
     Domain.TRAFFIC: "resequence",
     Domain.MANUAL_REPLAN: "resequence+relocate",
+    Domain.DELAY: "resequence",
 }
 
 
@@ -127,6 +133,7 @@ def replan(
     cancel: threading.Event | None = None,
     on_progress: ProgressFn | None = None,
     move_threshold: float = MOVE_THRESHOLD,
+    tracked: Tracked | None = None,
 ) -> ReplanOutcome:
     """Replan the rest of the day from ``now`` (see the module docstring).
 
@@ -134,6 +141,8 @@ def replan(
     matrix is the current traffic. ``change`` says what triggered the replan, which picks the
     method. Runs in the caller's thread within ``time_limit`` seconds; ``cancel`` stops early
     with the best plan so far; ``on_progress`` hears the heuristic's result and the solver's.
+    ``tracked``: the milestones recorded for the plan's stops (None: none are, the planned
+    times decide what is completed).
     """
     if change.kind not in _METHOD:
         raise ValueError(f"{change.kind.value} is planned with solve(), not replanned")
@@ -141,7 +150,7 @@ def replan(
         raise ValueError("move_threshold must be >= 0")
     t0 = time.perf_counter()
     kind = change.kind
-    fz = freeze_at(problem, previous, now, broken=change.broken)
+    fz = freeze_at(problem, previous, now, broken=change.broken, tracked=tracked)
     rp = fz.problem
     sim = RouteSim(rp, fz.departed)
     vehicles = list(rp.vehicles)

@@ -76,15 +76,17 @@ class ReplanScope:
 def replan_scope(active: route_plan_pb2.RoutePlan, planned: Sequence[Shipment],
                  proposed: Sequence[Shipment], added: Iterable[str],
                  orders: Mapping[str, order_pb2.Order], vehicles: Sequence[vehicle_pb2.Vehicle],
-                 now: datetime) -> ReplanScope:
+                 now: datetime, started: frozenset[str] | None = None) -> ReplanScope:
     """The full-day problem of a replan as it should be now.
 
     Shipments: the active plan's (`planned`), those a pending decision proposed to add
     (`proposed`, so that a newer decision does not lose them) and the change's `added`, each
     order with its current content (`orders`, the read model). An order that is cancelled, gone
     or no longer on the own fleet is left out and named cancelled, unless one of its stops is
-    already done (then it stays, so the plan's history stays whole). Fleet: the vehicles with a
-    route in the active plan (those no longer AVAILABLE named broken) plus every AVAILABLE one.
+    already done (then it stays, so the plan's history stays whole; `started` names the
+    shipments with a stop done by the milestones, None: by the planned departures). Fleet: the
+    vehicles with a route in the active plan (those no longer AVAILABLE named broken) plus every
+    AVAILABLE one.
     """
     previous = {s.id: s for s in planned}
     extra = {s.id: s for s in proposed if s.id not in previous}
@@ -93,8 +95,9 @@ def replan_scope(active: route_plan_pb2.RoutePlan, planned: Sequence[Shipment],
     fleet = tuple(v for v in vehicles
                   if v.name in routed or v.status == vehicle_pb2.Vehicle.STATUS_AVAILABLE)
     measured = {q.dimension for v in fleet for q in v.capacities}
-    started = {s.shipment for r in active.routes for s in r.stops
-               if s.departure_time.ToDatetime(tzinfo=UTC) <= now}
+    if started is None:  # no tracking data: the planned departures say what has started
+        started = frozenset(s.shipment for r in active.routes for s in r.stops
+                            if s.departure_time.ToDatetime(tzinfo=UTC) <= now)
     shipments: list[Shipment] = []
     cancelled: set[str] = set()
     for key in keys:

@@ -35,6 +35,16 @@ ONBOARD_SKILL = "cartage.onboard/"
 
 
 @dataclass(frozen=True)
+class Tracked:
+    """What the tracking service recorded for a plan's stops (solver stop ids): ``completed``
+    stops have a DEPARTED, PICKED_UP or DELIVERED milestone, ``arrived`` ones an ARRIVED (or
+    DELIVERY_ATTEMPTED) without one of those."""
+
+    completed: frozenset[str] = frozenset()
+    arrived: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class Frozen:
     problem: Problem  # residual: open stops, vehicles from where they are now
     sequences: dict[str, list[str]]  # remaining sequence per kept vehicle (pinned first)
@@ -49,12 +59,18 @@ class Frozen:
 
 
 def freeze_at(problem: Problem, plan: Solution, t: int,
-              broken: str | Collection[str] | None = None) -> Frozen:
+              broken: str | Collection[str] | None = None,
+              tracked: Tracked | None = None) -> Frozen:
     """The residual problem at time ``t`` (see the module docstring).
 
-    A visit is done when its departure is <= ``t``; so is the visit a vehicle has reached by
-    ``t`` (for a broken vehicle: started serving), whose planned times stay as they were. Each
-    other working vehicle's next stop is pinned (``Vehicle.fixed_prefix``).
+    Without ``tracked`` (no tracking data for the plan) a visit is done when its planned
+    departure is <= ``t``; so is the visit a vehicle has reached by ``t`` (for a broken
+    vehicle: started serving), whose planned times stay as they were. With ``tracked`` the
+    milestones decide instead: a route is done up to its last completed stop (a vehicle serves
+    its stops in order), and the next one is the stop it is at when it has arrived there. A
+    vehicle that has not reached a stop the plan had it at by ``t``, or is still at one it
+    should have left, is late: it goes on from where it is at ``t``, not at the planned time.
+    Each other working vehicle's next stop is pinned (``Vehicle.fixed_prefix``).
 
     ``problem`` may be a newer version than the one ``plan`` was made for: previous stops it no
     longer contains (cancelled) vanish from the open part, its new stops are ``unrouted``.
@@ -79,15 +95,20 @@ def freeze_at(problem: Problem, plan: Solution, t: int,
         visits = list(r.visits) if r else []
         is_broken = v.id in broken_ids
         n = 0
-        while n < len(visits) and visits[n].departure <= t:
-            n += 1
+        if tracked is None:
+            while n < len(visits) and visits[n].departure <= t:
+                n += 1
+        else:
+            n = max((i + 1 for i, x in enumerate(visits) if x.stop_id in tracked.completed),
+                    default=0)
         missing = [x.stop_id for x in visits[:n] if x.stop_id not in by_id]
         if missing:
             raise ValueError(f"completed stops not in the problem: {missing}")
         # The stop a vehicle is at: a broken one finishes serving it, a working one that has
         # arrived serves it as planned. Both are history, unless it was cancelled meanwhile.
         at_stop = n < len(visits) and visits[n].stop_id in by_id and (
-            visits[n].start if is_broken else visits[n].arrival) <= t
+            visits[n].stop_id in tracked.arrived if tracked is not None
+            else (visits[n].start if is_broken else visits[n].arrival) <= t)
         n += at_stop
         finished = visits[:n]
         rest = [x.stop_id for x in visits[n:] if x.stop_id in by_id]  # cancelled ones vanish
@@ -107,6 +128,10 @@ def freeze_at(problem: Problem, plan: Solution, t: int,
             loc, free_at = v.start, r.start_time  # on its way to the first stop
         else:
             loc, free_at = v.start, max(t, v.shift.start)
+        if tracked is not None and rest:
+            upcoming = next(x for x in visits[n:] if x.stop_id in by_id)
+            if at_stop or upcoming.arrival <= t:  # late by the milestones
+                free_at = max(free_at, t)
         if r is not None and r.visits and n == len(visits):  # day done: back at (towards) the end
             loc = v.end if v.end is not None else loc
             free_at = max(t, r.end_time)

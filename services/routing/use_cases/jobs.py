@@ -17,8 +17,13 @@ from datetime import datetime
 from cartage.order.v1 import order_pb2
 from cartage.routing.v1 import route_plan_pb2, routing_service_pb2
 from services.kit.uow import Transaction, UnitOfWork
-from services.routing.domain import autonomy
-from services.routing.domain.incoming import OrderChanged, VehicleStatusChanged
+from services.routing.domain import autonomy, tracking
+from services.routing.domain.incoming import (
+    LateRisk,
+    MilestoneRecorded,
+    OrderChanged,
+    VehicleStatusChanged,
+)
 from services.routing.domain.model import (
     Change,
     Decision,
@@ -105,6 +110,32 @@ class PlanningJobs(UseCaseBase):
         trigger = Trigger("vehicle.status_changed", event.event_id, (vehicle,), summary)
         self._replan_job(tx, active, Change(DecisionDomain.BREAKDOWN, reason=summary), trigger)
 
+    async def on_milestone(self, tx: Transaction, event: MilestoneRecorded) -> None:
+        """Keep what the tracking service recorded: from now on the milestones, not the
+        planned times, say which of the plan's stops are completed."""
+        if event.client_id and event.order:
+            await self._repo.record_milestone(tx, event, self._clock())
+
+    async def on_late_risk(self, tx: Transaction, event: LateRisk) -> None:
+        """A stop of the active plan is at risk of being late: a DELAY replan, decided under
+        the policy of that domain (L3 applies it, L2 within its guardrails, L1 waits)."""
+        active = await self._repo.active_plan(tx, event.client_id)
+        if active is None or not any(
+                s.shipment == event.order for r in active.content.routes for s in r.stops):
+            return
+        stop = tracking.solver_stop_id(event.order, event.stop_id)
+        done = tracking.tracked_stops(await self._repo.milestones(
+            tx, event.client_id, [event.order]))
+        if stop is None or (done is not None and stop in done.completed):
+            return  # the stop is done meanwhile: nothing to save
+        summary = f"{event.order} {event.stop_id} is at risk of being late"
+        if event.eta is not None and event.window_end is not None:
+            summary += (f": ETA {event.eta.isoformat()} after the window's end "
+                        f"{event.window_end.isoformat()}")
+        subjects = (event.order, *((event.vehicle,) if event.vehicle else ()))
+        trigger = Trigger("exception.raised", event.event_id, subjects, summary)
+        self._replan_job(tx, active, Change(DecisionDomain.DELAY, reason=summary), trigger)
+
     # the planner's side --------------------------------------------------------------------
 
     async def solving_plans(self) -> list[tuple[str, str]]:
@@ -159,8 +190,12 @@ class PlanningJobs(UseCaseBase):
                                          [k for k in keys if k.startswith("orders/")])
         vehicles = [self._messages.vehicle_message(v)
                     for v in await self._repo.vehicles(tx, plan.client_id)]
+        tracked = tracking.tracked_stops(await self._repo.milestones(
+            tx, plan.client_id, {s.id for s in active.request.shipments
+                                 if s.id.startswith("orders/")}))
         scope = replan_scope(active.content, active.request.shipments, proposed, change.added,
-                             orders, vehicles, now)
+                             orders, vehicles, now,
+                             started=tracking.started_shipments(tracked) if tracked else None)
         request = routing_service_pb2.PlanRoutesRequest(
             orders=[s.id for s in scope.shipments if s.id.startswith("orders/")],
             shipments=scope.shipments, vehicles=[v.name for v in scope.fleet],
@@ -169,7 +204,10 @@ class PlanningJobs(UseCaseBase):
             previous=active.content, previous_request=active.request,
             now=int((now - active.epoch).total_seconds()), domain=change.domain.name,
             cancelled=tuple(sorted(scope.cancelled)), broken=tuple(sorted(scope.broken)),
-            added=tuple(sorted(scope.added)), reason=change.reason)
+            added=tuple(sorted(scope.added)), reason=change.reason,
+            tracked=tracked is not None,
+            completed=tuple(sorted(tracked.completed)) if tracked else (),
+            arrived=tuple(sorted(tracked.arrived)) if tracked else ())
         return plan.with_inputs(request, scope.fleet, active.id, now), inputs
 
     async def record_progress(self, plan_id: str, progress: route_plan_pb2.PlanProgress

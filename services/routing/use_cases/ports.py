@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from services.kit.idempotency import Codec
     from services.kit.uow import OutgoingEvent, Transaction
     from services.routing.domain.autonomy import PlanDiff, Verdict
+    from services.routing.domain.incoming import MilestoneRecorded
     from services.routing.domain.model import (
         AutonomyPolicy,
         Decision,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         Vehicle,
         VehicleStatus,
     )
+    from services.routing.domain.tracking import StopMilestone
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,10 @@ class Repository(Protocol):
     async def vehicle_page(self, tx: Transaction, page: Page) -> list[Vehicle]: ...
 
     async def upsert_order(self, tx: Transaction, order: order_pb2.Order) -> bool: ...
+    async def record_milestone(self, tx: Transaction, milestone: MilestoneRecorded,
+                               now: datetime) -> None: ...
+    async def milestones(self, tx: Transaction, client_id: str, orders: Iterable[str]
+                         ) -> list[StopMilestone]: ...
     async def orders(self, tx: Transaction, client_id: str, names: Iterable[str]
                      ) -> dict[str, order_pb2.Order]: ...
     async def plannable_orders(self, tx: Transaction, client_id: str, states: Sequence[int],
@@ -143,6 +149,11 @@ class ReplanInput:
     broken: tuple[str, ...]
     added: tuple[str, ...]
     reason: str
+    # The tracking service's milestones of the plan's stops (solver stop ids); without any
+    # (`tracked` False) the planned departures decide what is completed.
+    tracked: bool = False
+    completed: tuple[str, ...] = ()
+    arrived: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,7 @@ def test_policy_defaults_to_l1_per_domain_and_rejects_bad_limits():
     assert policy.for_domain(Domain.BREAKDOWN).level is Level.L3
     assert policy.for_domain(Domain.TRAFFIC) == DomainPolicy(Level.L1, 0.10, 0.05)
     assert [d.value for d in Domain] == ["INITIAL_PLAN", "CANCELLATION", "BREAKDOWN", "TRAFFIC",
-                                         "URGENT_INSERTION", "MANUAL_REPLAN"]
+                                         "URGENT_INSERTION", "MANUAL_REPLAN", "DELAY"]
     for bad in ({"max_moved_share": 1.5}, {"max_moved_share": float("nan")},
                 {"max_cost_increase": float("inf")}):
         with pytest.raises(ValueError):

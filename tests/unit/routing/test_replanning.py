@@ -14,6 +14,7 @@ from services.routing.domain.autonomy import Domain, plan_cost
 from services.routing.domain.replanning import Change, replan
 from services.routing.solver.base import assemble
 from services.routing.solver.feasibility import check
+from services.routing.solver.freeze import Tracked
 from services.routing.solver.interface import referee
 from services.routing.solver.matrix import TravelMatrix
 from services.routing.solver.model import (
@@ -70,6 +71,29 @@ def test_completed_and_next_stops_keep_vehicle_position_and_times(day):
         assert after.visits[:2] == before.visits[:2]  # same arrival, start, departure
         assert after.start_time == before.start_time
     assert check(_without(p, "F"), sol) == []
+
+
+def test_milestones_not_planned_times_decide_what_is_completed(day):
+    """With tracking data the milestones decide: at 27 the plan has A and D done, but only A
+    is recorded (B arrived at): v2 has not even reached D, so D is open and v2 goes on from its
+    depot now, late; v1 serves B as planned."""
+    p, prev = day
+    tracked = Tracked(completed=frozenset({"A"}), arrived=frozenset({"B"}))
+    out = replan(p, prev, 27, Change(Domain.DELAY), 2, tracked=tracked)
+    assert out.fixed == {"A", "B", "D"}  # A completed, v1 at B, D pinned as v2's next stop
+    d = next(x for x in out.solution.route_of("v2").visits if x.stop_id == "D")
+    assert d.arrival >= 27 + 10  # leaves the depot at 27, 10 s away
+    assert out.solution.route_of("v1").visits[:2] == prev.route_of("v1").visits[:2]
+    # Without tracking data the planned times decide (the old rule): D is done.
+    assert replan(p, prev, 27, Change(Domain.DELAY), 2).fixed == {"A", "B", "D", "E"}
+
+
+def test_a_stop_recorded_done_before_its_planned_time_is_completed(day):
+    p, prev = day
+    tracked = Tracked(completed=frozenset({"A", "B", "C"}))
+    out = replan(p, prev, 12, Change(Domain.MANUAL_REPLAN), 2, tracked=tracked)
+    assert {"A", "B", "C"} <= out.fixed  # planned to leave C at 45, recorded done by 12
+    assert out.solution.route_of("v1").stop_ids == ["A", "B", "C"]
 
 
 def test_cancellation_frees_the_stop_and_moves_nothing_else(day):

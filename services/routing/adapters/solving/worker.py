@@ -24,6 +24,7 @@ from services.routing.domain import replanning
 from services.routing.domain.autonomy import Domain
 from services.routing.solver import solve
 from services.routing.solver.base import Progress
+from services.routing.solver.freeze import Tracked
 from services.routing.solver.matrix import HaversineProvider, MatrixProvider, OsrmTableProvider
 from services.routing.solver.model import COST_SCALE, Problem, Solution
 from services.routing.use_cases.ports import JobResult, SolveJob
@@ -70,8 +71,10 @@ def solve_job(job: SolveJob, cancel: threading.Event,
         change = replanning.Change(Domain(replan.domain), frozenset(replan.cancelled),
                                    frozenset(replan.broken), frozenset(replan.added),
                                    replan.reason)
+        tracked = Tracked(frozenset(replan.completed), frozenset(replan.arrived)) \
+            if replan.tracked else None
         outcome = replanning.replan(pp.problem, previous, replan.now, change, job.time_limit,
-                                    cancel=cancel, on_progress=on_progress)
+                                    cancel=cancel, on_progress=on_progress, tracked=tracked)
         solution, fixed, feasible = outcome.solution, outcome.fixed, outcome.feasible
         if not feasible:
             solution = dataclasses.replace(solution, feasible=False,
