@@ -83,9 +83,12 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry(
         name="tracking", package="services.tracking", default_port=50054, env_prefix="TRACKING",
         proto_package="cartage.tracking.v1",
-        grpc_services=("cartage.tracking.v1.TrackingService",),
-        # Every replica signs and checks tracking links with the same key.
-        secret_env=(("TRACKING_LINK_SECRET", "trackingLinkSecret"),)),
+        grpc_services=("cartage.tracking.v1.TrackingService",
+                       "cartage.tracking.v1.WebhookService"),
+        # Every replica signs and checks tracking links with the same key, and encrypts and
+        # decrypts partner webhook secrets with the same key.
+        secret_env=(("TRACKING_LINK_SECRET", "trackingLinkSecret"),
+                    ("TRACKING_WEBHOOK_SECRET_KEY", "webhookSecretKey"))),
 )
 
 #: The owner of operations named the old way, `operations/{id}` (before operation names

@@ -8,10 +8,12 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 SECRET_PREFIX = "whsec_"
@@ -23,6 +25,28 @@ SCHEDULE_S: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 MAX_RETRY_AFTER_S = 6 * 3600.0
 RESPONSE_EXCERPT = 1024
 TEST_EVENT_TYPE = "webhook.test"
+
+# Delivery states (WebhookDelivery.State).
+PENDING, DELIVERED, RETRYING, FAILED = 1, 2, 3, 4
+# Why an endpoint is disabled (WebhookEndpoint.DisabledReason).
+BY_PARTNER, GONE = 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Public:
+    """A domain event as partners see it: its type, id, tenant and the body to send."""
+
+    event_type: str
+    event_id: str
+    client_id: str
+    body: bytes
+
+
+def body(event_type: str, when: datetime, data: dict) -> bytes:
+    """`{"type", "timestamp", "data"}`, compact JSON."""
+    return json.dumps({"type": event_type, "timestamp": when.isoformat().replace("+00:00", "Z"),
+                       "data": data}, separators=(",", ":")).encode()
+
 
 _TYPE = re.compile(r"^[a-z][a-z_]*(\.[a-z][a-z_]*)+$")
 _WILDCARD = re.compile(r"^[a-z][a-z_]*\.\*$")
