@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -50,18 +51,26 @@ class Refused(ValueError):
     """The receiver's address is not allowed; nothing was sent."""
 
 
-async def resolve_checked(target: Target, *, allow_loopback: bool) -> str:
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [info[4][0] for info in infos]
+
+
+async def resolve_checked(target: Target, *, allow_loopback: bool,
+                          resolver: Resolver = system_resolver) -> str:
     """The address to connect to, after checking every address the host resolves to."""
     literal = literal_address(target.host)
     if literal is not None:
         addresses = [literal]
     else:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM)
+            found = await resolver(target.host, target.port)
         except socket.gaierror as exc:
             raise Refused(f"{target.host} does not resolve: {exc.strerror}") from None
-        addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in found]
         if not addresses:
             raise Refused(f"{target.host} does not resolve")
     for address in addresses:
@@ -80,10 +89,12 @@ class Answer:
 
 
 class Sender:
-    def __init__(self, *, allow_loopback: bool) -> None:
+    def __init__(self, *, allow_loopback: bool, resolver: Resolver = system_resolver,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._allow_loopback = allow_loopback
+        self._resolver = resolver
         self._client = httpx.AsyncClient(
-            follow_redirects=False, trust_env=False,
+            follow_redirects=False, trust_env=False, transport=transport,
             timeout=httpx.Timeout(TOTAL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
 
@@ -93,7 +104,8 @@ class Sender:
     async def post(self, target: Target, headers: dict[str, str], body: bytes) -> Answer:
         started = time.monotonic()
         try:
-            address = await resolve_checked(target, allow_loopback=self._allow_loopback)
+            address = await resolve_checked(target, allow_loopback=self._allow_loopback,
+                                            resolver=self._resolver)
         except Refused as exc:
             return Answer(0, time.monotonic() - started, f"refused: {exc}")
         host = f"[{address}]" if ":" in address else address
