@@ -317,7 +317,8 @@ def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> No
     generated = routes(bootstrap)
     assert not any(name.startswith((OPERATIONS, "cartage.routing.")) for name in generated)
     assert transcoded_services(bootstrap) == ["cartage.order.v1.OrderService",
-                                              "cartage.tracking.v1.TrackingService"]
+                                              "cartage.tracking.v1.TrackingService",
+                                              "cartage.tracking.v1.WebhookService"]
     validate = tmp_path / "envoy.json"
     validate.write_text(json.dumps(bootstrap))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(validate),
