@@ -107,3 +107,15 @@ async def test_redirects_are_not_followed() -> None:
     answer = await sender.post(target, {}, b"{}")
     assert answer.status == 307 and len(sent) == 1
     await sender.close()
+
+
+def test_the_readmes_event_catalogue_is_the_contracts() -> None:
+    import re
+    from pathlib import Path
+
+    from services.tracking.adapters.webhook_payloads import event_types
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    block = readme.split("<!-- webhook-event-types:start -->")[1].split(
+        "<!-- webhook-event-types:end -->")[0]
+    assert re.findall(r"`([a-z_.]+)`", block) == event_types()
