@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
-from cryptography.fernet import Fernet
 from nats.aio.msg import Msg
 
 from cartage.tracking.v1 import (
@@ -71,7 +71,7 @@ def compose_webhooks(runtime: Runtime, settings: Settings) -> tuple[
     if not key:
         log.warning("TRACKING_WEBHOOK_SECRET_KEY is not set: webhook secrets are encrypted "
                     "with a random key that dies with this process")
-        key = Fernet.generate_key().decode()
+        key = secrets.token_urlsafe(48)
     if settings.webhook_allow_loopback:
         log.warning("WEBHOOK_ALLOW_LOOPBACK is on: webhooks go to loopback receivers ONLY "
                     "(tests and make run); never set it in production")

@@ -11,6 +11,7 @@ never followed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import logging
 import socket
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 
 import httpx
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from services.tracking.domain.webhooks import Target, address_problem, literal_address
 
@@ -34,7 +37,11 @@ class Cipher:
     """Encrypts signing secrets for the database (Fernet: AES-128-CBC + HMAC-SHA256)."""
 
     def __init__(self, key: str) -> None:
-        self._fernet = Fernet(key.encode())
+        # The setting is any high-entropy string (a deployment secret); HKDF makes the Fernet
+        # key from it, so a rotation of the setting is a new key, never a weaker one.
+        derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                       info=b"cartage webhook secrets v1").derive(key.encode())
+        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
 
     def seal(self, secret: str) -> bytes:
         return self._fernet.encrypt(secret.encode())
