@@ -88,6 +88,7 @@ POLICY: dict[str, Rule] = {
     "cartage.tracking.v1.WebhookService/ListWebhookDeliveries": Rule("webhooks.read", READ),
     "cartage.tracking.v1.WebhookService/RetryWebhookDelivery": Rule("webhooks.write", WRITE),
     "cartage.tracking.v1.WebhookService/SendTestWebhookEvent": Rule("webhooks.write", WRITE),
+    "cartage.tracking.v1.WebhookService/ReplayWebhookEvents": Rule("webhooks.write", WRITE),
 }
 
 

@@ -85,6 +85,9 @@ SERVICES: tuple[ServiceEntry, ...] = (
         proto_package="cartage.tracking.v1",
         grpc_services=("cartage.tracking.v1.TrackingService",
                        "cartage.tracking.v1.WebhookService"),
+        # ReplayWebhookEvents' operations, `operations/tracking/{id}`.
+        serves_operations=True,
+        operation_scopes=OperationScopes(read="webhooks.read", write="webhooks.write"),
         # Every replica signs and checks tracking links with the same key, and encrypts and
         # decrypts partner webhook secrets with the same key.
         secret_env=(("TRACKING_LINK_SECRET", "trackingLinkSecret"),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.longrunning import operations_pb2_grpc
 from nats.aio.msg import Msg
 
 from cartage.tracking.v1 import (
@@ -22,6 +23,7 @@ from services.kit.clock import utc_now
 from services.kit.events import catalog
 from services.kit.jobs import Job
 from services.kit.messaging import ConsumerSpec
+from services.kit.operations import OperationsServicer
 from services.kit.uow import Transaction
 from services.tracking import conversion
 from services.tracking.adapters import tables
@@ -38,6 +40,7 @@ from services.tracking.adapters.webhook_payloads import public
 from services.tracking.adapters.webhook_sender import Cipher, Sender, resolve_checked
 from services.tracking.adapters.webhook_store import WebhookStore
 from services.tracking.api.servicer import TrackingServicer
+from services.tracking.api.webhook_operations import ReplayOperations
 from services.tracking.api.webhooks import WebhookServicer
 from services.tracking.domain.eta import Speed
 from services.tracking.domain.webhooks import Target
@@ -66,7 +69,7 @@ def webhook_consumer_specs() -> list[ConsumerSpec]:
 
 
 def compose_webhooks(runtime: Runtime, settings: Settings) -> tuple[
-        WebhookServicer, list[tuple[ConsumerSpec, Any]], Job, Sender]:
+        WebhookServicer, OperationsServicer, list[tuple[ConsumerSpec, Any]], Job, Sender]:
     key = settings.webhook_secret_key
     if not key:
         log.warning("TRACKING_WEBHOOK_SECRET_KEY is not set: webhook secrets are encrypted "
@@ -97,8 +100,10 @@ def compose_webhooks(runtime: Runtime, settings: Settings) -> tuple[
             dispatcher.wake()
 
     consumers = [(spec, deliver_event) for spec in webhook_consumer_specs()]
-    return WebhookServicer(endpoints), consumers, Job("webhook-dispatcher", dispatcher.run), \
-        sender
+    replays = ReplayOperations(endpoints)
+    operations = OperationsServicer(replays.names, replays)
+    return (WebhookServicer(endpoints, replays.names), operations, consumers,
+            Job("webhook-dispatcher", dispatcher.run), sender)
 
 
 def compose(runtime: Runtime) -> Composition:
@@ -135,15 +140,17 @@ def compose(runtime: Runtime) -> Composition:
         if vehicle is not None:
             await read_models.vehicles_seen(tx, vehicle[0], [vehicle[1]])
 
-    webhooks, webhook_consumers, dispatcher, sender = compose_webhooks(runtime, settings)
+    webhooks, operations, webhook_consumers, dispatcher, sender = compose_webhooks(
+        runtime, settings)
 
     def register(server: grpc.aio.Server) -> None:
         tracking_service_pb2_grpc.add_TrackingServiceServicer_to_server(servicer, server)
         webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server(webhooks, server)
+        operations_pb2_grpc.add_OperationsServicer_to_server(operations, server)
 
     return Composition(
         register=register,
-        service_names=[SERVICE_NAME, WEBHOOK_SERVICE],
+        service_names=[SERVICE_NAME, WEBHOOK_SERVICE, "google.longrunning.Operations"],
         jobs=[dispatcher],
         close=sender.close,
         # One lane each, a transaction per event: a plan replaces the previous one, and an

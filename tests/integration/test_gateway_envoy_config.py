@@ -222,10 +222,10 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
     assert {r.method for r in ops} >= {"GetOperation", "ListOperations", "CancelOperation",
                                        "DeleteOperation", "WaitOperation"}
     owners = registry.operations_owners()
-    assert [o.name for o in owners] == ["routing"]
+    assert [o.name for o in owners] == ["routing", "tracking"]
     names = list(generated)
     for rpc in ops:
-        assert rpc.owners == ("routing",)
+        assert rpc.owners == ("routing", "tracking")
         first = generated[rpc.path.lstrip("/")]  # where a call lands before the filter
         assert first["match"] == {"path": rpc.path} and "route" not in first
         assert allowed_scopes(first) == []
@@ -243,6 +243,8 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
                 operations.per_route())
     assert registry.get("routing").operation_scopes == (
         registry.OperationScopes("routes.read", "routes.write"))
+    assert registry.get("tracking").operation_scopes == (
+        registry.OperationScopes("webhooks.read", "webhooks.write"))
     # The Lua filter sits between the transcoder and RBAC, with no code for other routes.
     names_in_chain = [f["name"] for f in http_filters(bootstrap)]
     assert (names_in_chain.index("envoy.filters.http.grpc_json_transcoder")
@@ -267,7 +269,8 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
             } <= operation_ids
     assert "WaitOperation" not in operation_ids
     get = document["paths"]["/v1/operations/{operation_id}"]["get"]
-    assert get["security"] == [{"oauth2": ["routes.read"]}]
+    # Any owner's read scope (the service segment picks the owner; the document lists both).
+    assert get["security"] == [{"oauth2": ["routes.read"]}, {"oauth2": ["webhooks.read"]}]
     # The service is a path parameter of its own (an encoded slash would stay encoded).
     by_service = document["paths"]["/v1/operations/{service}/{operation_id}"]
     assert [p["name"] for p in by_service["get"]["parameters"]] == ["service", "operation_id"]
@@ -306,8 +309,10 @@ def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> No
     """As before the routing contracts landed: the registry names a service (and an
     operations owner) that is not in the descriptor set, and its upstream is configured."""
     descriptors = contracts.load()
+    # (and tracking's webhook_service.proto, whose ReplayWebhookEvents is an operation)
     kept = [f for f in descriptors.file
-            if not f.package.startswith(("cartage.routing", "google.longrunning"))]
+            if not f.package.startswith(("cartage.routing", "google.longrunning"))
+            and "google/longrunning/operations.proto" not in f.dependency]
     del descriptors.file[:]
     descriptors.file.extend(kept)
     path = tmp_path / "order-only.binpb"
@@ -317,8 +322,7 @@ def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> No
     generated = routes(bootstrap)
     assert not any(name.startswith((OPERATIONS, "cartage.routing.")) for name in generated)
     assert transcoded_services(bootstrap) == ["cartage.order.v1.OrderService",
-                                              "cartage.tracking.v1.TrackingService",
-                                              "cartage.tracking.v1.WebhookService"]
+                                              "cartage.tracking.v1.TrackingService"]
     validate = tmp_path / "envoy.json"
     validate.write_text(json.dumps(bootstrap))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(validate),

@@ -194,3 +194,14 @@ webhook_dead_letters = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     _time("create_time"),
 )
+
+# ReplayWebhookEvents operations (`operations/tracking/{id}`): done once scheduled.
+webhook_replays = sa.Table(
+    "webhook_replays", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("endpoint_id", sa.Text, nullable=False),
+    sa.Column("scheduled", sa.Integer, nullable=False),
+    _time("create_time"),
+    sa.Index("webhook_replays_client", "client_id", "create_time"),
+)

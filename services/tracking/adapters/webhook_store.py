@@ -19,6 +19,9 @@ from services.tracking.adapters.tables import (
 from services.tracking.adapters.tables import (
     webhook_endpoints as endpoints,
 )
+from services.tracking.adapters.tables import (
+    webhook_replays as replays,
+)
 from services.tracking.domain.webhooks import FAILED, PENDING, RETRYING
 
 DUE = (PENDING, RETRYING)
@@ -132,3 +135,36 @@ class WebhookStore:
             deliveries.c.endpoint_id == endpoint_id, deliveries.c.state.in_(DUE)).values(
             state=FAILED, next_attempt_time=None))
 
+
+    async def replay(self, conn: AsyncConnection, endpoint_id: str, start: datetime | None,
+                     end: datetime | None, failed_only: bool, now: datetime) -> int:
+        """Schedule the endpoint's deliveries in the range (or its FAILED ones) again now."""
+        query = sa.update(deliveries).where(deliveries.c.endpoint_id == endpoint_id)
+        if start is not None:
+            query = query.where(deliveries.c.create_time >= start)
+        if end is not None:
+            query = query.where(deliveries.c.create_time < end)
+        if failed_only:
+            query = query.where(deliveries.c.state == FAILED)
+        result = await conn.execute(query.values(state=RETRYING, next_attempt_time=now))
+        return result.rowcount
+
+    async def add_replay(self, conn: AsyncConnection, row: dict[str, Any]) -> None:
+        await conn.execute(sa.insert(replays).values(row))
+
+    async def replay_of(self, conn: AsyncConnection, client_id: str, replay_id: str) -> Any:
+        return (await conn.execute(sa.select(replays).where(
+            replays.c.id == replay_id, replays.c.client_id == client_id))).one_or_none()
+
+    async def replays(self, conn: AsyncConnection, client_id: str,
+                      after: tuple[datetime, str] | None, limit: int) -> list[Any]:
+        query = sa.select(replays).where(replays.c.client_id == client_id)
+        if after is not None:
+            query = query.where(sa.tuple_(replays.c.create_time, replays.c.id)
+                                < sa.tuple_(*after))
+        query = query.order_by(replays.c.create_time.desc(), replays.c.id.desc()).limit(limit)
+        return list((await conn.execute(query)).all())
+
+    async def delete_replay(self, conn: AsyncConnection, client_id: str, replay_id: str) -> int:
+        return (await conn.execute(sa.delete(replays).where(
+            replays.c.id == replay_id, replays.c.client_id == client_id))).rowcount

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.longrunning import operations_proto_pb2
 from google.protobuf import empty_pb2
 
 from cartage.tracking.v1 import webhook_pb2, webhook_service_pb2, webhook_service_pb2_grpc
 from services.kit.auth import current_caller
 from services.kit.clock import set_timestamp
 from services.kit.fieldmask import check_update_mask, effective_update_mask
+from services.kit.operations import OperationNames
 from services.kit.pagination import Keyset, newest_key, time_and_id
 from services.kit.validation import Violations
+from services.tracking.api.webhook_operations import operation_to_proto
 from services.tracking.domain.webhooks import type_problem
 from services.tracking.use_cases.webhooks import Endpoints, etag_of
 
@@ -91,8 +94,19 @@ def _delivery_ids(name: str) -> tuple[str, str]:
 
 
 class WebhookServicer(webhook_service_pb2_grpc.WebhookServiceServicer):
-    def __init__(self, endpoints: Endpoints) -> None:
+    def __init__(self, endpoints: Endpoints, names: OperationNames) -> None:
         self._endpoints = endpoints
+        self._names = names
+
+    async def ReplayWebhookEvents(self, request: pb.ReplayWebhookEventsRequest,
+                                  context: grpc.aio.ServicerContext
+                                  ) -> operations_proto_pb2.Operation:
+        start = request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None
+        end = request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None
+        row = await self._endpoints.replay(current_caller().client_id,
+                                           _endpoint_id(request.name), start, end,
+                                           request.failed_only)
+        return operation_to_proto(self._names, row)
 
     async def CreateWebhookEndpoint(self, request: pb.CreateWebhookEndpointRequest,
                                     context: grpc.aio.ServicerContext

@@ -150,6 +150,40 @@ class Endpoints:
             await self._store.reschedule(tx.conn, delivery_id, self._clock())
             return await self._store.delivery(tx.conn, client_id, endpoint_id, delivery_id)
 
+    async def replay(self, client_id: str, endpoint_id: str, start: datetime | None,
+                     end: datetime | None, failed_only: bool) -> Any:
+        """A ReplayWebhookEvents operation: the deliveries are scheduled in one statement, so
+        the operation is done when it is returned."""
+        if start is not None and end is not None and end <= start:
+            raise InvalidArgument.single("end_time", "must be after start_time")
+        now = self._clock()
+        async with self._uow.transaction() as tx:
+            endpoint = await self._found(tx, client_id, endpoint_id)
+            if not endpoint.enabled:
+                raise FailedPrecondition("the endpoint is disabled; enable it first",
+                                         reason="ENDPOINT_DISABLED")
+            count = await self._store.replay(tx.conn, endpoint_id, start, end, failed_only, now)
+            row = {"id": new_id(), "client_id": client_id, "endpoint_id": endpoint_id,
+                   "scheduled": count, "create_time": now}
+            await self._store.add_replay(tx.conn, row)
+            return await self._store.replay_of(tx.conn, client_id, row["id"])
+
+    async def replay_of(self, client_id: str, replay_id: str) -> Any:
+        async with self._uow.transaction() as tx:
+            row = await self._store.replay_of(tx.conn, client_id, replay_id)
+        if row is None:
+            raise NotFound(f"no operation {replay_id}", reason="OPERATION_NOT_FOUND")
+        return row
+
+    async def replays(self, client_id: str, after: Any, limit: int) -> list[Any]:
+        async with self._uow.transaction() as tx:
+            return await self._store.replays(tx.conn, client_id, after, limit)
+
+    async def delete_replay(self, client_id: str, replay_id: str) -> None:
+        async with self._uow.transaction() as tx:
+            if not await self._store.delete_replay(tx.conn, client_id, replay_id):
+                raise NotFound(f"no operation {replay_id}", reason="OPERATION_NOT_FOUND")
+
     async def send_test(self, client_id: str, endpoint_id: str) -> Any:
         now = self._clock()
         async with self._uow.transaction() as tx:

@@ -226,3 +226,27 @@ async def _settle(seconds: float) -> None:
     import asyncio
 
     await asyncio.sleep(seconds)
+
+
+async def test_replay_is_an_operation_that_resends_under_the_same_webhook_id(
+        hooks: Hooks, receiver: Receiver, tracking_address: str) -> None:
+    from google.longrunning import operations_pb2_grpc, operations_proto_pb2
+
+    endpoint = await hooks.endpoint(receiver)
+    await hooks.SendTestWebhookEvent(pb.SendTestWebhookEventRequest(name=endpoint.name))
+    await eventually(lambda: _async(len(receiver.received) == 1), seconds=20)
+    failed_only = await hooks.ReplayWebhookEvents(pb.ReplayWebhookEventsRequest(
+        name=endpoint.name, failed_only=True))
+    result = pb.ReplayWebhookEventsResponse()
+    assert failed_only.done and failed_only.response.Unpack(result)
+    assert result.deliveries_scheduled == 0
+    everything = await hooks.ReplayWebhookEvents(pb.ReplayWebhookEventsRequest(
+        name=endpoint.name))
+    assert everything.name.startswith("operations/tracking/")
+    await eventually(lambda: _async(len(receiver.received) == 2), seconds=20)
+    assert receiver.received[0].webhook_id == receiver.received[1].webhook_id
+    async with grpc.aio.insecure_channel(tracking_address) as ch:
+        got = await operations_pb2_grpc.OperationsStub(ch).GetOperation(
+            operations_proto_pb2.GetOperationRequest(name=everything.name),
+            metadata=(("x-cartage-client-id", hooks.client_id),), timeout=10)
+    assert got.done and got.response.Unpack(result) and result.deliveries_scheduled == 1

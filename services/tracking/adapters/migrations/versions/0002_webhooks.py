@@ -1,4 +1,4 @@
-"""Partner webhooks: endpoints, deliveries, dead letters.
+"""Partner webhooks: endpoints, deliveries, dead letters, replays.
 
 Revision ID: 0002
 Revises: 0001
@@ -65,9 +65,21 @@ def upgrade(schema: str) -> None:
         _time("create_time"),
         schema=schema,
     )
+    op.create_table(
+        "webhook_replays",
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("client_id", sa.Text, nullable=False),
+        sa.Column("endpoint_id", sa.Text, nullable=False),
+        sa.Column("scheduled", sa.Integer, nullable=False),
+        _time("create_time"),
+        schema=schema,
+    )
+    op.create_index("webhook_replays_client", "webhook_replays", ["client_id", "create_time"],
+                    schema=schema)
 
 
 def downgrade(schema: str) -> None:
+    op.drop_table("webhook_replays", schema=schema)
     op.drop_table("webhook_dead_letters", schema=schema)
     op.drop_table("webhook_deliveries", schema=schema)
     op.drop_table("webhook_endpoints", schema=schema)
