@@ -250,3 +250,25 @@ async def test_replay_is_an_operation_that_resends_under_the_same_webhook_id(
             operations_proto_pb2.GetOperationRequest(name=everything.name),
             metadata=(("x-cartage-client-id", hooks.client_id),), timeout=10)
     assert got.done and got.response.Unpack(result) and result.deliveries_scheduled == 1
+
+
+async def test_a_slow_endpoint_does_not_hold_up_another(hooks: Hooks, receiver: Receiver) -> None:
+    import asyncio
+
+    slow = await Receiver().start()
+    slow.answer = lambda _r: (200, {}, 4.0)
+    try:
+        slow_endpoint = await hooks.endpoint(slow)
+        for _ in range(12):  # three times its 4 slots
+            await hooks.SendTestWebhookEvent(pb.SendTestWebhookEventRequest(
+                name=slow_endpoint.name))
+        await eventually(lambda: _async(len(slow.received) >= 4), seconds=20)
+        assert len(slow.received) == 4  # per-endpoint bound: the rest wait their turn
+        fast_endpoint = await hooks.endpoint(receiver)
+        started = asyncio.get_running_loop().time()
+        await hooks.SendTestWebhookEvent(pb.SendTestWebhookEventRequest(
+            name=fast_endpoint.name))
+        await eventually(lambda: _async(len(receiver.received) == 1), seconds=20)
+        assert asyncio.get_running_loop().time() - started < 2.0  # not behind the slow ones
+    finally:
+        await slow.stop()
