@@ -10,7 +10,7 @@ BUF_VERSION := 1.75.0
 BUF    := .tools/node_modules/.bin/buf
 PYTEST_ARGS ?=
 
-.PHONY: install proto chart helm lint test test-faults fuzz run bench bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-tracking clean
+.PHONY: install proto chart helm lint test test-faults fuzz run bench bench-documents bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-carrier bench-tracking clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,10 +71,14 @@ fuzz: proto
 run: proto
 	$(BIN)/python -m services.stack
 
-bench: bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-tracking
+bench: bench-orders bench-events bench-gateway bench-envoy-alone bench-routing bench-carrier bench-tracking bench-documents
 
 bench-orders: proto
 	$(BIN)/python -m bench.orders
+
+# Document service: BOLs/s, labels/s in a 500-label operation, POD capture p99 (~1 minute).
+bench-documents: proto
+	$(BIN)/python -m bench.documents
 
 # Outbox relay, consumers and the lag under batch ingestion against bare JetStream (~3 minutes).
 bench-events: proto
@@ -99,6 +103,10 @@ INSTANCES ?=
 TIME_LIMIT ?= 10
 bench-routing: proto
 	$(BIN)/python -m bench.routing_bench $(if $(INSTANCES),--instances $(INSTANCES) --time-limit $(TIME_LIMIT))
+
+# QuoteRates over gRPC, 200 carriers x 25 lanes, 32 callers, beside one raw asyncpg query.
+bench-carrier: proto
+	$(BIN)/python -m bench.carrier
 
 clean:
 	rm -rf $(VENV) .tools build cartage

@@ -85,11 +85,14 @@ BEARER_FILTER = "cartage.bearer"
 OUTCOME_FILTER = "cartage.outcome"
 PROVIDER = "cartage"
 IDENTITY_HEADERS = ("x-cartage-client-id", "x-cartage-scopes", "x-cartage-tier",
-                    operations.SERVICE_HEADER)
+                    "x-cartage-token-id", operations.SERVICE_HEADER)
 T = "type.googleapis.com/"
 
 # The largest REST body (a BatchCreateOrders of 1000 orders is ~1.2 MB of JSON); more is 413.
 MAX_REQUEST_BODY = 4 * 1024 * 1024
+# The largest REST response body: a document's content (a POD photo may be 10 MiB, a PDF of a
+# large packing list more) comes back through the transcoder as a google.api.HttpBody.
+MAX_RESPONSE_BODY = 64 * 1024 * 1024
 
 # Local reply HTTP status → google.rpc.Code in the JSON body.
 LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 3, 429: 8,
@@ -319,6 +322,36 @@ def _timeout(config: GatewayConfig, rpc: contracts.Rpc) -> str:
     return f"{config.unary_timeout_seconds:g}s"
 
 
+def _large_body_routes(config: GatewayConfig, rpcs: list[contracts.Rpc]
+                       ) -> list[dict[str, Any]]:
+    """Routes on the REST paths of RPCs whose policy line allows a larger body: the filters
+    before the transcoder (the strict JSON check's buffer) see the REST path, so this is where
+    a per-route buffer limit takes effect. Nothing is served from here: the transcoder turns
+    the request into its gRPC path, which matches the RPC's own route; a request it does not
+    transcode gets the same 404 as any unknown path."""
+    found: list[dict[str, Any]] = []
+    for rpc in rpcs:
+        rule = config.policy.get(rpc.path.lstrip("/"))
+        if rpc.shared or rule is None or rule.max_request_bytes is None \
+                or not set(rpc.owners) & set(config.upstreams):
+            continue
+        for binding in rpc.bindings:
+            if "{" in binding.template or binding.verb not in ("POST", "PUT", "PATCH"):
+                continue
+            found.append({
+                "name": f"rest-body:{rpc.path.lstrip('/')}",
+                "match": {"path": binding.template},
+                "direct_response": {"status": 404, "body": {"inline_string": "no such endpoint"}},
+                "typed_per_filter_config": {
+                    "envoy.filters.http.rbac": {
+                        "@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"},
+                    STRICT_JSON_BUFFER: {
+                        "@type": T + "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                        "buffer": {"max_request_bytes": rule.max_request_bytes}}},
+            })
+    return found
+
+
 def _routes(config: GatewayConfig, rpcs: list[contracts.Rpc]) -> list[dict[str, Any]]:
     public = {"envoy.filters.http.grpc_json_transcoder": {
         "@type": T + "envoy.config.route.v3.FilterConfig", "disabled": True},
@@ -380,6 +413,7 @@ def _routes(config: GatewayConfig, rpcs: list[contracts.Rpc]) -> list[dict[str, 
                     "envoy.filters.http.rbac": _scope_rbac(None),
                     operations.FILTER: operations.per_route()},
             })
+    routes += _large_body_routes(config, rpcs)
     # A path the API serves, with a method none of its bindings has (TRACE, HEAD, OPTIONS,
     # DELETE on a collection ...): the transcoder let it through untouched, so it lands here.
     routes += _method_not_allowed(rpcs, config)
@@ -673,6 +707,8 @@ def build(config: GatewayConfig) -> dict[str, Any]:
                     {"header_name": "x-cartage-client-id", "claim_name": "client_id"},
                     {"header_name": "x-cartage-scopes", "claim_name": "scope"},
                     {"header_name": "x-cartage-tier", "claim_name": "tier"},
+                    # the token's id, which the document service records as its creator's
+                    {"header_name": "x-cartage-token-id", "claim_name": "jti"},
                 ],
             }},
             "rules": [
@@ -703,6 +739,10 @@ def build(config: GatewayConfig) -> dict[str, Any]:
             # `?filter=state+%3D+PENDING` is what form encoders (httpx, requests, browsers) send
             # for spaces; without this the service would see literal plus signs.
             "query_param_unescape_plus": True,
+            # What the transcoder may buffer of one upstream response (the connection's 1 MiB
+            # otherwise: a 2 MB photo from GetDocumentContent was a 500). Requests stay bounded
+            # by the strict JSON check's MAX_REQUEST_BODY, which runs first.
+            "max_response_body_size": MAX_RESPONSE_BODY,
         }},
         {"name": OUTCOME_FILTER, "typed_config": {
             "@type": T + "envoy.extensions.filters.http.lua.v3.Lua",

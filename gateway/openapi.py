@@ -297,10 +297,13 @@ def _path_schema(schemas: _Schemas, rpc: contracts.Rpc, param: str, field: str
 
 def _ok(schemas: _Schemas, rpc: contracts.Rpc) -> dict[str, Any]:
     if rpc.output_type == "google.api.HttpBody":
-        # Its content type is the one the method's comment names (`application/geo+json`).
-        named = re.search(r"`([a-z]+/[a-z0-9.+-]+)`", rpc.comment)
-        media = named.group(1) if named else "application/octet-stream"
-        return {"description": "OK", "content": {media: {"schema": {}}}}
+        # Its content type is the one the method's comment names (`application/geo+json`);
+        # a method that names several (`application/pdf`, `image/png`) or none serves any.
+        named = re.findall(r"`([a-z]+/[a-z0-9.+-]+)`", rpc.comment)
+        if len(named) == 1:
+            return {"description": "OK", "content": {named[0]: {"schema": {}}}}
+        return {"description": "OK", "content": {"*/*": {"schema": {
+            "type": "string", "format": "binary"}}}}
     schema = schemas.ref(rpc.output_type)
     if rpc.server_streaming:
         # The transcoder streams the messages as one JSON array.

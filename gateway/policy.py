@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from gateway.contracts import Rpc
 
 READ, WRITE = "read", "write"
+# The scope of an RPC anyone may call without a token (its own argument is the credential,
+# as a signed download link is): its REST path skips jwt_authn and its route has no RBAC.
 OPERATIONS = "google.longrunning.Operations"
 
 
@@ -32,6 +34,9 @@ OPERATIONS = "google.longrunning.Operations"
 class Rule:
     scope: str
     rate_class: str
+    # A larger REST body than the gateway's MAX_REQUEST_BODY for this RPC alone (a proof of
+    # delivery carries photos as base64); None: the gateway's limit.
+    max_request_bytes: int | None = None
 
 
 POLICY: dict[str, Rule] = {
@@ -63,6 +68,29 @@ POLICY: dict[str, Rule] = {
     "cartage.routing.v1.RoutingService/RejectDecision": Rule("decisions.approve", WRITE),
     "cartage.routing.v1.RoutingService/GetAutonomyPolicy": Rule("routes.read", READ),
     "cartage.routing.v1.RoutingService/UpdateAutonomyPolicy": Rule("decisions.approve", WRITE),
+    # Carrier: the shipper's carriers and cards, rate shopping, tendering; carriers answer
+    # their tenders with their own client and `tenders.respond` (the service shows a carrier's
+    # client only the tenders offered to it).
+    "cartage.carrier.v1.CarrierService/CreateCarrier": Rule("carriers.write", WRITE),
+    "cartage.carrier.v1.CarrierService/GetCarrier": Rule("carriers.read", READ),
+    "cartage.carrier.v1.CarrierService/ListCarriers": Rule("carriers.read", READ),
+    "cartage.carrier.v1.CarrierService/UpdateCarrier": Rule("carriers.write", WRITE),
+    "cartage.carrier.v1.CarrierService/CreateRateCard": Rule("carriers.write", WRITE),
+    "cartage.carrier.v1.CarrierService/ImportRateCard": Rule("carriers.write", WRITE),
+    "cartage.carrier.v1.CarrierService/GetRateCard": Rule("carriers.read", READ),
+    "cartage.carrier.v1.CarrierService/ListRateCards": Rule("carriers.read", READ),
+    "cartage.carrier.v1.CarrierService/DeleteRateCard": Rule("carriers.write", WRITE),
+    "cartage.carrier.v1.CarrierService/CreateShipment": Rule("tenders.write", WRITE),
+    "cartage.carrier.v1.CarrierService/GetShipment": Rule("rates.read", READ),
+    "cartage.carrier.v1.CarrierService/ListShipments": Rule("rates.read", READ),
+    "cartage.carrier.v1.CarrierService/CancelShipment": Rule("tenders.write", WRITE),
+    "cartage.carrier.v1.CarrierService/QuoteRates": Rule("rates.read", READ),
+    "cartage.carrier.v1.CarrierService/TenderShipment": Rule("tenders.write", WRITE),
+    "cartage.carrier.v1.CarrierService/GetTender": Rule("tenders.respond", READ),
+    "cartage.carrier.v1.CarrierService/ListTenders": Rule("tenders.respond", READ),
+    "cartage.carrier.v1.CarrierService/AcceptTender": Rule("tenders.respond", WRITE),
+    "cartage.carrier.v1.CarrierService/RejectTender": Rule("tenders.respond", WRITE),
+    "cartage.carrier.v1.CarrierService/ListLaneScorecards": Rule("carriers.read", READ),
     # Tracking: positions and milestones in, the tracking record and links out.
     "cartage.tracking.v1.TrackingService/RecordPositions": Rule("tracking.write", WRITE),
     "cartage.tracking.v1.TrackingService/BatchRecordPositions": Rule("tracking.write", WRITE),
@@ -89,6 +117,20 @@ POLICY: dict[str, Rule] = {
     "cartage.tracking.v1.WebhookService/RetryWebhookDelivery": Rule("webhooks.write", WRITE),
     "cartage.tracking.v1.WebhookService/SendTestWebhookEvent": Rule("webhooks.write", WRITE),
     "cartage.tracking.v1.WebhookService/ReplayWebhookEvents": Rule("webhooks.write", WRITE),
+    # Documents: generated paper, proofs of delivery, signed links, the tamper-evident chain.
+    "cartage.document.v1.DocumentService/GenerateDocument": Rule("documents.write", WRITE),
+    "cartage.document.v1.DocumentService/BatchGenerateDocuments": Rule("documents.write", WRITE),
+    # A signature and 10 photos of up to 10 MiB, base64 in JSON (4/3 of the bytes) and the rest.
+    "cartage.document.v1.DocumentService/CaptureProofOfDelivery": Rule(
+        "documents.write", WRITE, max_request_bytes=150 * 1024 * 1024),
+    "cartage.document.v1.DocumentService/GetDocument": Rule("documents.read", READ),
+    "cartage.document.v1.DocumentService/ListDocuments": Rule("documents.read", READ),
+    "cartage.document.v1.DocumentService/GetDocumentContent": Rule("documents.read", READ),
+    "cartage.document.v1.DocumentService/VoidDocument": Rule("documents.write", WRITE),
+    "cartage.document.v1.DocumentService/CreateDownloadLink": Rule("documents.read", WRITE),
+    "cartage.document.v1.DocumentService/VerifyDocumentChain": Rule("documents.read", READ),
+    # The signed link is the credential: served without a token (PUBLIC below).
+    "cartage.document.v1.DocumentService/DownloadDocument": Rule("documents.read", READ),
 }
 
 
@@ -160,6 +202,8 @@ TIERS: dict[str, dict[str, Bucket]] = {
 PUBLIC.update({
     # A consignee opening a tracking link: a few requests per second per address.
     "cartage.tracking.v1.TrackingService/GetSharedTracking": Bucket(5, 1),
+    # A browser fetching a document through its signed download link.
+    "cartage.document.v1.DocumentService/DownloadDocument": Bucket(5, 1),
 })
 
 

@@ -81,6 +81,10 @@ SERVICES: tuple[ServiceEntry, ...] = (
         serves_operations=True,
         operation_scopes=OperationScopes(read="routes.read", write="routes.write")),
     ServiceEntry(
+        name="carrier", package="services.carrier", default_port=50053, env_prefix="CARRIER",
+        proto_package="cartage.carrier.v1",
+        grpc_services=("cartage.carrier.v1.CarrierService",)),
+    ServiceEntry(
         name="tracking", package="services.tracking", default_port=50054, env_prefix="TRACKING",
         proto_package="cartage.tracking.v1",
         grpc_services=("cartage.tracking.v1.TrackingService",
@@ -92,6 +96,14 @@ SERVICES: tuple[ServiceEntry, ...] = (
         # decrypts partner webhook secrets with the same key.
         secret_env=(("TRACKING_LINK_SECRET", "trackingLinkSecret"),
                     ("TRACKING_WEBHOOK_SECRET_KEY", "webhookSecretKey"))),
+    ServiceEntry(
+        name="document", package="services.document", default_port=50055,
+        env_prefix="DOCUMENT", proto_package="cartage.document.v1",
+        grpc_services=("cartage.document.v1.DocumentService",),
+        serves_operations=True,
+        operation_scopes=OperationScopes(read="documents.read", write="documents.write"),
+        # The key of download links and chain heads: one for every replica.
+        secret_env=(("DOCUMENT_SIGNING_KEY", "documentSigningKey"),)),
 )
 
 #: The owner of operations named the old way, `operations/{id}` (before operation names

@@ -134,6 +134,16 @@ async def routing_address(stack: Any, order_address: str) -> AsyncIterator[str]:
     await running.stop()
 
 
+def carrier_settings(stack: Any, **overrides: Any) -> Any:
+    """Settings of a carrier service on the session's Postgres and NATS (fast deadline polls)."""
+    from services.carrier.settings import Settings as CarrierSettings
+
+    base = CarrierSettings(database_url=stack.database_url, nats_url=stack.nats_url,
+                           grpc_address="127.0.0.1:0", log_level="WARNING",
+                           deadline_poll_s=0.1)
+    return replace(base, **overrides)
+
+
 def tracking_settings(stack: Any, **overrides: Any) -> Any:
     """Settings of a tracking service on the session's Postgres and NATS (fast watches)."""
     from services.tracking.settings import Settings as TrackingSettings
@@ -149,6 +159,32 @@ def tracking_settings(stack: Any, **overrides: Any) -> Any:
     return replace(base, **overrides)
 
 
+# The document service's signing key for this test session (made at test time, never stored).
+DOCUMENT_TEST_KEY = os.urandom(32).hex()
+
+
+def document_settings(stack: Any, **overrides: Any) -> Any:
+    """Settings of a document service on the session's Postgres and NATS, its content store
+    under the session's directory and the session's signing key."""
+    from services.document.settings import Settings as DocumentSettings
+
+    base = DocumentSettings(database_url=stack.database_url, nats_url=stack.nats_url,
+                            grpc_address="127.0.0.1:0", log_level="WARNING",
+                            store_dir=str(stack.tmp / "documents"),
+                            signing_key=DOCUMENT_TEST_KEY)
+    return replace(base, **overrides)
+
+
+@pytest.fixture(scope="session")
+async def carrier_address(stack: Any, order_address: str) -> AsyncIterator[str]:
+    """The carrier service for the whole session, next to the order service (which declares
+    the ORDER stream whose order.released it consumes)."""
+    from services.carrier.app import DEFINITION
+
+    async with RunningService(DEFINITION, carrier_settings(stack)) as running:
+        yield running.address
+
+
 @pytest.fixture(scope="session")
 async def tracking_address(stack: Any, order_address: str) -> AsyncIterator[str]:
     """The tracking service for the whole session (one per database, like routing), next to
@@ -156,6 +192,15 @@ async def tracking_address(stack: Any, order_address: str) -> AsyncIterator[str]
     from services.tracking.app import DEFINITION
 
     async with RunningService(DEFINITION, tracking_settings(stack)) as running:
+        yield running.address
+
+
+@pytest.fixture(scope="session")
+async def document_address(stack: Stack) -> AsyncIterator[str]:
+    """The document service, in this process, on a free port."""
+    from services.document.app import DEFINITION
+
+    async with RunningService(DEFINITION, document_settings(stack)) as running:
         yield running.address
 
 

@@ -53,7 +53,7 @@ from services.kit.messaging import (
 )
 from services.kit.metrics import MetricsServer, WorkerMetrics, bind_host
 from services.kit.migrations import upgrade_async
-from services.kit.server import HealthCheck, Service
+from services.kit.server import MAX_MESSAGE_BYTES, HealthCheck, Service
 from services.kit.uow import UnitOfWork
 
 UNIX_PATH_MAX = 107  # bytes of a Unix socket path (sun_path, less its terminating NUL)
@@ -164,6 +164,8 @@ class ServiceDefinition:
     migrations: Path
     stream: str | None  # the JetStream stream its outbox publishes to (None: no events)
     compose: Compose = field(repr=False)
+    # The largest gRPC message it takes or sends (a proof of delivery carries photos).
+    max_message_bytes: int = MAX_MESSAGE_BYTES
 
     async def migrate(self, settings: ServiceSettings) -> None:
         await upgrade_async(settings.database_url, self.tables.schema, self.migrations)
@@ -209,6 +211,7 @@ class ServiceDefinition:
                 jobs=jobs,
                 reuse_port=settings.workers > 1,
                 own_address=own,
+                max_message_bytes=self.max_message_bytes,
             )
             if service_hook is not None:
                 service_hook(service)

@@ -15,6 +15,7 @@ from services.kit.errors import Unauthenticated
 CLIENT_ID_HEADER = "x-cartage-client-id"
 SCOPES_HEADER = "x-cartage-scopes"
 IDEMPOTENCY_KEY_HEADER = "idempotency-key"
+TOKEN_ID_HEADER = "x-cartage-token-id"  # the access token's `jti`, set by Envoy like the others
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,7 @@ class Caller:
     client_id: str
     scopes: frozenset[str]
     idempotency_key: str = ""
+    token_id: str = ""
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> Caller | None:
@@ -31,7 +33,8 @@ class Caller:
         if not client_id:
             return None
         scopes = frozenset(metadata.get(SCOPES_HEADER, "").split())
-        return cls(client_id, scopes, metadata.get(IDEMPOTENCY_KEY_HEADER, "").strip())
+        return cls(client_id, scopes, metadata.get(IDEMPOTENCY_KEY_HEADER, "").strip(),
+                   metadata.get(TOKEN_ID_HEADER, "").strip())
 
 
 _caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("caller", default=None)

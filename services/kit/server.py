@@ -192,8 +192,10 @@ class Service:
         grace_seconds: float = 5.0,
         reuse_port: bool = False,
         own_address: str | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.name = name
+        self._max_message_bytes = max_message_bytes
         self.address = address
         # An address only this process listens on (`unix:/path`), besides the shared one: a
         # proxy in front of several workers can then balance requests over them itself
@@ -218,8 +220,8 @@ class Service:
         server = grpc.aio.server(
             interceptors=[KitInterceptor()],
             options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", self._max_message_bytes),
+                ("grpc.max_send_message_length", self._max_message_bytes),
                 # A stale server must not silently share the port with its replacement, unless
                 # several workers of one service share it on purpose.
                 ("grpc.so_reuseport", 1 if self._reuse_port else 0),

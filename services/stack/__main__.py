@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services import registry
+from services.stack import carriers
 from services.stack.components import (
     Nats,
     Postgres,
@@ -123,7 +124,7 @@ def _local_secret(data: Path, name: str) -> str:
     path = data / name.lower().replace("_", "-")
     if not path.exists():
         path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(48))
+        path.write_text(secrets.token_hex(32))  # hex: every service's key format
     return path.read_text().strip()
 
 
@@ -268,7 +269,17 @@ def run() -> int:
         _say(f"starting the audit collector on 127.0.0.1:{audit_port} ...")
         audit.start()
         credentials = _demo_credentials(database_url, data)
+        carrier_credentials = carriers.carrier_credentials(database_url, data)
         _write_samples(data)
+        carriers.write_samples(data)
+        if registry.find("carrier") is not None:
+            import grpc
+
+            try:
+                asyncio.run(carriers.seed(upstreams["carrier"], credentials["client_id"]))
+            except grpc.aio.AioRpcError as error:  # the suite still runs; only the demo lacks
+                _say(f"could not seed the demo carriers: {error.code().name} "
+                     f"{error.details()}")
         envoy = _envoy(data, logs, gateway_port, admin_port, auth_port, issuer, upstreams,
                        audit_port)
         gateway.append(envoy)
@@ -292,6 +303,9 @@ def run() -> int:
                         "envoy": f"http://127.0.0.1:{admin_port}/stats/prometheus"},
             "demo_client_id": credentials["client_id"],
             "demo_client_secret": credentials["client_secret"],
+            # the demo carrier's own client: lists and answers tenders (tenders.respond)
+            "demo_carrier_client_id": carrier_credentials["client_id"],
+            "demo_carrier_client_secret": carrier_credentials["client_secret"],
             "logs": str(logs),
         }
         (data / "run.json").write_text(json.dumps(endpoints, indent=2) + "\n")
@@ -380,6 +394,11 @@ def _banner(endpoints: dict[str, object], data: Path) -> None:
          f"{endpoints['gateway_url']}/v1/$ORDER/tracking:watch")
     _say("The README's session (\"Running it\") plans and approves it, as typed.")
     _say("Or over gRPC straight to the service: .venv/bin/python -m services.stack demo")
+    if "demo_carrier_client_id" in endpoints:
+        _say(f"Carriers: two demo carriers are seeded; {data / 'demo-shipment.json'} and "
+             f"{data / 'demo-import.json'} are bodies for /v1/shipments and "
+             "/v1/carriers/{id}/rateCards:import; the demo carrier answers its tenders as "
+             f"{endpoints['demo_carrier_client_id']} (secret in run.json).")
     _say("Press Ctrl-C to stop.")
 
 

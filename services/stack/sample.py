@@ -70,3 +70,15 @@ def demo_vehicle() -> vehicle_pb2.Vehicle:
                                   duration=duration_pb2.Duration(seconds=45 * 60))],
         costs=vehicle_pb2.Costs(fixed=120, per_km=0.9, per_hour=35),
     )
+
+
+def demo_shipment() -> object:
+    """A 2.4 t load Hamburg -> Berlin tomorrow, for the carrier demo (QuoteRates, tender)."""
+    from cartage.carrier.v1 import carrier_pb2, shipment_pb2
+
+    order = demo_order()
+    return shipment_pb2.Shipment(
+        pickup=order.pickup, delivery=order.delivery, weight_kg=2400, pallets=6,
+        equipment=carrier_pb2.EQUIPMENT_DRY_VAN, mode=carrier_pb2.MODE_FTL,
+        accessorials=[shipment_pb2.RequestedAccessorial(
+            code=carrier_pb2.ACCESSORIAL_CODE_LIFTGATE)])

@@ -151,7 +151,8 @@ async def test_another_partner_sees_none_of_it(partner_factory: Any) -> None:
         assert response.status_code == 404, (method, path, response.text)
     # A's things are untouched
     assert (await a.http.get(f"/v1/{fence['name']}")).status_code == 200
-    assert (await a.http.get(f"/v1/{order}/milestones")).json() == {}
+    assert (await a.http.get(f"/v1/{order}/milestones")).json() == {
+        "milestones": [], "nextPageToken": ""}
     assert (await a.http.get(link["path"])).status_code == 200
     listed = (await b.http.get("/v1/geofences")).json()
     assert fence["name"] not in json.dumps(listed)

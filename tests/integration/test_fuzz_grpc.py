@@ -1,5 +1,6 @@
 """Random and mutated protobuf bytes on every unary and server-streaming method of the order
-service, the routing service and `google.longrunning.Operations` (served by routing): no call
+service, the routing service, the carrier service and `google.longrunning.Operations`
+(served by routing): no call
 may end INTERNAL or UNKNOWN (issue 12).
 
 The methods come from the generated descriptors; each gets a fixed, seeded budget of cases:
@@ -22,6 +23,7 @@ from google.longrunning import operations_proto_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message_factory
 
+from cartage.carrier.v1 import carrier_service_pb2
 from cartage.order.v1 import order_service_pb2
 from cartage.order.v1 import order_service_pb2 as order_pb
 from cartage.routing.v1 import routing_service_pb2
@@ -43,11 +45,14 @@ SERVICES = [
     ("order", order_service_pb2.DESCRIPTOR.services_by_name["OrderService"]),
     ("routing", routing_service_pb2.DESCRIPTOR.services_by_name["RoutingService"]),
     ("routing", operations_proto_pb2.DESCRIPTOR.services_by_name["Operations"]),
+    ("carrier", carrier_service_pb2.DESCRIPTOR.services_by_name["CarrierService"]),
     ("tracking", tracking_service_pb2.DESCRIPTOR.services_by_name["TrackingService"]),
 ]
 
 HEX_ID = "0123456789abcdef" * 2
-RESOURCES = [("TrackingLink", f"trackingLinks/{HEX_ID}"),
+RESOURCES = [("RateCard", f"carriers/{HEX_ID}/rateCards/{HEX_ID}"),
+             ("Carrier", f"carriers/{HEX_ID}"), ("Shipment", f"shipments/{HEX_ID}"),
+             ("Tender", f"tenders/{HEX_ID}"), ("TrackingLink", f"trackingLinks/{HEX_ID}"),
              ("Tracking", f"orders/{HEX_ID}/tracking"), ("Geofence", f"geofences/{HEX_ID}"),
              ("ListOperations", "operations"), ("Operation", f"operations/routing/{HEX_ID}"),
              ("Order", f"orders/{HEX_ID}"), ("Vehicle", "vehicles/v-fuzz"),
@@ -253,22 +258,24 @@ async def send(channel: grpc.aio.Channel, path: str, streaming: bool, body: byte
 
 async def test_random_and_mutated_bytes_never_end_internal(order_address: str,
                                                           routing_address: str,
+                                                          carrier_address: str,
                                                           tracking_address: str) -> None:
     started = time.monotonic()
     rng = random.Random(SEED)
     client_id = new_client_id()
     identity = metadata(client_id)
     addresses = {"order": order_address, "routing": routing_address,
-                 "tracking": tracking_address}
+                 "carrier": carrier_address, "tracking": tracking_address}
     seen: Counter[str] = Counter()
     failures: list[tuple[str, str, bytes]] = []
     per_method: dict[str, int] = {}
     limit = asyncio.Semaphore(CONCURRENCY)
     async with grpc.aio.insecure_channel(order_address) as order_channel, \
             grpc.aio.insecure_channel(routing_address) as routing_channel, \
+            grpc.aio.insecure_channel(carrier_address) as carrier_channel, \
             grpc.aio.insecure_channel(tracking_address) as tracking_channel:
         channels = {order_address: order_channel, routing_address: routing_channel,
-                    tracking_address: tracking_channel}
+                    carrier_address: carrier_channel, tracking_address: tracking_channel}
 
         async def one(path: str, streaming: bool, channel, body: bytes) -> None:
             async with limit:

@@ -23,9 +23,9 @@ def config(**overrides: Any) -> GatewayConfig:
     base: dict[str, Any] = dict(listen_port=18080, admin_port=19901,
                                 auth_address="127.0.0.1:18090",
                                 issuer="http://127.0.0.1:18090",
-                                upstreams={"order": "127.0.0.1:50051",
-                                           "routing": "127.0.0.1:50052",
-                                           "tracking": "127.0.0.1:50054"})
+                                # every registered service, on its default port
+                                upstreams={e.name: f"127.0.0.1:{e.default_port}"
+                                           for e in registry.SERVICES})
     return GatewayConfig(**(base | overrides))
 
 
@@ -35,8 +35,12 @@ def routes(bootstrap: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in vhost["routes"]}
 
 
-def allowed_scopes(route: dict[str, Any]) -> list[str]:
-    rbac = route["typed_per_filter_config"]["envoy.filters.http.rbac"]["rbac"]
+def allowed_scopes(route: dict[str, Any]) -> list[str] | None:
+    """The scopes a route's RBAC lets through; None: no RBAC at all (a PUBLIC policy line)."""
+    per_route = route["typed_per_filter_config"]["envoy.filters.http.rbac"]
+    if "rbac" not in per_route:
+        return None
+    rbac = per_route["rbac"]
     return [name.removeprefix("scope:") for name in rbac["rules"]["policies"]]
 
 
@@ -46,7 +50,8 @@ def test_envoy_accepts_the_generated_config(tmp_path: Path, order: str) -> None:
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps(build(config(
         audit_address="127.0.0.1:18091",
-        upstreams={"order": order, "routing": "127.0.0.1:50052"}))))
+        upstreams={"order": order, "routing": "127.0.0.1:50052",
+                   "carrier": "127.0.0.1:50053"}))))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path),
                              "--log-level", "error"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -111,15 +116,16 @@ def test_public_routes_skip_the_token_and_have_their_own_rate_limit() -> None:
     shared = "/cartage.tracking.v1.TrackingService/GetSharedTracking"
     assert {"match": {"path": shared}} in rules
     regexes = [r["match"]["safe_regex"]["regex"] for r in rules if "safe_regex" in r["match"]]
-    assert regexes == ["^/v1/sharedTracking/[^/]+$"]
+    assert sorted(regexes) == ["^/v1/downloads/[^/]+$", "^/v1/sharedTracking/[^/]+$"]
     assert all("requires" not in r for r in rules[:-1]) and "requires" in rules[-1]
     route = routes(bootstrap)[shared.lstrip("/")]
     limit = route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]
     assert limit["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
-    # nothing else is public
+    # nothing else is public: exactly the PUBLIC table's lines
     public = [name for name, r in routes(bootstrap).items() if "route" in r
               and allowed_scopes(r) == ["public"]]
-    assert public == [shared.lstrip("/")]
+    assert sorted(public) == sorted(PUBLIC) == [
+        "cartage.document.v1.DocumentService/DownloadDocument", shared.lstrip("/")]
 
 
 def test_an_rpc_without_a_policy_line_is_denied_to_everyone() -> None:
@@ -222,10 +228,10 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
     assert {r.method for r in ops} >= {"GetOperation", "ListOperations", "CancelOperation",
                                        "DeleteOperation", "WaitOperation"}
     owners = registry.operations_owners()
-    assert [o.name for o in owners] == ["routing", "tracking"]
+    assert [o.name for o in owners] == ["routing", "tracking", "document"]
     names = list(generated)
     for rpc in ops:
-        assert rpc.owners == ("routing", "tracking")
+        assert rpc.owners == ("routing", "tracking", "document")
         first = generated[rpc.path.lstrip("/")]  # where a call lands before the filter
         assert first["match"] == {"path": rpc.path} and "route" not in first
         assert allowed_scopes(first) == []
@@ -245,6 +251,8 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
         registry.OperationScopes("routes.read", "routes.write"))
     assert registry.get("tracking").operation_scopes == (
         registry.OperationScopes("webhooks.read", "webhooks.write"))
+    assert registry.get("document").operation_scopes == (
+        registry.OperationScopes("documents.read", "documents.write"))
     # The Lua filter sits between the transcoder and RBAC, with no code for other routes.
     names_in_chain = [f["name"] for f in http_filters(bootstrap)]
     assert (names_in_chain.index("envoy.filters.http.grpc_json_transcoder")
@@ -269,8 +277,9 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
             } <= operation_ids
     assert "WaitOperation" not in operation_ids
     get = document["paths"]["/v1/operations/{operation_id}"]["get"]
-    # Any owner's read scope (the service segment picks the owner; the document lists both).
-    assert get["security"] == [{"oauth2": ["routes.read"]}, {"oauth2": ["webhooks.read"]}]
+    # Any owner's read scope (the service segment picks the owner; the document lists each).
+    assert get["security"] == [{"oauth2": ["routes.read"]}, {"oauth2": ["webhooks.read"]},
+                               {"oauth2": ["documents.read"]}]
     # The service is a path parameter of its own (an encoded slash would stay encoded).
     by_service = document["paths"]["/v1/operations/{service}/{operation_id}"]
     assert [p["name"] for p in by_service["get"]["parameters"]] == ["service", "operation_id"]
@@ -309,10 +318,12 @@ def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> No
     """As before the routing contracts landed: the registry names a service (and an
     operations owner) that is not in the descriptor set, and its upstream is configured."""
     descriptors = contracts.load()
-    # (and tracking's webhook_service.proto, whose ReplayWebhookEvents is an operation)
+    # (and without the services that came after it, nor files that import longrunning)
     kept = [f for f in descriptors.file
             if not f.package.startswith(("cartage.routing", "google.longrunning"))
-            and "google/longrunning/operations.proto" not in f.dependency]
+            and "google/longrunning/operations.proto" not in f.dependency
+            and not any(f.package == e.proto_package for e in registry.SERVICES
+                        if e.name not in ("order", "routing"))]
     del descriptors.file[:]
     descriptors.file.extend(kept)
     path = tmp_path / "order-only.binpb"
@@ -321,8 +332,7 @@ def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> No
     bootstrap = build(config(descriptor_set=path))
     generated = routes(bootstrap)
     assert not any(name.startswith((OPERATIONS, "cartage.routing.")) for name in generated)
-    assert transcoded_services(bootstrap) == ["cartage.order.v1.OrderService",
-                                              "cartage.tracking.v1.TrackingService"]
+    assert transcoded_services(bootstrap) == ["cartage.order.v1.OrderService"]
     validate = tmp_path / "envoy.json"
     validate.write_text(json.dumps(bootstrap))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(validate),
@@ -389,3 +399,40 @@ def test_every_rest_path_answers_other_methods_with_405_and_allow() -> None:
     assert allow("/v1/operations/routing/x:cancel") == "POST"
     assert allow("/v1/routePlans:plan") == "POST"
     assert allow("/v1/nothing") == ""
+
+
+def test_a_public_rpc_skips_the_token_on_its_own_paths_only() -> None:
+    """DownloadDocument (a signed link is its credential): its paths need no token, its route
+    lets anyone in under a per-address rate limit; every other path still needs a token."""
+    bootstrap = build(config())
+    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    [jwt] = [f for f in hcm["typed_config"]["http_filters"]
+             if f["name"] == "envoy.filters.http.jwt_authn"]
+    rules = jwt["typed_config"]["rules"]
+    open_rules = [r["match"] for r in rules if "requires" not in r]
+    assert {"safe_regex": {"regex": r"^/v1/downloads/[^/]+$"}} in open_rules
+    assert rules[-1] == {"match": {"prefix": "/"}, "requires": {"provider_name": "cartage"}}
+    assert not any("GetDocumentContent" in json.dumps(m) for m in open_rules)
+    route = routes(bootstrap)["cartage.document.v1.DocumentService/DownloadDocument"]
+    assert allowed_scopes(route) == ["public"]
+    assert "envoy.filters.http.local_ratelimit" in route["typed_per_filter_config"]
+    assert allowed_scopes(routes(bootstrap)[
+        "cartage.document.v1.DocumentService/GetDocumentContent"]) == ["documents.read"]
+
+
+def test_a_larger_body_is_allowed_on_its_rest_path_only() -> None:
+    """CaptureProofOfDelivery's policy line raises the strict JSON buffer for its REST path
+    (the route the filters before the transcoder see); nothing is served from that route."""
+    from gateway.envoy_config import STRICT_JSON_BUFFER
+
+    generated = routes(build(config()))
+    route = generated["rest-body:cartage.document.v1.DocumentService/CaptureProofOfDelivery"]
+    assert route["match"] == {"path": "/v1/documents:captureProofOfDelivery"}
+    assert route["direct_response"]["status"] == 404 and "route" not in route
+    limit = POLICY["cartage.document.v1.DocumentService/CaptureProofOfDelivery"]
+    assert route["typed_per_filter_config"][STRICT_JSON_BUFFER]["buffer"] == {
+        "max_request_bytes": limit.max_request_bytes}
+    assert [name for name in generated if name.startswith("rest-body:")] == [
+        "rest-body:cartage.document.v1.DocumentService/CaptureProofOfDelivery"]
+    names = list(generated)
+    assert names.index(route["name"]) < names.index("not_found")

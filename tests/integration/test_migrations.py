@@ -39,7 +39,9 @@ def _auth() -> tuple[Any, Any]:
 SCHEMAS = {
     "order": lambda: _service("services.order.app"),
     "routing": lambda: _service("services.routing.app"),
+    "carrier": lambda: _service("services.carrier.app"),
     "tracking": lambda: _service("services.tracking.app"),
+    "document": lambda: _service("services.document.app"),
     "gateway": _auth,
 }
 

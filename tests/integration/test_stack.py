@@ -87,6 +87,19 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
             "authorization": f"Bearer {token.json()['access_token']}"})
         assert listed.status_code == 200, listed.text
         assert len(listed.json()["orders"]) == 1
+        # Two demo carriers are seeded for the demo partner; the demo carrier's own client
+        # may list its tenders (none yet).
+        carriers = httpx.get(endpoints["gateway_url"] + "/v1/carriers", headers={
+            "authorization": f"Bearer {token.json()['access_token']}"})
+        assert carriers.status_code == 200, carriers.text
+        assert len(carriers.json()["carriers"]) == 2
+        carrier_token = httpx.post(
+            endpoints["token_url"], data={"grant_type": "client_credentials"},
+            auth=(endpoints["demo_carrier_client_id"], endpoints["demo_carrier_client_secret"]))
+        assert carrier_token.status_code == 200, carrier_token.text
+        tenders = httpx.get(endpoints["gateway_url"] + "/v1/tenders", headers={
+            "authorization": f"Bearer {carrier_token.json()['access_token']}"})
+        assert tenders.status_code == 200, tenders.text
         # Every service's Prometheus metrics, where run.json (and the banner) says, counted
         # the demo's calls; Envoy's stats from its admin endpoint.
         assert set(endpoints["metrics"]) == {*registry.names(), "auth", "audit", "envoy"}
@@ -125,6 +138,12 @@ def test_run_serves_stops_cleanly_and_keeps_data(tmp_path) -> None:
     second = _start(tmp_path, ports, service_ports)
     try:
         assert "has 2 order(s)" in _demo(tmp_path)
+        again = json.loads((tmp_path / "run.json").read_text())
+        token = httpx.post(again["token_url"], data={"grant_type": "client_credentials"},
+                           auth=(again["demo_client_id"], again["demo_client_secret"]))
+        carriers = httpx.get(again["gateway_url"] + "/v1/carriers", headers={
+            "authorization": f"Bearer {token.json()['access_token']}"})
+        assert len(carriers.json()["carriers"]) == 2  # seeded once, not per run
         # The second run gave the demo partner every scope of the current policy again.
         assert set(asyncio.run(_registry(endpoints["database_url"]))) == set(all_scopes())
     finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 
@@ -42,7 +42,8 @@ async def test_a_batch_stores_refuses_with_reasons_and_drops_duplicates(tracking
         position(truck, t + timedelta(minutes=1), 52.001, 13.0),  # duplicate
         position(truck, t + timedelta(minutes=2), 91.0, 13.0),  # out of range
         position(truck, t + timedelta(minutes=3), math.nan, 13.0),
-        position(truck, NOW + timedelta(minutes=10), 52.002, 13.0),  # future
+        # future: measured from the clock now (NOW is fixed when the tests are collected)
+        position(truck, datetime.now(UTC) + timedelta(minutes=10), 52.002, 13.0),
         position(truck, t + timedelta(minutes=4), 53.0, 13.0),  # 110 km in 3 min
         tracking_pb2.Position(vehicle=f"vehicles/{truck}"),  # no time, no location
     )

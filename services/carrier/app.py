@@ -1,0 +1,92 @@
+"""The composition root: the carrier service's parts, wired (the kit runs them, `kit.app`).
+
+One process serves CarrierService, relays its outbox to the CARRIER stream, turns the order
+service's `order.released` of carrier-mode orders into shipments, and runs the tender deadline
+job (durable deadlines in Postgres, claimed with FOR UPDATE SKIP LOCKED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+from nats.aio.msg import Msg
+
+from cartage.carrier.v1 import carrier_service_pb2, carrier_service_pb2_grpc
+from services.carrier import conversion
+from services.carrier.adapters import tables
+from services.carrier.adapters.events import (
+    ORDER_CANCELLED,
+    ORDER_RELEASED,
+    CarrierEvents,
+    cancelled_order,
+    carrier_order,
+)
+from services.carrier.adapters.repository import CarrierRepository
+from services.carrier.adapters.tender_channels import ChannelRouter
+from services.carrier.api.servicer import CarrierServicer
+from services.carrier.settings import Settings
+from services.carrier.use_cases import CatalogUseCases, QuoteUseCases, TenderUseCases
+from services.kit.app import Composition, Runtime, ServiceDefinition
+from services.kit.events import catalog
+from services.kit.jobs import Job
+from services.kit.messaging import ConsumerSpec
+from services.kit.uow import Transaction
+
+SERVICE_NAME = carrier_service_pb2.DESCRIPTOR.services_by_name["CarrierService"].full_name
+
+
+def compose(runtime: Runtime) -> Composition:
+    settings: Settings = runtime.settings
+    repository, events = CarrierRepository(), CarrierEvents()
+    catalog_cases = CatalogUseCases(runtime.uow, repository, conversion.CODECS)
+    quotes = QuoteUseCases(runtime.uow, repository, base_currency=settings.base_currency,
+                           fuel_price_index=Decimal(settings.fuel_price_index),
+                           score_ttl_s=settings.score_ttl_s,
+                           score_window_days=settings.score_window_days)
+    tenders = TenderUseCases(runtime.uow, repository, events, conversion.CODECS, quotes,
+                             ChannelRouter(), default_timeout_s=settings.tender_timeout_s)
+    servicer = CarrierServicer(catalog_cases, quotes, tenders,
+                               max_csv_bytes=settings.max_csv_bytes)
+
+    def register(server: grpc.aio.Server) -> None:
+        carrier_service_pb2_grpc.add_CarrierServiceServicer_to_server(servicer, server)
+
+    async def on_order(tx: Transaction, msg: Msg) -> None:
+        event = catalog().decode(msg)
+        released = carrier_order(event)
+        if released is not None:
+            await tenders.shipment_from_order(tx, *released)
+        cancelled = cancelled_order(event)
+        if cancelled is not None:
+            await tenders.order_cancelled(tx, *cancelled)
+
+    async def deadlines(stop: asyncio.Event) -> None:
+        """Expire due tenders until stopped; a full batch is followed at once by the next."""
+        while not stop.is_set():
+            if await tenders.expire_due() == 100:
+                continue
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=settings.deadline_poll_s)
+            except TimeoutError:
+                pass
+
+    return Composition(
+        register=register,
+        service_names=[SERVICE_NAME],
+        # In stream order (one lane): an order's cancellation after its release must find the
+        # shipment the release made. A transaction per event: each reads what the last wrote.
+        consumers=[(ConsumerSpec.of("carrier-orders", ORDER_RELEASED, ORDER_CANCELLED,
+                                    concurrency=1, batch_transaction=False), on_order)],
+        jobs=[Job("tender-deadlines", deadlines)],
+    )
+
+
+DEFINITION = ServiceDefinition(
+    name="carrier", module=__name__, settings=Settings, tables=tables.kit,
+    migrations=Path(__file__).parent / "adapters" / "migrations", stream="CARRIER",
+    compose=compose)
+migrate = DEFINITION.migrate
+serve = DEFINITION.serve
