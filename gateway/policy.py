@@ -106,6 +106,17 @@ POLICY: dict[str, Rule] = {
     "cartage.tracking.v1.TrackingService/RevokeTrackingLink": Rule("tracking.write", WRITE),
     # The public link view: the signed token in the path is the authorization (PUBLIC below).
     "cartage.tracking.v1.TrackingService/GetSharedTracking": Rule("tracking.read", READ),
+    # Partner webhooks: endpoints, their secrets and deliveries.
+    "cartage.tracking.v1.WebhookService/CreateWebhookEndpoint": Rule("webhooks.write", WRITE),
+    "cartage.tracking.v1.WebhookService/GetWebhookEndpoint": Rule("webhooks.read", READ),
+    "cartage.tracking.v1.WebhookService/ListWebhookEndpoints": Rule("webhooks.read", READ),
+    "cartage.tracking.v1.WebhookService/UpdateWebhookEndpoint": Rule("webhooks.write", WRITE),
+    "cartage.tracking.v1.WebhookService/DeleteWebhookEndpoint": Rule("webhooks.write", WRITE),
+    "cartage.tracking.v1.WebhookService/RotateWebhookSecret": Rule("webhooks.write", WRITE),
+    "cartage.tracking.v1.WebhookService/ListWebhookDeliveries": Rule("webhooks.read", READ),
+    "cartage.tracking.v1.WebhookService/RetryWebhookDelivery": Rule("webhooks.write", WRITE),
+    "cartage.tracking.v1.WebhookService/SendTestWebhookEvent": Rule("webhooks.write", WRITE),
+    "cartage.tracking.v1.WebhookService/ReplayWebhookEvents": Rule("webhooks.write", WRITE),
     # Documents: generated paper, proofs of delivery, signed links, the tamper-evident chain.
     "cartage.document.v1.DocumentService/GenerateDocument": Rule("documents.write", WRITE),
     "cartage.document.v1.DocumentService/BatchGenerateDocuments": Rule("documents.write", WRITE),

@@ -87,9 +87,15 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry(
         name="tracking", package="services.tracking", default_port=50054, env_prefix="TRACKING",
         proto_package="cartage.tracking.v1",
-        grpc_services=("cartage.tracking.v1.TrackingService",),
-        # Every replica signs and checks tracking links with the same key.
-        secret_env=(("TRACKING_LINK_SECRET", "trackingLinkSecret"),)),
+        grpc_services=("cartage.tracking.v1.TrackingService",
+                       "cartage.tracking.v1.WebhookService"),
+        # ReplayWebhookEvents' operations, `operations/tracking/{id}`.
+        serves_operations=True,
+        operation_scopes=OperationScopes(read="webhooks.read", write="webhooks.write"),
+        # Every replica signs and checks tracking links with the same key, and encrypts and
+        # decrypts partner webhook secrets with the same key.
+        secret_env=(("TRACKING_LINK_SECRET", "trackingLinkSecret"),
+                    ("TRACKING_WEBHOOK_SECRET_KEY", "webhookSecretKey"))),
     ServiceEntry(
         name="document", package="services.document", default_port=50055,
         env_prefix="DOCUMENT", proto_package="cartage.document.v1",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from cryptography.fernet import Fernet
 
 from services.stack.components import Nats, Postgres, free_port, wait_for_port
 from tests.support import RunningService
@@ -149,7 +150,12 @@ def tracking_settings(stack: Any, **overrides: Any) -> Any:
 
     base = TrackingSettings(database_url=stack.database_url, nats_url=stack.nats_url,
                             grpc_address="127.0.0.1:0", log_level="WARNING",
-                            watch_interval_s=0.2, link_secret="x" * 32)
+                            watch_interval_s=0.2, link_secret="x" * 32,
+                            # Webhooks to the tests' loopback receivers, a compressed schedule
+                            # (5 s -> 0.5 ms, 10 h -> 3.6 s: ~10 s in all), a key made for this run.
+                            webhook_allow_loopback=True, webhook_schedule_scale=0.0001,
+                            webhook_secret_key=Fernet.generate_key().decode(),
+                            webhook_poll_s=0.05)
     return replace(base, **overrides)
 
 

@@ -225,6 +225,10 @@ def run() -> int:
         service_env = {entry.address_env: f"127.0.0.1:{port}", metrics_env: str(metrics_port)}
         for name, _ in entry.secret_env:
             service_env[name] = env.get(name) or _local_secret(data, name)
+        if entry.name == "tracking":
+            # Partner webhooks to a receiver on this machine (loopback only); the environment
+            # can turn it off with WEBHOOK_ALLOW_LOOPBACK=false.
+            service_env["WEBHOOK_ALLOW_LOOPBACK"] = env.get("WEBHOOK_ALLOW_LOOPBACK") or "true"
         upstreams[entry.name] = f"127.0.0.1:{port}"
         if entry.worker_sockets:
             # Envoy reaches each worker on its own socket and balances requests over them.

@@ -228,10 +228,10 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
     assert {r.method for r in ops} >= {"GetOperation", "ListOperations", "CancelOperation",
                                        "DeleteOperation", "WaitOperation"}
     owners = registry.operations_owners()
-    assert [o.name for o in owners] == ["routing", "document"]
+    assert [o.name for o in owners] == ["routing", "tracking", "document"]
     names = list(generated)
     for rpc in ops:
-        assert rpc.owners == ("routing", "document")
+        assert rpc.owners == ("routing", "tracking", "document")
         first = generated[rpc.path.lstrip("/")]  # where a call lands before the filter
         assert first["match"] == {"path": rpc.path} and "route" not in first
         assert allowed_scopes(first) == []
@@ -249,6 +249,8 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
                 operations.per_route())
     assert registry.get("routing").operation_scopes == (
         registry.OperationScopes("routes.read", "routes.write"))
+    assert registry.get("tracking").operation_scopes == (
+        registry.OperationScopes("webhooks.read", "webhooks.write"))
     assert registry.get("document").operation_scopes == (
         registry.OperationScopes("documents.read", "documents.write"))
     # The Lua filter sits between the transcoder and RBAC, with no code for other routes.
@@ -275,8 +277,9 @@ def test_operations_are_routed_per_owner_with_the_owners_scopes() -> None:
             } <= operation_ids
     assert "WaitOperation" not in operation_ids
     get = document["paths"]["/v1/operations/{operation_id}"]["get"]
-    # any one owner's read scope (each owner's operations need its own)
-    assert get["security"] == [{"oauth2": ["routes.read"]}, {"oauth2": ["documents.read"]}]
+    # Any owner's read scope (the service segment picks the owner; the document lists each).
+    assert get["security"] == [{"oauth2": ["routes.read"]}, {"oauth2": ["webhooks.read"]},
+                               {"oauth2": ["documents.read"]}]
     # The service is a path parameter of its own (an encoded slash would stay encoded).
     by_service = document["paths"]["/v1/operations/{service}/{operation_id}"]
     assert [p["name"] for p in by_service["get"]["parameters"]] == ["service", "operation_id"]
@@ -315,9 +318,10 @@ def test_contracts_without_the_routing_package_still_build(tmp_path: Path) -> No
     """As before the routing contracts landed: the registry names a service (and an
     operations owner) that is not in the descriptor set, and its upstream is configured."""
     descriptors = contracts.load()
-    # (and without the services that came after it)
+    # (and without the services that came after it, nor files that import longrunning)
     kept = [f for f in descriptors.file
             if not f.package.startswith(("cartage.routing", "google.longrunning"))
+            and "google/longrunning/operations.proto" not in f.dependency
             and not any(f.package == e.proto_package for e in registry.SERVICES
                         if e.name not in ("order", "routing"))]
     del descriptors.file[:]

@@ -9,7 +9,7 @@ active plan's stops per vehicle, with their ETAs).
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from services.kit.db import KitTables
 
@@ -140,4 +140,68 @@ tracking_links = sa.Table(
     _time("expire_time"),
     sa.Column("revoked", sa.Boolean, nullable=False),
     _time("create_time"),
+)
+
+# Partner webhooks. Secrets are stored encrypted (Fernet, TRACKING_WEBHOOK_SECRET_KEY); the
+# previous secret keeps signing until `previous_secret_until` after a rotation.
+webhook_endpoints = sa.Table(
+    "webhook_endpoints", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("event_types", ARRAY(sa.Text), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("disabled_reason", sa.Integer, nullable=False),
+    sa.Column("secret", sa.LargeBinary, nullable=False),
+    sa.Column("previous_secret", sa.LargeBinary, nullable=True),
+    _time("previous_secret_until", nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    _time("create_time"),
+    _time("update_time"),
+    sa.Index("webhook_endpoints_client", "client_id", "create_time"),
+)
+
+# One row per (endpoint, event): the body is fixed at creation, so every attempt sends the same
+# bytes under the same webhook-id (the row's id). `next_attempt_time` is also the claim: the
+# dispatcher pushes it past the attempt's longest duration when it takes the row, so a
+# dispatcher killed mid-attempt leaves the row due again shortly after.
+webhook_deliveries = sa.Table(
+    "webhook_deliveries", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("endpoint_id", sa.Text, nullable=False),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("state", sa.Integer, nullable=False),
+    sa.Column("attempt_count", sa.Integer, nullable=False),
+    _time("next_attempt_time", nullable=True),
+    sa.Column("attempts", JSONB, nullable=False),
+    _time("create_time"),
+    sa.UniqueConstraint("endpoint_id", "event_id", name="webhook_deliveries_event"),
+    sa.Index("webhook_deliveries_due", "next_attempt_time",
+             postgresql_where=sa.text("state IN (1, 3)")),
+    sa.Index("webhook_deliveries_endpoint", "endpoint_id", "create_time"),
+)
+
+# Deliveries that exhausted the schedule (or met a 410): kept for replay and inspection.
+webhook_dead_letters = sa.Table(
+    "webhook_dead_letters", metadata,
+    sa.Column("delivery_id", sa.Text, primary_key=True),
+    sa.Column("endpoint_id", sa.Text, nullable=False),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    _time("create_time"),
+)
+
+# ReplayWebhookEvents operations (`operations/tracking/{id}`): done once scheduled.
+webhook_replays = sa.Table(
+    "webhook_replays", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("endpoint_id", sa.Text, nullable=False),
+    sa.Column("scheduled", sa.Integer, nullable=False),
+    _time("create_time"),
+    sa.Index("webhook_replays_client", "client_id", "create_time"),
 )
