@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from decimal import Decimal
 
 from cartage.carrier.v1 import carrier_pb2
 from cartage.type.v1 import stop_pb2
 from services.carrier.channels import ChannelError, Party, TenderDocument, TenderStop
 from services.carrier.domain.model import Carrier, Tender
-from services.carrier.domain.money import from_float, to_decimal
+from services.carrier.domain.money import from_float, round_minor, to_decimal
 from services.kit.clock import to_datetime
 
 # Canonical codes of the channels (channels/codes.py); equipment without one (a tautliner) is
@@ -98,8 +97,7 @@ def tender_document(carrier: Carrier, tender: Tender, *, sender_id: str,
             _ACCESSORIALS[a.code] for a in load.accessorials if a.code in _ACCESSORIALS)),
         stops=(_stop(load.pickup, 1, "PICKUP", region_len=region_len),
                _stop(load.delivery, 2, "DELIVERY", region_len=region_len)),
-        offered_amount=to_decimal(price).quantize(Decimal("0.01")) if edi
-        else to_decimal(price),
+        offered_amount=round_minor(to_decimal(price), price.currency_code),
         currency=price.currency_code,
         respond_by=tender.deadline,
     )
