@@ -127,7 +127,7 @@ async def test_a_failing_http_carrier_leaves_the_offer_open_until_its_deadline(
 
 async def appears(path: Path) -> None:
     async def exists() -> bool:
-        return path.exists()
+        return await asyncio.to_thread(path.exists)
 
     await eventually(exists, 10)
 
