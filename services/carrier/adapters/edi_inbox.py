@@ -47,11 +47,11 @@ class EdiInboxPoller:
         for item in await asyncio.to_thread(self._inbox.read):
             try:
                 good = await self._handle(item)
-            except Exception:  # not the file's fault: it stays for the next poll
+                moved = await asyncio.to_thread(
+                    self._inbox.done if good else self._inbox.reject, item)
+            except Exception:  # not the file's fault (the database, a move): the next poll
                 log.exception("990 file not handled; retrying", extra={"file": item.path.name})
                 continue
-            moved = await asyncio.to_thread(self._inbox.done if good else self._inbox.reject,
-                                            item)
             log.info("990 file filed", extra={"file": item.path.name, "to": str(moved)})
             filed += 1
         return filed
