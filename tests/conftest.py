@@ -135,12 +135,15 @@ async def routing_address(stack: Any, order_address: str) -> AsyncIterator[str]:
 
 
 def carrier_settings(stack: Any, **overrides: Any) -> Any:
-    """Settings of a carrier service on the session's Postgres and NATS (fast deadline polls)."""
+    """Settings of a carrier service on the session's Postgres and NATS (fast deadline and EDI
+    inbox polls; the EDI directories under the session's directory)."""
     from services.carrier.settings import Settings as CarrierSettings
 
     base = CarrierSettings(database_url=stack.database_url, nats_url=stack.nats_url,
                            grpc_address="127.0.0.1:0", log_level="WARNING",
-                           deadline_poll_s=0.1)
+                           deadline_poll_s=0.1, edi_poll_s=0.2,
+                           edi_outbox_dir=str(stack.tmp / "carrier-edi" / "outbox"),
+                           edi_inbox_dir=str(stack.tmp / "carrier-edi" / "inbox"))
     return replace(base, **overrides)
 
 

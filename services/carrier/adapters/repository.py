@@ -14,6 +14,7 @@ from cartage.carrier.v1 import carrier_pb2, carrier_service_pb2, shipment_pb2
 from services.carrier.adapters.tables import (
     carriers,
     catalog_versions,
+    edi_control_numbers,
     milestones,
     rate_cards,
     shipments,
@@ -253,6 +254,11 @@ class CarrierRepository:
         return [_shipment(r._mapping) for r in rows]
 
     # tenders -------------------------------------------------------------------------------
+
+    async def next_control_number(self, tx: Transaction) -> int:
+        """The next EDI interchange control number (a Postgres sequence: never handed out
+        twice, also when the transaction that took it rolls back)."""
+        return int((await tx.execute(sa.select(edi_control_numbers.next_value()))).scalar_one())
 
     def insert_tender(self, tx: Transaction, tender: Tender) -> None:
         tx.insert(tenders, [_tender_values(tender)])

@@ -104,3 +104,8 @@ milestones = sa.Table(
     sa.Column("record_time", TIME, nullable=False),
     sa.Index("ix_milestones_client_recorded", "client_id", "record_time"),
 )
+
+# Interchange control numbers of the EDI 204s we send (ISA13/GS06: nine digits), unique across
+# processes and restarts; after 999,999,999 they start again at 1 (X12 allows reuse then).
+edi_control_numbers = sa.Sequence("edi_control_numbers", metadata=metadata, start=1,
+                                  minvalue=1, maxvalue=999_999_999, cycle=True)

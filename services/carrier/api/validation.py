@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
+from urllib.parse import urlsplit
 
 from google.protobuf import duration_pb2
 
@@ -39,14 +41,31 @@ def check_carrier(carrier: carrier_pb2.Carrier, v: Violations, path: str = "carr
     v.enum(carrier.state, carrier_pb2.Carrier.State.DESCRIPTOR, f"{path}.state")
     v.text(carrier.endpoint_uri, f"{path}.endpoint_uri", max_len=2000)
     if carrier.tender_channel == carrier_pb2.TENDER_CHANNEL_API_CALLBACK and \
-            not carrier.endpoint_uri.startswith("https://"):
-        v.add(f"{path}.endpoint_uri", "an API_CALLBACK carrier needs an https:// endpoint")
+            not _callback_endpoint(carrier.endpoint_uri):
+        v.add(f"{path}.endpoint_uri", "an API_CALLBACK carrier needs an https:// endpoint "
+              "(http:// only to a loopback address: a simulator beside the service)")
     check_date(carrier.insurance_expiry, carrier.HasField("insurance_expiry"),
                f"{path}.insurance_expiry", v)
     check_date(carrier.authority_expiry, carrier.HasField("authority_expiry"),
                f"{path}.authority_expiry", v)
     v.text(carrier.oauth_client_id, f"{path}.oauth_client_id", max_len=200)
     v.number(carrier.max_weight_kg, f"{path}.max_weight_kg", minimum=0, maximum=MAX_WEIGHT_KG)
+
+
+def _callback_endpoint(uri: str) -> bool:
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if not host or parts.username is not None:
+        return False
+    if parts.scheme == "https":
+        return True
+    try:
+        return parts.scheme == "http" and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_stop(stop: object, path: str, v: Violations) -> None:

@@ -195,6 +195,9 @@ class EdiInbox:
             return InboxFile(path, (), ChannelError(f"not ASCII: {error.reason}", path.name))
         except ChannelError as error:
             return InboxFile(path, (), error)
+        except OSError as error:  # vanished or unreadable: set aside, not a crash of the reader
+            return InboxFile(path, (), ChannelError(f"cannot read: {error.strerror}",
+                                                    path.name))
 
     def done(self, item: InboxFile) -> Path:
         return self._move(item.path, "processed")

@@ -174,6 +174,21 @@ class Shipment:
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelAnswer:
+    """A carrier's answer to an offer as its channel delivered it (an HTTP reply, an EDI 990):
+    accepted, or rejected with the canonical reason code and the carrier's text."""
+
+    accepted: bool
+    reason_code: str = ""
+    reason: str = ""
+
+    def reject_reason(self) -> str:
+        """The reason a rejection is stored with (RejectTender's rule: never empty)."""
+        text = ": ".join(p for p in (self.reason_code, self.reason) if p)
+        return (text or "rejected by the carrier")[:500]
+
+
+@dataclass(frozen=True, slots=True)
 class Tender:
     id: str
     client_id: str  # the shipper

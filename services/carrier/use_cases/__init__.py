@@ -3,7 +3,7 @@
 from services.carrier.use_cases.catalog import CatalogUseCases
 from services.carrier.use_cases.ports import Codecs, Page, TenderQuery
 from services.carrier.use_cases.quoting import QuoteUseCases
-from services.carrier.use_cases.tendering import TenderUseCases
+from services.carrier.use_cases.tendering import AnswerOutcome, TenderUseCases
 
-__all__ = ["CatalogUseCases", "Codecs", "Page", "QuoteUseCases", "TenderQuery",
+__all__ = ["AnswerOutcome", "CatalogUseCases", "Codecs", "Page", "QuoteUseCases", "TenderQuery",
            "TenderUseCases"]

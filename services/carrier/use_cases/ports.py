@@ -6,7 +6,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.carrier.domain.model import Carrier, RateCardRecord, Shipment, Tender
+from services.carrier.domain.model import (
+    Carrier,
+    ChannelAnswer,
+    RateCardRecord,
+    Shipment,
+    Tender,
+)
 from services.carrier.domain.scorecard import LaneStats
 from services.kit.idempotency import Codec
 from services.kit.uow import OutgoingEvent, Transaction, UnitOfWork
@@ -90,11 +96,11 @@ class Events(Protocol):
 class TenderChannels(Protocol):
     """How an offer reaches a carrier (its `tender_channel`). Called after the offer is
     committed; a channel that fails leaves the offer open until its deadline (the carrier can
-    still list and answer it through the API). The lead wires the JSON/HTTP and EDI channels
-    (services/carrier/channels); `adapters.tender_channels.CartageApiChannel` is the poll
-    channel, which sends nothing."""
+    still list and answer it through the API). Returns the carrier's answer when it gave one
+    at once (an HTTP carrier replying 200), else None (it answers later: by the API, or by an
+    EDI 990 the inbox job reads)."""
 
-    async def offer(self, carrier: Carrier, tender: Tender) -> None: ...
+    async def offer(self, carrier: Carrier, tender: Tender) -> ChannelAnswer | None: ...
 
 
 @dataclass(frozen=True, slots=True)

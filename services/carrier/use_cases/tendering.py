@@ -16,6 +16,7 @@ shipment, everywhere.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +26,7 @@ from services.carrier.domain.loads import ship_day
 from services.carrier.domain.messages import exclusion_message, quote_message
 from services.carrier.domain.model import (
     Carrier,
+    ChannelAnswer,
     Shipment,
     ShipmentState,
     Tender,
@@ -59,6 +61,14 @@ def shipment_not_found(shipment_id: str) -> NotFound:
 def tender_not_found(tender_id: str) -> NotFound:
     # A tender offered to another carrier is indistinguishable from a missing one.
     return NotFound(f"tender tenders/{tender_id} not found", reason="TENDER_NOT_FOUND")
+
+
+class AnswerOutcome(enum.Enum):
+    """What became of an answer a channel brought (the EDI inbox files it by this)."""
+
+    APPLIED = "applied"  # accepted or rejected (or a repeat of what was already done)
+    REFUSED = "refused"  # the tender is no longer open: expired, answered, withdrawn
+    UNKNOWN = "unknown"  # no such tender, or the answer is not from the tendered carrier
 
 
 @dataclass(slots=True)
@@ -219,11 +229,46 @@ class TenderUseCases:
             return shipment.offered(tender.id, now)
 
     async def _send(self, offers: _Offers) -> None:
+        """Hand the committed offers to their channels; an answer given at once (an HTTP
+        carrier's 200) is applied like AcceptTender/RejectTender."""
         for carrier, tender in offers.made:
             try:
-                await self._channels.offer(carrier, tender)
+                answer = await self._channels.offer(carrier, tender)
             except Exception:  # the offer stays open until its deadline; the carrier can poll
                 log.exception("tender channel failed", extra={"tender": tender.name})
+                continue
+            if answer is not None:
+                await self.apply_answer(tender, answer)
+
+    async def apply_answer(self, tender: Tender, answer: ChannelAnswer) -> AnswerOutcome:
+        """A carrier's answer from its channel, through the same use cases (and guards) as
+        the RPCs, as the shipper (who may answer for its carrier): a repeated accept is
+        idempotent; an answer to a tender that is no longer open (past its deadline, already
+        answered, withdrawn) is refused and logged."""
+        try:
+            if answer.accepted:
+                await self.accept(tender.client_id, tender.id, None)
+            else:
+                await self.reject(tender.client_id, tender.id, answer.reject_reason(), None)
+        except FailedPrecondition as error:
+            log.warning("carrier answer refused", extra={
+                "tender": tender.name, "reason": error.reason, "accepted": answer.accepted})
+            return AnswerOutcome.REFUSED
+        return AnswerOutcome.APPLIED
+
+    async def answer_from_carrier(self, tender_id: str, scac: str, answer: ChannelAnswer
+                                  ) -> AnswerOutcome:
+        """An answer that names its tender and carrier (an EDI 990): applied only when the
+        SCAC is the tendered carrier's."""
+        async with self._uow.transaction() as tx:
+            tender = await self._repo.get_tender(tx, tender_id)
+            carrier = None if tender is None else await self._repo.get_carrier(
+                tx, tender.client_id, tender.carrier_id)
+        if tender is None or carrier is None or carrier.content.scac != scac:
+            log.warning("carrier answer for an unknown tender or from another carrier",
+                        extra={"tender": f"tenders/{tender_id}", "scac": scac})
+            return AnswerOutcome.UNKNOWN
+        return await self.apply_answer(tender, answer)
 
     # the carrier's answers -----------------------------------------------------------------
 
@@ -317,8 +362,7 @@ class TenderUseCases:
     async def record_milestone(self, tx: Transaction, client_id: str, shipment_id: str,
                                kind: int, actual: dt.datetime) -> bool:
         """A pickup (1) or delivery (2) of a booked shipment, for the on-time part of its
-        carrier's lane scorecard: on time when inside one of the stop's time windows. Ready for
-        tracking's `milestone.recorded` (the consumer is wired when that contract exists); the
+        carrier's lane scorecard: on time when inside one of the stop's time windows. The
         first report of each kind counts, repeats are ignored. Moves the shipment to
         IN_TRANSIT / DELIVERED."""
         shipment = await self._repo.get_shipment(tx, client_id, shipment_id, for_update=True)
@@ -339,6 +383,15 @@ class TenderUseCases:
                                                  version=shipment.version + 1))
         self._quotes.forget_scores(client_id)
         return fresh
+
+    async def order_milestone(self, tx: Transaction, client_id: str, order: str, kind: int,
+                              actual: dt.datetime) -> bool:
+        """Tracking's `milestone.recorded` for an order: recorded for the order's shipment
+        (one made from its `order.released`); an order without one is not ours."""
+        shipment = await self._repo.shipment_of_order(tx, client_id, order)
+        if shipment is None:
+            return False
+        return await self.record_milestone(tx, client_id, shipment.id, kind, actual)
 
     async def scorecards(self, client_id: str, carrier_id: str, days: float
                          ) -> tuple[list[LaneStats], dt.datetime, dt.datetime]:

@@ -233,3 +233,22 @@ def test_lane_scores_reward_acceptance_and_punctuality() -> None:
     window = (NOW, NOW + dt.timedelta(hours=2))
     assert on_time(NOW + dt.timedelta(hours=1), [window])
     assert not on_time(NOW + dt.timedelta(hours=3), [window])
+
+
+@pytest.mark.parametrize(("uri", "ok"), [
+    ("https://api.carrier.example/v1", True),
+    ("http://127.0.0.1:8080", True),  # a simulator beside the service (tests, make run)
+    ("http://[::1]:8080", True),
+    ("http://api.carrier.example", False),  # plain HTTP over the internet
+    ("http://10.0.0.5", False),
+    ("https://user:secret@api.carrier.example", False),
+    ("", False),
+    ("ftp://127.0.0.1", False),
+])
+def test_an_api_callback_carrier_needs_an_https_or_loopback_endpoint(uri: str, ok: bool) -> None:
+    from services.carrier.api.validation import check_carrier
+
+    v = Violations()
+    check_carrier(carrier(tender_channel=carrier_pb2.TENDER_CHANNEL_API_CALLBACK,
+                          endpoint_uri=uri), v)
+    assert (not v) == ok
