@@ -340,7 +340,9 @@ def _large_body_routes(config: GatewayConfig, rpcs: list[contracts.Rpc]
                 continue
             found.append({
                 "name": f"rest-body:{rpc.path.lstrip('/')}",
-                "match": {"path": binding.template},
+                # Its own method only: another one goes on to the 405 with Allow.
+                "match": {"path": binding.template, "headers": [
+                    {"name": ":method", "string_match": {"exact": binding.verb}}]},
                 "direct_response": {"status": 404, "body": {"inline_string": "no such endpoint"}},
                 "typed_per_filter_config": {
                     "envoy.filters.http.rbac": {
@@ -456,18 +458,33 @@ def _method_not_allowed(rpcs: list[contracts.Rpc],
     order = sorted(allowed, key=lambda r: (":" not in r,
                                            r.count("[^/]+") + 2 * r.count(".+"), r))
     routes = []
+    rbac = {"envoy.filters.http.rbac": {
+        "@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}}
     for regex in order:
         methods = sorted(allowed[regex])
-        routes.append({
-            "name": "method_not_allowed " + regex,
-            "match": {"safe_regex": {"regex": regex}},
+        served = {"name": ":method", "string_match": {"safe_regex": {"regex": "|".join(methods)}}}
+        reply = {
             "direct_response": {"status": 405, "body": {
                 "inline_string": f"this path serves {', '.join(methods)} only"}},
             "response_headers_to_add": [{"header": {"key": "allow", "value": ", ".join(methods)},
                                          "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
-            "typed_per_filter_config": {"envoy.filters.http.rbac": {
-                "@type": T + "envoy.extensions.filters.http.rbac.v3.RBACPerRoute"}},
-        })
+        }
+        # The first path that matches decides (a `:approve` path also matches the resource's
+        # `[^/]+`). A method it serves: the transcoder turns the request into its RPC's route,
+        # so this reply is only for a request it could not transcode.
+        routes.append({"name": "method_served " + regex,
+                       "match": {"safe_regex": {"regex": regex}, "headers": [served]},
+                       **reply, "typed_per_filter_config": rbac})
+        # Any other method, with the transcoder off: it never reads them (`DELETE
+        # /v1/operations` would otherwise be a DeleteOperation of `operations`, `**` matching
+        # no segment, refused for its query parameters).
+        routes.append({"name": "method_not_allowed " + regex,
+                       "match": {"safe_regex": {"regex": regex},
+                                 "headers": [{**served, "invert_match": True}]},
+                       **reply, "typed_per_filter_config": {
+                           **rbac, "envoy.filters.http.grpc_json_transcoder": {
+                               "@type": T + "envoy.config.route.v3.FilterConfig",
+                               "disabled": True}}})
     return routes
 
 
@@ -764,6 +781,9 @@ def build(config: GatewayConfig) -> dict[str, Any]:
                       "HttpConnectionManager"),
         "stat_prefix": "edge",
         "codec_type": "AUTO",
+        # A method HTTP/1's parser does not know (QUERY, a made-up one) reaches the routes, so a
+        # path the API serves answers 405 with Allow like for TRACE, instead of a codec 400.
+        "http_protocol_options": {"allow_custom_methods": True},
         "use_remote_address": True,
         "generate_request_id": True,
         "preserve_external_request_id": True,

@@ -119,25 +119,30 @@ class _Schemas:
             self.enums[f"{name}.{enum.name}"] = [(v.name, v.number) for v in enum.value]
 
     def ref(self, name: str, *, variant: str = "",
-            outer: constraints.FieldConstraints | None = None, partial: bool = False
-            ) -> dict[str, Any]:
+            outer: constraints.FieldConstraints | None = None, partial: bool = False,
+            from_path: frozenset[str] = frozenset()) -> dict[str, Any]:
         """A reference to the component of message `name`; `variant` names a copy with the
-        limits a holding field declares on its fields (`outer`) or without `required`
-        (`partial`, an update's body)."""
+        limits a holding field declares on its fields (`outer`), without `required`
+        (`partial`, an update's body) or without the fields the path sets (`from_path`)."""
         if name in _WELL_KNOWN:
             return dict(_WELL_KNOWN[name])
         key = f"{name}.{variant}" if variant else name
         if key not in self.components:
             self.components[key] = {}  # placeholder against recursion
-            self.components[key] = self._object(name, outer, partial=partial)
+            self.components[key] = self._object(name, outer, partial=partial,
+                                                from_path=from_path)
         return {"$ref": f"#/components/schemas/{key}"}
 
     def _object(self, name: str, outer: constraints.FieldConstraints | None = None, *,
-                partial: bool = False) -> dict[str, Any]:
+                partial: bool = False, from_path: frozenset[str] = frozenset()
+                ) -> dict[str, Any]:
         message = self.messages[name]
         properties: dict[str, Any] = {}
         needed: list[str] = []
         for f in message.field:
+            if f.name in from_path:
+                # The transcoder sets it from the path: not the body's to send.
+                continue
             inner = outer.fields[f.name] if outer is not None and f.name in outer.fields else None
             properties[f.json_name] = self.field(name, f, inner)
             if (constraints.required(f) or (outer is not None and f.name in outer.required)):
@@ -340,8 +345,14 @@ def build(descriptors: descriptor_pb2.FileDescriptorSet | None = None, *,
             body_fields: set[str] = set()
             if binding.body == "*":
                 body_fields = {f.name for f in request.field}
+                # `POST /v1/{name=decisions/*}:approve` with body `*`: the body is the request
+                # less the fields its path sets (a generated client would otherwise ask for
+                # the name twice, once as a required body field).
+                schema = (schemas.ref(rpc.input_type, variant="body",
+                                      from_path=frozenset(bound_fields))
+                          if bound_fields else schemas.ref(rpc.input_type))
                 operation["requestBody"] = {"required": True, "content": {
-                    "application/json": {"schema": schemas.ref(rpc.input_type)}}}
+                    "application/json": {"schema": schema}}}
             elif binding.body:
                 body_fields = {binding.body}
                 body_field = next(f for f in request.field if f.name == binding.body)

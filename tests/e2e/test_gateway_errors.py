@@ -94,6 +94,20 @@ async def test_a_known_path_with_another_method_is_405_with_allow(
     assert verb.status_code == 405 and verb.headers["allow"] == "POST", verb.text
 
 
+async def test_every_method_a_path_does_not_serve_is_405_before_the_transcoder(
+        partner: Partner) -> None:
+    # `{name=operations/**}` would match the collection for the transcoder (DeleteOperation of
+    # `operations`, refused for its query parameters): the 405 comes first.
+    collection = await partner.http.request("DELETE", "/v1/operations", params={"filter": "x"})
+    assert collection.status_code == 405 and collection.headers["allow"] == "GET", collection.text
+    # A method HTTP/1 does not know, and one on a path with a larger body limit.
+    made_up = await partner.http.request("FROB", "/v1/orders")
+    assert made_up.status_code == 405 and made_up.headers["allow"] == "GET, POST", made_up.text
+    trace = await partner.http.request("TRACE", "/v1/documents:captureProofOfDelivery")
+    assert trace.status_code == 405 and trace.headers["allow"] == "POST", trace.text
+    assert (await partner.http.get("/v1/operations")).status_code != 405
+
+
 async def test_an_unknown_path_is_a_json_404(partner: Partner) -> None:
     body = error(await partner.http.get("/v1/nothing/here"), 404, "UNKNOWN_PATH")
     assert body["code"] == 5 and "/openapi.json" in body["message"]

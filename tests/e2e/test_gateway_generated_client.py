@@ -1,8 +1,9 @@
 """A client generated from the gateway's /openapi.json by openapi-python-client (at test time,
 into a temporary directory, never committed) runs a partner's journey through the real edge:
 create an order with an Idempotency-Key, list with a filter and pages, create a vehicle,
-update it with a mask, start a plan. What the generator cannot call, a partner
-cannot either: the document has to be right."""
+update it with a mask, plan and follow the operation to its plan, approve the decision, export
+the plan. What the generator cannot call, a partner cannot either: the document has to be
+right."""
 
 from __future__ import annotations
 
@@ -112,5 +113,59 @@ async def test_a_generated_client_runs_a_partner_journey(
             client=client, body=plan_body, idempotency_key=uuid.uuid4().hex)
         assert started.status_code == 200, started.content
         assert started.parsed.name.startswith("operations/routing/")
-        # Not yet: following the operation, approving and exporting through the generated client
-        # (the done operation's `response`, an Any, did not carry the plan's name here).
+        operation = await _done(started.parsed.name, client)
+        assert not operation.error, operation.error
+        # The response is a google.protobuf.Any: the generated model keeps `@type` and the
+        # message's fields, which the RoutePlan model reads as they are.
+        assert operation.response.type_.endswith("/cartage.routing.v1.RoutePlan")
+        RoutePlan = _model("CartageRoutingV1RoutePlan")
+        proposed = RoutePlan.from_dict(operation.response.to_dict())
+        assert proposed.name.startswith("routePlans/") and proposed.state == "STATE_PROPOSED"
+        assert [s.shipment for s in proposed.routes[0].stops] == ["near"]
+
+        # Read the plan, approve its decision (the default policy is L1: a person decides).
+        plan_id = proposed.name.split("/")[1]
+        plan = await _call("routing_service.get_route_plan").asyncio_detailed(
+            plan_id, client=client)
+        assert plan.status_code == 200, plan.content
+        assert plan.parsed.decision.startswith("decisions/"), plan.content
+        pending = await _call("routing_service.list_decisions").asyncio_detailed(
+            client=client, filter_="state = PENDING")
+        assert pending.status_code == 200, pending.content
+        assert plan.parsed.decision in [d.name for d in pending.parsed.decisions
+                                        if d.proposed_plan == proposed.name]
+        approved = await _call("routing_service.approve_decision").asyncio_detailed(
+            plan.parsed.decision.split("/")[1], client=client,
+            body=_model("CartageRoutingV1ApproveDecisionRequestBody").from_dict({}),
+            idempotency_key=uuid.uuid4().hex)
+        assert approved.status_code == 200, approved.content
+        assert approved.parsed.state == "STATE_APPLIED"
+        active = await _call("routing_service.get_route_plan").asyncio_detailed(
+            plan_id, client=client)
+        assert active.parsed.state == "STATE_ACTIVE", active.content
+
+        # Export: GeoJSON, one LineString for the route, a Point per stop.
+        exported = await _call("routing_service.export_route_plan").asyncio_detailed(
+            plan_id, client=client)
+        assert exported.status_code == 200, exported.content
+        assert exported.headers["content-type"] == "application/geo+json"
+        geojson = json.loads(exported.content)
+        assert geojson["type"] == "FeatureCollection"
+        kinds = [f["geometry"]["type"] for f in geojson["features"]]
+        assert kinds.count("LineString") == 1 and "Point" in kinds
+
+
+async def _done(name: str, client: Any, within: float = 30.0) -> Any:
+    """Polls GetOperation (the REST surface has no WaitOperation) until the operation is done;
+    raises after `within` seconds."""
+    _, service, operation_id = name.split("/")
+    get = _call("operations.get_operation_by_service")
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        got = await get.asyncio_detailed(service, operation_id, client=client)
+        assert got.status_code == 200, got.content
+        if got.parsed.done:
+            return got.parsed
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{name} not done after {within:g} s: {got.content!r}")
+        await asyncio.sleep(0.1)

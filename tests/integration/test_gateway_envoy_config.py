@@ -427,7 +427,9 @@ def test_a_larger_body_is_allowed_on_its_rest_path_only() -> None:
 
     generated = routes(build(config()))
     route = generated["rest-body:cartage.document.v1.DocumentService/CaptureProofOfDelivery"]
-    assert route["match"] == {"path": "/v1/documents:captureProofOfDelivery"}
+    # Its own method only: TRACE on the path is the 405 with Allow.
+    assert route["match"] == {"path": "/v1/documents:captureProofOfDelivery", "headers": [
+        {"name": ":method", "string_match": {"exact": "POST"}}]}
     assert route["direct_response"]["status"] == 404 and "route" not in route
     limit = POLICY["cartage.document.v1.DocumentService/CaptureProofOfDelivery"]
     assert route["typed_per_filter_config"][STRICT_JSON_BUFFER]["buffer"] == {
