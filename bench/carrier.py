@@ -23,29 +23,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import time
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import nats
-import uvloop
 from google.type import date_pb2, money_pb2, postal_address_pb2
 
+from bench import report
 from bench.orders import (
     CpuMeter,
     Recorder,
-    _cpu_model,
     _owned,
     log,
     open_channels,
@@ -334,36 +328,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.perf_counter()
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    tmp = Path(tempfile.mkdtemp(prefix="cartage-bench-carrier-"))
-    try:
-        results = uvloop.run(bench(args, tmp))
-    except asyncio.CancelledError:
-        log("interrupted; stopped the processes this run started")
-        return 130
-    finally:
-        stop_owned()
-        shutil.rmtree(tmp, ignore_errors=True)
-    report = {
-        "benchmark": "carrier",
-        "timestamp": stamp,
-        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
-                    "processor": _cpu_model()},
-        "config": {"carriers": args.carriers, "lanes_per_carrier": args.lanes,
-                   "lanes": args.carriers * args.lanes, "callers": args.callers,
-                   "seconds": args.seconds, "warmup_seconds": args.warmup,
-                   "workers": args.workers, "channels": args.channels},
-        **results,
-        "targets": TARGETS,
-        "pass": verdict(results),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    log(f"pass: {report['pass']}")
-    log(f"wrote {args.out} ({report['wall_seconds']}s)")
-    return 0 if report["pass"]["all"] else 1
+    return report.run("carrier", args.out, lambda tmp: bench(args, tmp), config={
+        "carriers": args.carriers, "lanes_per_carrier": args.lanes,
+        "lanes": args.carriers * args.lanes, "callers": args.callers, "seconds": args.seconds,
+        "warmup_seconds": args.warmup, "workers": args.workers, "channels": args.channels},
+                      targets=TARGETS, verdict=verdict)
 
 
 if __name__ == "__main__":

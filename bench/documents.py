@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
-import platform
 import secrets
 import shutil
 import statistics
@@ -28,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +36,7 @@ from google.longrunning import operations_pb2_grpc
 from google.longrunning import operations_proto_pb2 as ops
 from PIL import Image
 
+from bench import report
 from cartage.document.v1 import content_pb2, document_service_pb2, document_service_pb2_grpc
 from services.stack.components import Nats, Postgres, dying_with_parent, free_port, wait_for_port
 from tests import document_samples as samples
@@ -149,21 +147,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         nats.stop()
         postgres.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    results = {**bols, **labels, **pods}
-    return {
-        "benchmark": "documents",
-        "time": datetime.now(UTC).isoformat(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "results": results,
-        "targets": TARGETS,
-        "pass": {
-            "bol_per_s": results["bol_per_s"] >= TARGETS["bol_per_s"],
-            "labels_per_s": results["labels_per_s"] >= TARGETS["labels_per_s"],
-            "pod_p99_ms": results["pod_p99_ms"] <= TARGETS["pod_p99_ms"],
-        },
-        "run_id": uuid.uuid4().hex[:8],
-    }
+    return {**bols, **labels, **pods}
 
+
+def verdict(results: dict[str, Any]) -> dict[str, bool]:
+    return report.passed({
+        "bol_per_s": results["bol_per_s"] >= TARGETS["bol_per_s"],
+        "labels_per_s": results["labels_per_s"] >= TARGETS["labels_per_s"],
+        "pod_p99_ms": results["pod_p99_ms"] <= TARGETS["pod_p99_ms"],
+    })
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.documents")
@@ -171,9 +163,12 @@ if __name__ == "__main__":
     parser.add_argument("--callers", type=int, default=16)
     parser.add_argument("--labels", type=int, default=500)
     parser.add_argument("--pods", type=int, default=30)
-    parser.add_argument("--out", default="bench/results/documents.json")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/documents.json"))
     arguments = parser.parse_args()
-    report = uvloop.run(main(arguments))
-    Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(arguments.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report["results"], indent=2))
+    started = time.perf_counter()
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    figures = uvloop.run(main(arguments))
+    sys.exit(report.write_report(
+        arguments.out, "documents", config=vars(arguments) | {"out": str(arguments.out)},
+        results={"results": figures}, targets=TARGETS, checks=verdict(figures),
+        started=started, stamp=stamp))

@@ -28,27 +28,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import nats
-import uvloop
 from nats.js import api as js_api
 
+from bench import report
 from bench.orders import (
     CpuMeter,
-    _cpu_model,
     _owned,
     batch_phase,
     bench_order,
@@ -487,36 +482,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.perf_counter()
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    tmp = Path(tempfile.mkdtemp(prefix="cartage-bench-events-"))
-    try:
-        results = uvloop.run(bench(args, tmp))
-    except asyncio.CancelledError:
-        log("interrupted; stopped the processes this run started")
-        return 130
-    finally:
-        stop_owned()
-        shutil.rmtree(tmp, ignore_errors=True)
-    report = {
-        "benchmark": "events",
-        "timestamp": stamp,
-        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
-                    "processor": _cpu_model()},
-        "config": {"events": args.events, "history_rows": args.history_rows,
-                   "seconds": args.seconds, "warmup_seconds": args.warmup,
-                   "batch_size": args.batch_size, "batch_callers": args.batch_callers,
-                   "postgres_durable": True, "window": WINDOW, "run": uuid.uuid4().hex[:6]},
-        **results,
-        "targets": TARGETS,
-        "pass": verdict(results),
-        "wall_seconds": round(time.perf_counter() - started, 1),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    log(f"pass: {report['pass']}")
-    log(f"wrote {args.out} ({report['wall_seconds']}s)")
-    return 0 if report["pass"]["all"] else 1
+    return report.run("events", args.out, lambda tmp: bench(args, tmp), config={
+        "events": args.events, "history_rows": args.history_rows, "seconds": args.seconds,
+        "warmup_seconds": args.warmup, "batch_size": args.batch_size,
+        "batch_callers": args.batch_callers, "postgres_durable": True, "window": WINDOW,
+        "run": uuid.uuid4().hex[:6]},
+                      targets=TARGETS, verdict=verdict)
 
 
 if __name__ == "__main__":

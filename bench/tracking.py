@@ -30,12 +30,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
-import shutil
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -49,8 +45,9 @@ import nats
 import uvloop
 from google.protobuf import json_format
 
+from bench import report
 from bench.gateway import spawn, start_envoy
-from bench.orders import _cpu_model, _owned, log, percentile, stop_owned
+from bench.orders import _owned, log, percentile
 from cartage.routing.v1 import events_pb2 as routing_events
 from cartage.routing.v1 import route_plan_pb2
 from cartage.tracking.v1 import events_pb2, tracking_pb2, tracking_service_pb2
@@ -384,31 +381,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    started = time.perf_counter()
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    tmp = Path(tempfile.mkdtemp(prefix="cartage-bench-tracking-"))
-    try:
-        results = uvloop.run(bench(args, tmp))
-    except asyncio.CancelledError:
-        log("interrupted; stopped the processes this run started")
-        return 130
-    finally:
-        stop_owned()
-        shutil.rmtree(tmp, ignore_errors=True)
-    report = {
-        "benchmark": "tracking", "timestamp": stamp,
-        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform(), "processor": _cpu_model()},
-        "config": {"seconds": args.seconds, "streams": args.streams, "messages": args.messages,
-                   "per_message": args.per_message, "rest_callers": args.rest_callers,
-                   "fences": args.fences, "postgres_durable": True,
-                   "load": "grpc.aio / httpx Python clients in the benchmark process"},
-        **results, "targets": TARGETS, "pass": verdict(results),
-        "wall_seconds": round(time.perf_counter() - started, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    log(f"wrote {args.out}: pass {report['pass']}")
-    return 0
+    return report.run("tracking", args.out, lambda tmp: bench(args, tmp), config={
+        "seconds": args.seconds, "streams": args.streams, "messages": args.messages,
+        "per_message": args.per_message, "rest_callers": args.rest_callers,
+        "fences": args.fences, "postgres_durable": True,
+        "load": "grpc.aio / httpx Python clients in the benchmark process"},
+                      targets=TARGETS, verdict=verdict)
 
 
 if __name__ == "__main__":
